@@ -1,0 +1,3 @@
+"""onnxprune: structured pruning of ONNX models, verified exactly."""
+
+__version__ = "0.1.0"

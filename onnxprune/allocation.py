@@ -1,0 +1,110 @@
+"""Choosing what to remove.
+
+``--ratio R`` removes fraction R of each prunable group's canonical channels (as
+Torch-Pruning's ``pruning_ratio``), lowest scores first. Kept counts are at least
+``min_channels`` channels and, with ``round_to`` N, a multiple of N channels (a head or
+grouped-conv block counts as its channel width). ``exclude`` patterns (names or globs) keep
+every group that touches a matching node or tensor. A global target (``target_macs`` F keeps
+fraction F of the original MACs) is met by searching the uniform ratio.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import math
+from collections.abc import Callable, Sequence
+
+import numpy as np
+
+from onnxprune.analysis import Analysis
+from onnxprune.errors import UsageError
+from onnxprune.groups import Group
+
+
+def group_names(analysis: Analysis, group: Group) -> set[str]:
+    """Names a user may exclude a group by: member tensors and the nodes touching them."""
+    names: set[str] = set()
+    for dim in group.atom_of:
+        names.add(dim.tensor)
+        value = analysis.value(dim.tensor)
+        if value is None:
+            continue
+        producer = value.producer()
+        if producer is not None:
+            names.add(producer.name)
+        names.update(node.name for node, _ in value.uses())
+    return names
+
+
+def excluded_groups(analysis: Analysis, groups: list[Group], patterns: Sequence[str]) -> set[int]:
+    """Ids of groups matched by ``patterns``; a pattern matching nothing is a usage error."""
+    if not patterns:
+        return set()
+    everything = set(analysis.values) | {n.name for n in analysis.model.graph}
+    for pattern in patterns:
+        if not fnmatch.filter(everything, pattern):
+            raise UsageError(
+                f"--exclude '{pattern}' matches no node or tensor of the model; "
+                "run `onnxprune analyze MODEL` to see the names"
+            )
+    out = set()
+    for group in groups:
+        names = group_names(analysis, group)
+        if any(fnmatch.filter(names, p) for p in patterns):
+            out.add(group.id)
+    return out
+
+
+def kept_atoms(group: Group, ratio: float, round_to: int = 1, min_channels: int = 1) -> int:
+    """How many canonical channels of ``group`` stay at ``ratio``."""
+    n, width = group.n_atoms, group.atom_size
+    keep = max(1, n - math.floor(n * ratio + 1e-9))
+    keep = max(keep, math.ceil(min_channels / width))
+    if round_to > 1:
+        step = round_to // math.gcd(round_to, width)
+        keep = math.ceil(keep / step) * step
+    return min(keep, n)
+
+
+def allocate_ratio(
+    groups: list[Group],
+    scores: dict[int, np.ndarray],
+    ratio: float,
+    *,
+    round_to: int = 1,
+    min_channels: int = 1,
+    skip: set[int] | None = None,
+) -> dict[int, np.ndarray]:
+    """Remove the lowest-scored ``ratio`` of each scored group's channels."""
+    if not 0.0 <= ratio < 1.0:
+        raise UsageError(f"--ratio must be in [0, 1), got {ratio}")
+    if round_to < 1 or min_channels < 1:
+        raise UsageError("--round-to and --min-channels must be at least 1")
+    removed: dict[int, np.ndarray] = {}
+    for group in groups:
+        if group.id not in scores or (skip and group.id in skip):
+            continue
+        keep = kept_atoms(group, ratio, round_to, min_channels)
+        if keep >= group.n_atoms:
+            continue
+        order = np.argsort(scores[group.id], kind="stable")
+        removed[group.id] = np.sort(order[: group.n_atoms - keep])
+    return removed
+
+
+def search_ratio(
+    kept_fraction: Callable[[float], float], target: float, *, steps: int = 12, hi: float = 0.95
+) -> float:
+    """Smallest uniform ratio whose kept fraction is at most ``target`` (bisection)."""
+    if not 0.0 < target <= 1.0:
+        raise UsageError(f"target fraction must be in (0, 1], got {target}")
+    lo = 0.0
+    if kept_fraction(hi) > target:
+        return hi
+    for _ in range(steps):
+        mid = (lo + hi) / 2
+        if kept_fraction(mid) > target:
+            lo = mid
+        else:
+            hi = mid
+    return hi

@@ -1,0 +1,195 @@
+"""Build the channel graph of a model by running every node's channel rule.
+
+The working model is first normalised (unique names, Constant nodes lifted to initializers,
+accidentally shared constants untied, shapes inferred). Then every node of the main graph
+declares its dims through its rule; what no rule declares is blocked, as are the model's
+inputs and outputs, values captured by subgraphs, and channel sizes that flow into shape
+computations no rule binds.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import onnx_ir as ir
+from onnx_ir.passes.common import (
+    LiftConstantsToInitializersPass,
+    NameFixPass,
+    ShapeInferencePass,
+)
+
+from onnxprune import rules
+from onnxprune.channel_graph import ChannelGraph, Dim, Reason
+from onnxprune.graph_values import all_values
+from onnxprune.passes.untie import UntieRecord, UntieSharedConstantsPass
+from onnxprune.rules.context import RuleContext, _RankUnknown
+from onnxprune.shape_values import SHAPE_ARITHMETIC, SizeOf, shape_entries
+
+# (op type, input index) whose rules bind every entry of the shape vector they read.
+BINDING_SHAPE_INPUTS = {("Reshape", 1), ("Expand", 1), ("ConstantOfShape", 0), ("Resize", 3)}
+
+
+@dataclass
+class Analysis:
+    """The normalised working model and its channel graph."""
+
+    model: ir.Model
+    graph: ChannelGraph
+    opset: int
+    untied: dict[str, list[str]] = field(default_factory=dict)
+    unknown_ops: Counter = field(default_factory=Counter)
+    tensor_blocks: dict[str, list[Reason]] = field(default_factory=dict)
+
+    def value(self, name: str) -> ir.Value | None:
+        return self.values.get(name)
+
+    @property
+    def values(self) -> dict[str, ir.Value]:
+        if not hasattr(self, "_values"):
+            self._values = all_values(self.model.graph)
+        return self._values
+
+
+def normalize(model: ir.Model) -> UntieRecord:
+    """Prepare a working copy in place: names, lifted constants, untied constants, shapes."""
+    NameFixPass()(model)
+    LiftConstantsToInitializersPass(lift_all_constants=True, size_limit=0)(model)
+    record = UntieRecord()
+    UntieSharedConstantsPass(record)(model)
+    ShapeInferencePass()(model)
+    return record
+
+
+def model_opset(model: ir.Model) -> int:
+    return model.opset_imports.get("", model.opset_imports.get("ai.onnx", 1))
+
+
+def analyze(
+    model: ir.Model, *, progress: Callable[[int, int], None] | None = None
+) -> Analysis:
+    """Normalise ``model`` in place and build its channel graph."""
+    untied = normalize(model)
+    opset = model_opset(model)
+    analysis = Analysis(model, ChannelGraph(), opset, untied.copies)
+    nodes = list(model.graph)
+    for i, node in enumerate(nodes):
+        _apply_rule(analysis, node)
+        if progress is not None:
+            progress(i + 1, len(nodes))
+    _block_interface(analysis)
+    _block_subgraph_captures(analysis)
+    _block_unbound_size_reads(analysis)
+    return analysis
+
+
+def _apply_rule(analysis: Analysis, node: ir.Node) -> None:
+    ctx = RuleContext(node, analysis.opset)
+    rule = rules.lookup(node.domain, node.op_type, analysis.opset)
+    op_name = node.op_type if node.domain in ("", "ai.onnx") else f"{node.domain}.{node.op_type}"
+    try:
+        if rule is None:
+            analysis.unknown_ops[op_name] += 1
+            ctx.block(f"no channel rule for op '{op_name}'")
+        else:
+            rule(node, ctx)
+    except _RankUnknown as exc:
+        ctx = RuleContext(node, analysis.opset)
+        ctx.block(str(exc))
+    except Exception as exc:  # a rule that cannot prove its mapping must not crash analysis
+        ctx = RuleContext(node, analysis.opset)
+        ctx.block(f"rule could not map this node ({type(exc).__name__}: {exc})")
+    _merge(analysis, node, ctx, op_name)
+
+
+def _merge(analysis: Analysis, node: ir.Node, ctx: RuleContext, op_name: str) -> None:
+    graph = analysis.graph
+    for value in (*node.inputs, *node.outputs):
+        if value is None:
+            continue
+        rank = ctx.rank(value)
+        if rank is None:
+            continue
+        for axis in range(rank):
+            dim = ctx.dim(value, axis)
+            if dim not in ctx.declared:
+                ctx.block_dim(dim, f"the {op_name} rule does not map axis {axis} of '{value.name}'")
+    for dim, size in ctx.sizes.items():
+        graph.add_dim(dim, size)
+    for a, b, a_pos, b_pos in ctx.relations:
+        graph.add_dim(a, ctx.sizes.get(a))
+        graph.add_dim(b, ctx.sizes.get(b))
+        graph.relate(a, b, a_pos, b_pos)
+    where = node.name
+    for dim in ctx.produced:
+        graph.info(dim).produced = True
+    for dim, consumer in ctx.consumers:
+        graph.info(dim).consumers.append(consumer)
+    for dim, text in ctx.blocked:
+        graph.add_dim(dim, ctx.sizes.get(dim)).blocked.append(Reason(where, op_name, text))
+    for dim, text in ctx.approximate_dims:
+        graph.info(dim).approximate.append(Reason(where, op_name, text))
+    graph.blocks.extend(ctx.blocks)
+    for tensor, text in ctx.tensor_blocks:
+        analysis.tensor_blocks.setdefault(tensor, []).append(Reason(where, op_name, text))
+
+
+def _block_value(analysis: Analysis, value: ir.Value, reason: Reason) -> None:
+    if value.shape is None:
+        analysis.tensor_blocks.setdefault(value.name, []).append(reason)
+        return
+    for axis, size in enumerate(value.shape):
+        dim = Dim(value.name, axis)
+        analysis.graph.add_dim(dim, size if isinstance(size, int) else None).blocked.append(reason)
+
+
+def _block_interface(analysis: Analysis) -> None:
+    graph = analysis.model.graph
+    for value in graph.inputs:
+        _block_value(analysis, value, Reason(value.name, "model input", "its shape is fixed"))
+    for value in graph.outputs:
+        _block_value(analysis, value, Reason(value.name, "model output", "its shape is fixed"))
+
+
+def _block_subgraph_captures(analysis: Analysis) -> None:
+    main = analysis.model.graph
+    for value in analysis.values.values():
+        for node, _ in value.uses():
+            if node.graph is not main:
+                reason = Reason(node.name, node.op_type, "read inside a subgraph (If/Loop/Scan)")
+                _block_value(analysis, value, reason)
+                break
+
+
+def _block_unbound_size_reads(analysis: Analysis) -> None:
+    """Sizes read by Shape may only flow into shape inputs whose rules bind them."""
+    for node in analysis.model.graph:
+        if node.op_type != "Shape" or node.domain not in ("", "ai.onnx"):
+            continue
+        data = node.inputs[0]
+        frontier = [node.outputs[0]]
+        seen: set[int] = set()
+        while frontier:
+            value = frontier.pop()
+            if id(value) in seen:
+                continue
+            seen.add(id(value))
+            for user, index in value.uses():
+                if user.op_type in SHAPE_ARITHMETIC and user.op_type != "Shape":
+                    frontier.extend(v for v in user.outputs if v is not None)
+                elif (user.op_type, index) not in BINDING_SHAPE_INPUTS:
+                    _block_read_axes(analysis, data, value, user)
+
+
+def _block_read_axes(analysis: Analysis, data: ir.Value, value: ir.Value, user: ir.Node) -> None:
+    reason = Reason(
+        user.name, user.op_type, f"computes with the size of '{data.name}', which pruning changes"
+    )
+    entries = shape_entries(value)
+    if entries is None:
+        _block_value(analysis, data, reason)
+        return
+    for entry in entries:
+        if isinstance(entry, SizeOf) and entry.tensor == data.name:
+            analysis.graph.add_dim(Dim(data.name, entry.axis), None).blocked.append(reason)

@@ -1,0 +1,239 @@
+"""Form zero-invariant groups from the channel graph.
+
+1. Factor blocks choose one factor to prune along. Factors are ranked by: their component is
+   free of blocks, how often they are the outermost factor (heads before head_dim, C before
+   H x W), then size; a factor opens when no other factor of its blocks is open, and the
+   remaining factors are kept whole. The merged dim is then related to the open factor:
+   position p ~ index of p along that factor, so removals are always rectangular.
+2. Dims connected by relations form a component; positions related (transitively) form one
+   canonical channel (an *atom*). Removing atom k removes its positions from every member.
+3. A component is a group when weights produce one of its dims. It is blocked when any member
+   is blocked (model input/output, unknown op, unprovable rule, unknown size); approximate
+   when an op normalises over a member.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import networkx as nx
+import numpy as np
+from scipy.sparse import coo_matrix
+from scipy.sparse.csgraph import connected_components
+
+from onnxprune.analysis import Analysis
+from onnxprune.channel_graph import ChannelGraph, Consumer, Dim, FactorBlock, Reason
+
+
+@dataclass
+class Group:
+    """A set of dims whose channels are removed together, in one canonical index space."""
+
+    id: int
+    atom_of: dict[Dim, np.ndarray]
+    n_atoms: int
+    produced: list[Dim]
+    consumers: list[tuple[Dim, Consumer]]
+    blocked: list[Reason] = field(default_factory=list)
+    approximate: list[Reason] = field(default_factory=list)
+
+    @property
+    def members(self) -> list[Dim]:
+        return sorted(self.atom_of)
+
+    @property
+    def prunable(self) -> bool:
+        return not self.blocked
+
+    @property
+    def exact(self) -> bool:
+        return not self.blocked and not self.approximate
+
+    @property
+    def width(self) -> int:
+        """Channels of the widest produced member (what a user calls the layer width)."""
+        return max((self.atom_of[d].size for d in self.produced), default=0)
+
+    @property
+    def atom_size(self) -> int:
+        """Positions one canonical channel covers in the widest produced member (head_dim...)."""
+        return max(1, self.width // max(1, self.n_atoms))
+
+    def interface_only(self) -> bool:
+        return bool(self.blocked) and all(
+            r.op_type in ("model input", "model output") for r in self.blocked
+        )
+
+    def kept_positions(self, removed: np.ndarray) -> dict[Dim, np.ndarray]:
+        """Kept positions of every member when atoms ``removed`` go."""
+        return {d: np.flatnonzero(~np.isin(a, removed)) for d, a in self.atom_of.items()}
+
+
+def _is_clean(graph: ChannelGraph, analysis: Analysis, dims: set[Dim]) -> bool:
+    for d in dims:
+        info = graph.info(d)
+        if info.blocked or info.approximate or d.tensor in analysis.tensor_blocks:
+            return False
+    return True
+
+
+def _choose_factors(
+    analysis: Analysis, components: list[set[Dim]], comp_of: dict[Dim, int]
+) -> tuple[list[tuple[FactorBlock, int]], list[tuple[Dim, Reason]]]:
+    """Pick the open factor of each block; returns (block, factor index) and fixed dims."""
+    graph = analysis.graph
+    rank: dict[int, list] = {}
+    for block in graph.blocks:
+        real = [k for k, s in enumerate(block.sizes) if s != 1]
+        for pos, k in enumerate(real):
+            c = comp_of[block.factors[k]]
+            entry = rank.setdefault(c, [_is_clean(graph, analysis, components[c]), 0, 0])
+            entry[1] += pos == 0
+            entry[2] = max(entry[2], block.sizes[k])
+    opened: set[int] = set()
+    fixed: set[int] = set()
+    blocks_of: dict[int, list[FactorBlock]] = {}
+    for block in graph.blocks:
+        for f in block.factors:
+            blocks_of.setdefault(comp_of[f], []).append(block)
+    for c in sorted(rank, key=lambda c: tuple(rank[c]), reverse=True):
+        if c in fixed:
+            continue
+        conflict = False
+        for block in blocks_of[c]:
+            others = {comp_of[f] for f, s in zip(block.factors, block.sizes, strict=True) if s != 1}
+            others.discard(c)
+            if others & opened:
+                conflict = True
+        if conflict:
+            fixed.add(c)
+            continue
+        opened.add(c)
+        for block in blocks_of[c]:
+            for f, s in zip(block.factors, block.sizes, strict=True):
+                if s != 1 and comp_of[f] != c:
+                    fixed.add(comp_of[f])
+    chosen: list[tuple[FactorBlock, int]] = []
+    kept_whole: list[tuple[Dim, Reason]] = []
+    for block in graph.blocks:
+        real = [k for k, s in enumerate(block.sizes) if s != 1]
+        open_k = [k for k in real if comp_of[block.factors[k]] in opened]
+        if len(open_k) == 1:
+            chosen.append((block, open_k[0]))
+        shape = " x ".join(map(str, block.sizes))
+        for k in real:
+            if k not in open_k[:1]:
+                kept_whole.append(
+                    (block.factors[k], Reason(block.node, "factor", f"{block.merged} = {shape}: "
+                                              f"factor {k} is kept whole"))
+                )
+        if not open_k:
+            kept_whole.append(
+                (block.merged, Reason(block.node, "factor", f"{block.merged} = {shape}: no "
+                                      "factor can be pruned"))
+            )
+    return chosen, kept_whole
+
+
+def _block_relation(block: FactorBlock, k: int) -> tuple[np.ndarray, np.ndarray]:
+    total = int(np.prod(block.sizes))
+    inner = int(np.prod(block.sizes[k + 1 :]))
+    positions = np.arange(total)
+    return positions, (positions // inner) % block.sizes[k]
+
+
+def form_groups(analysis: Analysis) -> list[Group]:
+    """Groups of the analysed model (blocked ones included, with their reasons)."""
+    graph = analysis.graph
+    components = [set(c) for c in nx.connected_components(graph.graph)]
+    comp_of = {d: i for i, comp in enumerate(components) for d in comp}
+    chosen, kept_whole = _choose_factors(analysis, components, comp_of)
+
+    full = nx.Graph(graph.graph)
+    extra: list[tuple[Dim, Dim, np.ndarray, np.ndarray]] = []
+    for block, k in chosen:
+        a_pos, b_pos = _block_relation(block, k)
+        full.add_edge(block.merged, block.factors[k])
+        extra.append((block.merged, block.factors[k], a_pos, b_pos))
+    fixed_reasons: dict[Dim, list[Reason]] = {}
+    for dim, reason in kept_whole:
+        fixed_reasons.setdefault(dim, []).append(reason)
+    extra_by_dim: dict[Dim, list] = {}
+    for rel in extra:
+        extra_by_dim.setdefault(rel[0], []).append(rel)
+
+    groups: list[Group] = []
+    for comp in nx.connected_components(full):
+        produced = sorted(d for d in comp if graph.info(d).produced)
+        if not produced:
+            continue
+        group = _build_group(analysis, full, comp, produced, extra_by_dim, fixed_reasons)
+        group.id = len(groups)
+        groups.append(group)
+    return groups
+
+
+def _build_group(
+    analysis: Analysis,
+    full: nx.Graph,
+    comp: set[Dim],
+    produced: list[Dim],
+    extra_by_dim: dict[Dim, list],
+    fixed_reasons: dict[Dim, list[Reason]],
+) -> Group:
+    graph = analysis.graph
+    blocked: list[Reason] = []
+    approximate: list[Reason] = []
+    consumers: list[tuple[Dim, Consumer]] = []
+    sizes: dict[Dim, int] = {}
+    for d in sorted(comp):
+        info = graph.info(d)
+        blocked.extend(info.blocked)
+        blocked.extend(fixed_reasons.get(d, []))
+        approximate.extend(info.approximate)
+        consumers.extend((d, c) for c in info.consumers)
+        if not d.is_virtual:
+            blocked.extend(analysis.tensor_blocks.get(d.tensor, []))
+        if isinstance(info.size, int):
+            sizes[d] = info.size
+        else:
+            blocked.append(Reason(d.tensor, "shape", f"size of {d} is unknown"))
+    group = Group(-1, {}, 0, produced, consumers, _unique(blocked), _unique(approximate))
+    if len(sizes) < len(comp):
+        group.atom_of = {d: np.zeros(s, np.int64) for d, s in sizes.items() if not d.is_virtual}
+        return group
+    order = sorted(comp, key=lambda d: (d not in produced, d))
+    offset: dict[Dim, int] = {}
+    total = 0
+    for d in order:
+        offset[d] = total
+        total += sizes[d]
+    rows: list[np.ndarray] = []
+    cols: list[np.ndarray] = []
+    for a, b in full.subgraph(comp).edges():
+        data = graph.graph.get_edge_data(a, b)
+        for src, a_pos, b_pos in data["relations"] if data else []:
+            dst = b if src == a else a
+            rows.append(a_pos + offset[src])
+            cols.append(b_pos + offset[dst])
+    for d in comp:
+        for src, dst, a_pos, b_pos in extra_by_dim.get(d, []):
+            rows.append(a_pos + offset[src])
+            cols.append(b_pos + offset[dst])
+    r = np.concatenate(rows) if rows else np.zeros(0, np.int64)
+    c = np.concatenate(cols) if cols else np.zeros(0, np.int64)
+    adjacency = coo_matrix((np.ones(r.size, np.int8), (r, c)), shape=(total, total))
+    _, labels = connected_components(adjacency, directed=False)
+    # Canonical order: atoms numbered by first appearance, produced members first.
+    _, first, inverse = np.unique(labels, return_index=True, return_inverse=True)
+    rank = np.argsort(np.argsort(first))
+    canonical = rank[inverse]
+    group.n_atoms = int(first.size)
+    group.atom_of = {
+        d: canonical[offset[d] : offset[d] + sizes[d]] for d in order if not d.is_virtual
+    }
+    return group
+
+
+def _unique(reasons: list[Reason]) -> list[Reason]:
+    return list(dict.fromkeys(reasons))

@@ -1,0 +1,125 @@
+"""Loading any model source into onnx-ir, and writing models atomically.
+
+Sources: a path, an ``onnx.ModelProto`` or an ``onnx_ir.Model``. External data is
+memory-mapped by onnx-ir, so analysis never materialises weights it does not read. The
+input file is never written to; output goes to a temporary file in the destination folder
+and is renamed into place, so a failure leaves no half-written model behind.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+from pathlib import Path
+
+import onnx
+import onnx_ir as ir
+
+from onnxprune.errors import ModelLoadError, UsageError
+
+ModelSource = str | os.PathLike | onnx.ModelProto | ir.Model
+
+# Models whose serialized protobuf would exceed this are written with external data.
+PROTOBUF_LIMIT = 2**31 - 1 - 64 * 2**20
+
+
+def load_model(source: ModelSource) -> ir.Model:
+    """Return an onnx-ir model for ``source``; a given ``ir.Model`` is copied, never mutated."""
+    if isinstance(source, ir.Model):
+        return ir.from_proto(ir.to_proto(source))
+    if isinstance(source, onnx.ModelProto):
+        return ir.from_proto(source)
+    path = Path(source)
+    if not path.exists():
+        raise ModelLoadError(f"model file '{path}' does not exist; check the path")
+    if path.is_dir():
+        raise ModelLoadError(f"'{path}' is a directory; pass the .onnx file inside it")
+    if path.stat().st_size == 0:
+        raise ModelLoadError(f"model file '{path}' is empty; re-export the model")
+    try:
+        model = ir.load(path)
+    except Exception as exc:  # protobuf raises DecodeError, RuntimeError, ... for bad bytes
+        raise ModelLoadError(
+            f"'{path}' is not a readable ONNX model ({type(exc).__name__}: {exc}); "
+            "check that the file is complete (not truncated) and is an .onnx export"
+        ) from exc
+    if len(model.graph) == 0 and not model.graph.outputs:
+        raise ModelLoadError(f"'{path}' holds no graph; it is not an ONNX model export")
+    _check_external_data_readable(model, path)
+    return model
+
+
+def _check_external_data_readable(model: ir.Model, path: Path) -> None:
+    for value in model.graph.initializers.values():
+        tensor = value.const_value
+        if isinstance(tensor, ir.ExternalTensor):
+            location = Path(tensor.base_dir) / tensor.location
+            if not location.exists():
+                raise ModelLoadError(
+                    f"initializer '{value.name}' of '{path}' refers to external data "
+                    f"'{location}', which does not exist; keep the data file next to the model"
+                )
+
+
+def model_nbytes(model: ir.Model) -> int:
+    """Bytes of tensor data in the model's initializers (read from shapes, not from data)."""
+    total = 0
+    for value in model.graph.initializers.values():
+        tensor = value.const_value
+        if tensor is not None:
+            total += tensor.nbytes
+    return total
+
+
+def save_model(model: ir.Model, path: str | os.PathLike, *, source: Path | None = None) -> Path:
+    """Write ``model`` to ``path`` atomically; large models get a ``<name>.data`` file beside it.
+
+    Raises:
+        UsageError: ``path`` is the file the model was loaded from, or its folder is missing.
+    """
+    out = Path(path)
+    if source is not None and out.resolve() == Path(source).resolve():
+        raise UsageError(
+            f"output path '{out}' is the input model; write the pruned model to a new file"
+        )
+    if not out.parent.exists():
+        raise UsageError(f"output folder '{out.parent}' does not exist; create it first")
+    external = model_nbytes(model) > PROTOBUF_LIMIT or any(
+        isinstance(v.const_value, ir.ExternalTensor) for v in model.graph.initializers.values()
+    )
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
+    os.close(fd)
+    tmp = Path(tmp_name)
+    data_name = f"{out.name}.data"
+    tmp_data = out.parent / f".{data_name}.tmp"
+    try:
+        if external:
+            ir.save(model, tmp, external_data=tmp_data.name)
+            # The model refers to its data file by name: rewrite the reference to the final
+            # name by saving again is costly, so write the data under its final name instead.
+            _finalize_external(model, tmp, tmp_data, out, data_name)
+        else:
+            ir.save(model, tmp)
+            os.replace(tmp, out)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
+        with contextlib.suppress(FileNotFoundError):
+            tmp_data.unlink()
+        raise
+    return out
+
+
+def _finalize_external(
+    model: ir.Model, tmp: Path, tmp_data: Path, out: Path, data_name: str
+) -> None:
+    """Point the saved protobuf at the final data file name, then move both into place."""
+    proto = onnx.load(str(tmp), load_external_data=False)
+    for tensor in proto.graph.initializer:
+        for entry in tensor.external_data:
+            if entry.key == "location":
+                entry.value = data_name
+    os.replace(tmp_data, out.parent / data_name)
+    onnx.save(proto, str(tmp))
+    os.replace(tmp, out)

@@ -1,0 +1,76 @@
+"""The removal plan: which canonical channels of which groups go, and what that means for
+every tensor (kept positions per member dim) and every consumer (positions to mask).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from onnxprune.channel_graph import Consumer, Dim
+from onnxprune.groups import Group
+
+
+@dataclass(frozen=True)
+class Mask:
+    """Zero positions ``removed`` of axis ``consumer.axis`` of the consumer's input."""
+
+    consumer: Consumer
+    size: int
+    removed: np.ndarray
+
+
+@dataclass
+class RemovalPlan:
+    """Removed atoms per group, and the resulting kept positions of every shrinking dim."""
+
+    removed: dict[int, np.ndarray] = field(default_factory=dict)
+    kept: dict[Dim, np.ndarray] = field(default_factory=dict)
+    old_sizes: dict[Dim, int] = field(default_factory=dict)
+    masks: list[Mask] = field(default_factory=list)
+
+    @classmethod
+    def build(cls, groups: list[Group], removed: dict[int, np.ndarray]) -> RemovalPlan:
+        plan = cls()
+        by_id = {g.id: g for g in groups}
+        for gid, atoms in removed.items():
+            atoms = np.unique(np.asarray(atoms, dtype=np.int64))
+            if atoms.size == 0:
+                continue
+            group = by_id[gid]
+            if group.blocked:
+                raise ValueError(f"group {gid} is blocked and cannot be pruned")
+            plan.removed[gid] = atoms
+            for dim, atom_of in group.atom_of.items():
+                gone = np.isin(atom_of, atoms)
+                if gone.any():
+                    plan.kept[dim] = np.flatnonzero(~gone)
+                    plan.old_sizes[dim] = atom_of.size
+            for dim, consumer in group.consumers:
+                if dim.is_virtual or dim not in group.atom_of:
+                    continue
+                gone = np.flatnonzero(np.isin(group.atom_of[dim], atoms))
+                if gone.size:
+                    plan.masks.append(Mask(consumer, group.atom_of[dim].size, gone))
+        return plan
+
+    def __bool__(self) -> bool:
+        return bool(self.removed)
+
+    def new_size(self, tensor: str, axis: int, old: int | str | None) -> int | str | None:
+        kept = self.kept.get(Dim(tensor, axis))
+        return old if kept is None else int(kept.size)
+
+    def by_tensor(self) -> dict[str, dict[int, np.ndarray]]:
+        out: dict[str, dict[int, np.ndarray]] = {}
+        for dim, kept in self.kept.items():
+            out.setdefault(dim.tensor, {})[dim.axis] = kept
+        return out
+
+    def to_json(self, path: str | Path) -> None:
+        """Write the removed atoms per group (re-appliable to the same model)."""
+        data = {"removed": {str(g): a.tolist() for g, a in self.removed.items()}}
+        Path(path).write_text(json.dumps(data, indent=1))

@@ -1,0 +1,20 @@
+"""Per-op channel rules, one module per op family, registered in :mod:`.registry`.
+
+Importing this package registers every rule.
+"""
+
+from onnxprune.rules import (  # noqa: F401  (imported for registration)
+    concat_split,
+    conv,
+    elementwise,
+    layout,
+    linear,
+    normalization,
+    pooling,
+    shape_ops,
+    spatial,
+)
+from onnxprune.rules.context import RuleContext
+from onnxprune.rules.registry import channel_rule, lookup, registered_ops
+
+__all__ = ["RuleContext", "channel_rule", "lookup", "registered_ops"]

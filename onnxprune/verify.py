@@ -1,0 +1,124 @@
+"""The correctness oracle: pruned(x) must equal masked(x).
+
+The masked model is built from the original by an independent, simple path: for every
+consumer that contracts a removed channel, a ``Mul`` by a 0/1 mask is inserted on that
+input; nothing is sliced. Both models run in onnxruntime on the same inputs and every output
+must agree to float tolerance.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+import numpy as np
+import onnx
+import onnx_ir as ir
+import onnxruntime as ort
+
+from onnxprune.plan import RemovalPlan
+
+RTOL = 1e-4
+ATOL = 1e-5
+
+
+@dataclass
+class Verification:
+    """Output-by-output comparison of two models on the same inputs."""
+
+    passed: bool
+    max_abs_diff: float
+    max_rel_diff: float
+    outputs: dict[str, float] = field(default_factory=dict)
+    samples: int = 0
+    note: str = ""
+
+    def to_dict(self) -> dict:
+        return {
+            "passed": self.passed,
+            "max_abs_diff": self.max_abs_diff,
+            "max_rel_diff": self.max_rel_diff,
+            "outputs": self.outputs,
+            "samples": self.samples,
+            "note": self.note,
+        }
+
+
+def masked_model(original: ir.Model, plan: RemovalPlan) -> ir.Model:
+    """A copy of ``original`` with the plan's removed channels zeroed at their consumers."""
+    model = ir.from_proto(ir.to_proto(original))
+    nodes = {node.name: node for node in model.graph}
+    for i, mask in enumerate(plan.masks):
+        node = nodes[mask.consumer.node]
+        x = node.inputs[mask.consumer.input_index]
+        rank = len(x.shape)
+        shape = [1] * rank
+        shape[mask.consumer.axis] = mask.size
+        values = np.ones(mask.size, dtype=x.dtype.numpy())
+        values[mask.removed] = 0
+        name = f"onnxprune_mask_{i}"
+        mask_value = ir.Value(name=name, shape=ir.Shape(shape), type=x.type)
+        mask_value.const_value = ir.Tensor(values.reshape(shape), name=name)
+        model.graph.register_initializer(mask_value)
+        mul = ir.Node("", "Mul", [x, mask_value], name=f"{name}_mul", num_outputs=1)
+        mul.outputs[0].name = f"{name}_out"
+        mul.outputs[0].shape = x.shape
+        mul.outputs[0].type = x.type
+        model.graph.insert_before(node, mul)
+        node.replace_input_with(mask.consumer.input_index, mul.outputs[0])
+    return model
+
+
+def session(model: ir.Model | onnx.ModelProto | bytes | str, threads: int = 2):
+    """An onnxruntime CPU session without graph rewrites (so both sides run the same ops)."""
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    options.intra_op_num_threads = threads
+    options.log_severity_level = 3
+    if isinstance(model, ir.Model):
+        model = ir.to_proto(model)
+    if isinstance(model, onnx.ModelProto):
+        model = model.SerializeToString()
+    return ort.InferenceSession(model, options, providers=["CPUExecutionProvider"])
+
+
+def compare(
+    reference: ir.Model | onnx.ModelProto | str,
+    candidate: ir.Model | onnx.ModelProto | str,
+    feeds: list[Mapping[str, np.ndarray]],
+    *,
+    rtol: float = RTOL,
+    atol: float = ATOL,
+) -> Verification:
+    """Run both models on every feed; pass when all outputs are close (scaled by magnitude)."""
+    ref, cand = session(reference), session(candidate)
+    names = [o.name for o in ref.get_outputs()]
+    worst_abs = worst_rel = 0.0
+    per_output: dict[str, float] = {n: 0.0 for n in names}
+    passed = True
+    for feed in feeds:
+        expected = ref.run(names, dict(feed))
+        actual = cand.run(names, dict(feed))
+        for name, e, a in zip(names, expected, actual, strict=True):
+            if e.shape != a.shape:
+                return Verification(False, float("inf"), float("inf"), per_output, len(feeds),
+                                    f"output '{name}' has shape {a.shape}, expected {e.shape}")
+            if e.dtype.kind not in "fc":
+                ok = np.array_equal(e, a)
+                diff = 0.0 if ok else float("inf")
+            else:
+                diff = float(np.max(np.abs(e - a))) if e.size else 0.0
+                scale = float(np.max(np.abs(e))) if e.size else 0.0
+                ok = diff <= atol * max(1.0, scale) + rtol * scale
+                worst_rel = max(worst_rel, diff / scale if scale > 0 else diff)
+            passed &= bool(ok)
+            worst_abs = max(worst_abs, diff)
+            per_output[name] = max(per_output[name], diff)
+    return Verification(passed, worst_abs, worst_rel, per_output, len(feeds))
+
+
+def verify_plan(
+    original: ir.Model, pruned: ir.Model, plan: RemovalPlan, feeds: list[Mapping[str, np.ndarray]]
+) -> Verification:
+    """The oracle: compare the pruned model against the masked original."""
+    return compare(masked_model(original, plan), pruned, feeds)
