@@ -23,6 +23,7 @@ from onnx_ir.passes.common import (
 from onnxprune import rules
 from onnxprune.channel_graph import ChannelGraph, Dim, Reason
 from onnxprune.graph_values import all_values
+from onnxprune.passes.fold_constants import FoldShapeConstantsPass
 from onnxprune.passes.untie import UntieRecord, UntieSharedConstantsPass
 from onnxprune.rules.context import RuleContext, _RankUnknown
 from onnxprune.shape_values import SHAPE_ARITHMETIC, SizeOf, shape_entries
@@ -56,6 +57,8 @@ def normalize(model: ir.Model) -> UntieRecord:
     """Prepare a working copy in place: names, lifted constants, untied constants, shapes."""
     NameFixPass()(model)
     LiftConstantsToInitializersPass(lift_all_constants=True, size_limit=0)(model)
+    ShapeInferencePass()(model)
+    FoldShapeConstantsPass()(model)
     record = UntieRecord()
     UntieSharedConstantsPass(record)(model)
     ShapeInferencePass()(model)

@@ -2,6 +2,7 @@
 
 - :class:`UntieSharedConstantsPass` gives each reader its own copy of exporter-deduplicated
   constants, so slicing one reader never breaks another.
+- :class:`FoldShapeConstantsPass` turns statically known shape computations into literals.
 - :class:`ShrinkPass` slices tensors along removed channels and rewrites the attributes and
   shape constants that carry their sizes.
 - :class:`CleanupPass` removes dead nodes and initializers, re-infers shapes and runs the
@@ -14,6 +15,7 @@ from importlib import import_module
 
 _MODULES = {
     "CleanupPass": "cleanup",
+    "FoldShapeConstantsPass": "fold_constants",
     "ShrinkPass": "shrink",
     "UntieSharedConstantsPass": "untie",
 }
