@@ -1,0 +1,33 @@
+# Two entry points for a fresh machine; each makes its own virtualenv and installs what it needs.
+#   make demo   prune the bundled digits CNN to about half its MACs and print before/after
+#   make test   lint + the whole test suite (exports the torchvision zoo once into a cache)
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+ZOO_CACHE ?= $(HOME)/.cache/onnxprune/zoo
+
+.PHONY: demo test lint clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+
+$(VENV)/.runtime: pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install -q -e .
+	touch $@
+
+$(VENV)/.test: pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install -q -e '.[test]'
+	touch $@ $(VENV)/.runtime
+
+demo: $(VENV)/.runtime
+	$(BIN)/python tools/demo.py
+
+lint: $(VENV)/.test
+	$(BIN)/ruff check .
+
+test: $(VENV)/.test
+	$(BIN)/ruff check .
+	ONNXPRUNE_ZOO_CACHE=$(ZOO_CACHE) $(BIN)/python -m pytest -n 2 --durations=15
+
+clean:
+	rm -rf $(VENV) build dist *.egg-info

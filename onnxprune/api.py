@@ -1,0 +1,204 @@
+"""The Python API: :func:`analyze` a model, :func:`prune` it, get a :class:`PruneResult`.
+
+``prune`` runs the whole pipeline: load -> analyse -> score -> allocate -> shrink -> clean up
+-> verify (the oracle, on by default). Nothing is written until ``PruneResult.save``.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnx_ir as ir
+
+from onnxprune.allocation import allocate_ratio, excluded_groups, search_ratio
+from onnxprune.analysis import Analysis
+from onnxprune.analysis import analyze as build_channel_graph
+from onnxprune.errors import UsageError, VerificationError
+from onnxprune.groups import Group, form_groups
+from onnxprune.importance import score_groups
+from onnxprune.latency import random_inputs
+from onnxprune.metrics import ModelCost, model_cost
+from onnxprune.model_io import ModelSource, load_model, save_model
+from onnxprune.passes.cleanup import CleanupPass
+from onnxprune.passes.shrink import ShrinkPass
+from onnxprune.plan import RemovalPlan
+from onnxprune.verify import Verification, compare, verify_plan
+
+Progress = Callable[[str, int, int], None]
+
+
+@dataclass
+class ModelAnalysis:
+    """A model's channel graph and groups, as ``onnxprune analyze`` shows them."""
+
+    analysis: Analysis
+    groups: list[Group]
+    source: Path | None = None
+
+    @property
+    def prunable(self) -> list[Group]:
+        return [g for g in self.groups if g.prunable]
+
+    def prunable_share(self) -> float:
+        """Share of produced channels (outside groups blocked only by the model interface)
+        that lie in prunable groups."""
+        total = sum(g.width for g in self.groups if not g.interface_only())
+        return sum(g.width for g in self.prunable) / total if total else 0.0
+
+
+def analyze(model: ModelSource, *, progress: Progress | None = None) -> ModelAnalysis:
+    """Load ``model`` and find its groups (prunable, approximate and blocked, with reasons)."""
+    source = None if isinstance(model, onnx.ModelProto | ir.Model) else Path(model)
+    working = load_model(model)
+    step = None if progress is None else (lambda i, n: progress("analyse", i, n))
+    analysis = build_channel_graph(working, progress=step)
+    return ModelAnalysis(analysis, form_groups(analysis), source)
+
+
+@dataclass
+class PruneResult:
+    """The pruned model and everything known about how it was made."""
+
+    model: ir.Model
+    original: ir.Model
+    groups: list[Group]
+    plan: RemovalPlan
+    scores: dict[int, np.ndarray]
+    ratio: float
+    cost_before: ModelCost
+    cost_after: ModelCost
+    verification: Verification | None
+    similarity: Verification | None
+    analysis: ModelAnalysis
+    options: dict = field(default_factory=dict)
+    timings: dict[str, float] = field(default_factory=dict)
+
+    def to_proto(self) -> onnx.ModelProto:
+        return ir.to_proto(self.model)
+
+    def save(self, path: str | Path) -> Path:
+        """Write the pruned model atomically (never over the input file)."""
+        return save_model(self.model, path, source=self.analysis.source)
+
+
+def _copy(model: ir.Model) -> ir.Model:
+    return ir.from_proto(ir.to_proto(model))
+
+
+def _shrunk(original: ir.Model, plan: RemovalPlan, *, check: bool = True) -> ir.Model:
+    model = _copy(original)
+    ShrinkPass(plan)(model)
+    CleanupPass(check=check)(model)
+    return model
+
+
+def prune(
+    model: ModelSource,
+    *,
+    ratio: float | None = None,
+    target_macs: float | None = None,
+    criterion: str = "l2",
+    round_to: int = 1,
+    min_channels: int = 1,
+    exclude: Sequence[str] = (),
+    allow_approximate: bool = False,
+    verify: bool = True,
+    inputs: Sequence[Mapping[str, np.ndarray]] | None = None,
+    dims: Mapping[str, int] | None = None,
+    progress: Progress | None = None,
+) -> PruneResult:
+    """Prune ``model`` and verify the result.
+
+    Args:
+        model: a path, ``onnx.ModelProto`` or ``onnx_ir.Model`` (never modified).
+        ratio: fraction of each prunable group's channels to remove, in [0, 1).
+        target_macs: keep this fraction of the original MACs (0.5 halves them); searches a
+            uniform ratio. Give either ``ratio`` or ``target_macs``.
+        criterion: importance criterion (``l1``, ``l2``, ``random``).
+        round_to: kept channel counts are multiples of this.
+        min_channels: never keep fewer channels than this in a group.
+        exclude: node or tensor names (globs) whose groups are left alone.
+        allow_approximate: also prune groups an op normalises over (LayerNorm, Softmax).
+        verify: run the oracle (pruned == masked original) and raise if it fails.
+        inputs: feeds for verification; random ones from the declared shapes otherwise.
+        dims: values for symbolic input dims (e.g. ``{"batch": 1}``).
+        progress: callback ``(stage, done, total)``.
+
+    Raises:
+        UsageError: options out of range or matching nothing.
+        VerificationError: the oracle failed.
+    """
+    if (ratio is None) == (target_macs is None):
+        raise UsageError("give exactly one of ratio or target_macs")
+    timings: dict[str, float] = {}
+    start = time.perf_counter()
+    analysis = analyze(model, progress=progress)
+    timings["analyse_s"] = time.perf_counter() - start
+    groups = analysis.groups
+    skip = excluded_groups(analysis.analysis, groups, list(exclude))
+    eligible = [g for g in groups if g.prunable and (allow_approximate or g.exact)]
+    t = time.perf_counter()
+    scores = score_groups(analysis.analysis, eligible, criterion)
+    timings["score_s"] = time.perf_counter() - t
+    original = _copy(analysis.analysis.model)
+    dims = dict(dims or {})
+    cost_before = model_cost(ir.to_proto(original), dims)
+
+    def plan_for(r: float) -> RemovalPlan:
+        removed = allocate_ratio(
+            eligible, scores, r, round_to=round_to, min_channels=min_channels, skip=skip
+        )
+        return RemovalPlan.build(groups, removed)
+
+    t = time.perf_counter()
+    if target_macs is not None:
+        base = max(cost_before.macs, 1)
+
+        def kept_fraction(r: float) -> float:
+            return model_cost(ir.to_proto(_shrunk(original, plan_for(r), check=False)), dims).macs / base
+
+        ratio = search_ratio(kept_fraction, target_macs)
+    plan = plan_for(ratio)
+    timings["allocate_s"] = time.perf_counter() - t
+    t = time.perf_counter()
+    pruned = _shrunk(original, plan)
+    timings["rewrite_s"] = time.perf_counter() - t
+    cost_after = model_cost(ir.to_proto(pruned), dims)
+
+    verification = similarity = None
+    if verify:
+        t = time.perf_counter()
+        feeds = list(inputs) if inputs is not None else [
+            random_inputs(original, dims, seed=s) for s in range(2)
+        ]
+        approximate_ids = {g.id for g in groups if g.approximate}
+        if approximate_ids & set(plan.removed):
+            exact_plan = RemovalPlan.build(
+                groups, {k: v for k, v in plan.removed.items() if k not in approximate_ids}
+            )
+            verification = verify_plan(original, _shrunk(original, exact_plan), exact_plan, feeds)
+            verification.note = "oracle run on the exact groups; approximate groups by similarity"
+            similarity = compare(original, pruned, feeds, rtol=np.inf)
+        else:
+            verification = verify_plan(original, pruned, plan, feeds)
+        timings["verify_s"] = time.perf_counter() - t
+        if not verification.passed:
+            raise VerificationError(
+                f"pruned model differs from the masked original by {verification.max_abs_diff:.3g} "
+                f"(outputs: {verification.outputs}); please report this model"
+            )
+    timings["total_s"] = time.perf_counter() - start
+    options = {
+        "ratio": ratio, "target_macs": target_macs, "criterion": criterion,
+        "round_to": round_to, "min_channels": min_channels, "exclude": list(exclude),
+        "allow_approximate": allow_approximate,
+    }  # fmt: skip
+    return PruneResult(
+        pruned, original, groups, plan, scores, float(ratio), cost_before, cost_after,
+        verification, similarity, analysis, options, timings,
+    )

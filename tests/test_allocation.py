@@ -1,0 +1,87 @@
+"""Allocation options: ratio meaning, round-to, min-channels, exclude, MACs target."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from graphs import feeds, model, weight
+from onnx import helper, numpy_helper
+
+import onnxprune
+from onnxprune.errors import UsageError
+
+
+def mlp(width: int = 40):
+    nodes = [
+        helper.make_node("Gemm", ["x", "w1", "b1"], ["h"], name="fc1"),
+        helper.make_node("Relu", ["h"], ["r"], name="relu1"),
+        helper.make_node("Gemm", ["r", "w2", "b2"], ["g"], name="fc2"),
+        helper.make_node("Relu", ["g"], ["s"], name="relu2"),
+        helper.make_node("Gemm", ["s", "w3"], ["y"], name="fc3"),
+    ]
+    inits = {
+        "w1": weight(6, width), "b1": weight(width), "w2": weight(width, width),
+        "b2": weight(width), "w3": weight(width, 3),
+    }  # fmt: skip
+    return model(nodes, {"x": [2, 6]}, {"y": [2, 3]}, inits)
+
+
+def kept_widths(result) -> list[int]:
+    return sorted({int(k.size) for k in result.plan.kept.values() if k.size != 6})
+
+
+def test_ratio_removes_that_fraction_of_each_group():
+    result = onnxprune.prune(mlp(40), ratio=0.25, inputs=feeds(mlp()))
+    assert kept_widths(result) == [30]
+
+
+def test_round_to_rounds_kept_channels_up():
+    result = onnxprune.prune(mlp(40), ratio=0.5, round_to=16, inputs=feeds(mlp()))
+    assert kept_widths(result) == [32]
+
+
+def test_min_channels_is_respected():
+    result = onnxprune.prune(mlp(40), ratio=0.9, min_channels=10, inputs=feeds(mlp()))
+    assert kept_widths(result) == [10]
+
+
+def test_exclude_by_node_name_glob_keeps_that_group():
+    result = onnxprune.prune(mlp(40), ratio=0.5, exclude=["fc1*"], inputs=feeds(mlp()))
+    assert len(result.plan.removed) == 1
+
+
+def test_exclude_matching_nothing_is_a_usage_error():
+    with pytest.raises(UsageError, match="matches no node or tensor"):
+        onnxprune.prune(mlp(40), ratio=0.5, exclude=["nothing_like_this"])
+
+
+@pytest.mark.parametrize("ratio", [-0.1, 1.0, 1.5])
+def test_ratio_outside_unit_interval_is_rejected(ratio):
+    with pytest.raises(UsageError, match="ratio"):
+        onnxprune.prune(mlp(), ratio=ratio)
+
+
+def test_target_macs_keeps_about_that_fraction():
+    result = onnxprune.prune(mlp(64), target_macs=0.5, inputs=feeds(mlp()))
+    kept = result.cost_after.macs / result.cost_before.macs
+    assert 0.4 <= kept <= 0.5
+
+
+@pytest.mark.parametrize("criterion", ["l1", "l2", "random"])
+def test_every_criterion_prunes_exactly(criterion):
+    result = onnxprune.prune(mlp(), ratio=0.5, criterion=criterion, inputs=feeds(mlp()))
+    assert result.verification.passed and len(result.plan.removed) == 2
+
+
+def test_magnitude_removes_the_smallest_channels():
+    proto = mlp(8)
+    for tensor in proto.graph.initializer:
+        if tensor.name in ("w1", "b1", "w2"):
+            array = numpy_helper.to_array(tensor).copy()
+            axis = 0 if tensor.name == "w2" else array.ndim - 1
+            np.moveaxis(array, axis, 0)[[1, 5]] *= 1e-3
+            tensor.CopyFrom(numpy_helper.from_array(array, tensor.name))
+    result = onnxprune.prune(proto, ratio=0.25, criterion="l1", inputs=feeds(proto))
+    group = next(g for g in result.groups if "w1" in {d.tensor for d in g.members})
+    assert result.plan.removed[group.id].tolist() == [1, 5]
+    assert np.isfinite(result.scores[group.id]).all()

@@ -1,0 +1,106 @@
+"""Loading and saving: every source kind, external data, atomic writes, clear errors."""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import onnx
+import onnx_ir as ir
+import pytest
+from graphs import conv, feeds, model, run, weight
+from onnx import helper
+
+import onnxprune
+from onnxprune.errors import ModelLoadError, UsageError
+from onnxprune.model_io import load_model, save_model
+
+
+def small_model() -> onnx.ModelProto:
+    nodes = [
+        conv("c1", "x", "w1", "b1", "a"),
+        helper.make_node("Relu", ["a"], ["r"], name="relu"),
+        conv("c2", "r", "w2", None, "y"),
+    ]
+    inits = {"w1": weight(8, 3, 1, 1), "b1": weight(8), "w2": weight(2, 8, 1, 1)}
+    return model(nodes, {"x": [1, 3, 2, 2]}, {"y": [1, 2, 2, 2]}, inits)
+
+
+@pytest.mark.parametrize("kind", ["path", "proto", "ir"])
+def test_every_source_kind_loads_and_is_left_untouched(tmp_path, kind):
+    proto = small_model()
+    path = tmp_path / "m.onnx"
+    onnx.save(proto, path)
+    before = path.read_bytes()
+    source = {"path": path, "proto": proto, "ir": ir.from_proto(proto)}[kind]
+    result = onnxprune.prune(source, ratio=0.5, inputs=feeds(proto))
+    assert result.verification.passed
+    assert path.read_bytes() == before
+    assert len(proto.graph.node) == 3 and proto.graph.initializer[0].dims[0] == 8
+
+
+def test_external_data_model_loads_prunes_and_saves_with_external_data(tmp_path):
+    proto = small_model()
+    path = tmp_path / "ext.onnx"
+    onnx.save(proto, path, save_as_external_data=True, all_tensors_to_one_file=True,
+              location="ext.onnx.weights", size_threshold=0)
+    result = onnxprune.prune(path, ratio=0.5, inputs=feeds(proto))
+    (tmp_path / "out").mkdir()
+    out = result.save(tmp_path / "out" / "pruned.onnx")
+    assert (tmp_path / "out" / "pruned.onnx.data").exists()
+    reloaded = onnx.load(out)
+    feed = feeds(proto)[0]
+    np.testing.assert_allclose(run(reloaded, feed)[0], run(result.to_proto(), feed)[0], rtol=1e-6)
+    assert sorted(os.listdir(tmp_path / "out")) == ["pruned.onnx", "pruned.onnx.data"]
+
+
+def test_constant_nodes_are_treated_like_initializers():
+    w1 = helper.make_node("Constant", [], ["w1"], name="w1_const",
+                          value=onnx.numpy_helper.from_array(weight(8, 3, 1, 1)))
+    nodes = [w1, conv("c1", "x", "w1", None, "a"), helper.make_node("Relu", ["a"], ["r"]),
+             conv("c2", "r", "w2", None, "y")]
+    proto = model(nodes, {"x": [1, 3, 2, 2]}, {"y": [1, 2, 2, 2]}, {"w2": weight(2, 8, 1, 1)})
+    result = onnxprune.prune(proto, ratio=0.5, inputs=feeds(proto))
+    assert result.verification.passed and result.plan.removed
+
+
+def test_missing_file(tmp_path):
+    with pytest.raises(ModelLoadError, match="does not exist"):
+        load_model(tmp_path / "nope.onnx")
+
+
+def test_not_onnx(tmp_path):
+    path = tmp_path / "notes.onnx"
+    path.write_text("this is not a model\n" * 10)
+    with pytest.raises(ModelLoadError, match="not a readable ONNX model"):
+        load_model(path)
+
+
+def test_truncated_file(tmp_path):
+    path = tmp_path / "cut.onnx"
+    data = small_model().SerializeToString()
+    path.write_bytes(data[: len(data) // 2])
+    with pytest.raises(ModelLoadError):
+        load_model(path)
+
+
+def test_save_refuses_to_overwrite_the_input(tmp_path):
+    path = tmp_path / "m.onnx"
+    onnx.save(small_model(), path)
+    before = path.read_bytes()
+    result = onnxprune.prune(path, ratio=0.5, inputs=feeds(small_model()))
+    with pytest.raises(UsageError, match="is the input model"):
+        result.save(path)
+    assert path.read_bytes() == before
+
+
+def test_failed_save_leaves_no_file_behind(tmp_path, monkeypatch):
+    result = onnxprune.prune(small_model(), ratio=0.5, inputs=feeds(small_model()))
+
+    def boom(*args, **kwargs):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(ir, "save", boom)
+    with pytest.raises(OSError, match="disk full"):
+        save_model(result.model, tmp_path / "pruned.onnx")
+    assert os.listdir(tmp_path) == []
