@@ -26,6 +26,7 @@ from onnxprune.graph_values import all_values
 from onnxprune.passes.fold_constants import FoldShapeConstantsPass
 from onnxprune.passes.untie import UntieRecord, UntieSharedConstantsPass
 from onnxprune.rules.context import RuleContext, _RankUnknown
+from onnxprune.shape_refine import refine_reshape_shapes
 from onnxprune.shape_values import SHAPE_ARITHMETIC, SizeOf, shape_entries
 
 # (op type, input index) whose rules bind every entry of the shape vector they read.
@@ -62,6 +63,7 @@ def normalize(model: ir.Model) -> UntieRecord:
     record = UntieRecord()
     UntieSharedConstantsPass(record)(model)
     ShapeInferencePass()(model)
+    refine_reshape_shapes(model)
     return record
 
 

@@ -23,7 +23,7 @@ from onnxprune.groups import Group, form_groups
 from onnxprune.importance import score_groups
 from onnxprune.latency import random_inputs
 from onnxprune.metrics import ModelCost, model_cost
-from onnxprune.model_io import ModelSource, load_model, save_model
+from onnxprune.model_io import ModelSource, load_model, save_model, uses_external_data
 from onnxprune.passes.cleanup import CleanupPass
 from onnxprune.passes.shrink import ShrinkPass
 from onnxprune.plan import RemovalPlan
@@ -39,6 +39,7 @@ class ModelAnalysis:
     analysis: Analysis
     groups: list[Group]
     source: Path | None = None
+    external_data: bool = False
 
     @property
     def prunable(self) -> list[Group]:
@@ -55,9 +56,10 @@ def analyze(model: ModelSource, *, progress: Progress | None = None) -> ModelAna
     """Load ``model`` and find its groups (prunable, approximate and blocked, with reasons)."""
     source = None if isinstance(model, onnx.ModelProto | ir.Model) else Path(model)
     working = load_model(model)
+    external = uses_external_data(working)
     step = None if progress is None else (lambda i, n: progress("analyse", i, n))
     analysis = build_channel_graph(working, progress=step)
-    return ModelAnalysis(analysis, form_groups(analysis), source)
+    return ModelAnalysis(analysis, form_groups(analysis), source, external)
 
 
 @dataclass
@@ -82,12 +84,15 @@ class PruneResult:
         return ir.to_proto(self.model)
 
     def save(self, path: str | Path) -> Path:
-        """Write the pruned model atomically (never over the input file)."""
-        return save_model(self.model, path, source=self.analysis.source)
+        """Write the pruned model atomically (never over the input file); a model that came
+        with external data is written with external data."""
+        return save_model(
+            self.model, path, source=self.analysis.source, external=self.analysis.external_data
+        )
 
 
 def _copy(model: ir.Model) -> ir.Model:
-    return ir.from_proto(ir.to_proto(model))
+    return model.clone()
 
 
 def _shrunk(original: ir.Model, plan: RemovalPlan, *, check: bool = True) -> ir.Model:

@@ -27,7 +27,7 @@ PROTOBUF_LIMIT = 2**31 - 1 - 64 * 2**20
 def load_model(source: ModelSource) -> ir.Model:
     """Return an onnx-ir model for ``source``; a given ``ir.Model`` is copied, never mutated."""
     if isinstance(source, ir.Model):
-        return ir.from_proto(ir.to_proto(source))
+        return source.clone()
     if isinstance(source, onnx.ModelProto):
         return ir.from_proto(source)
     path = Path(source)
@@ -72,8 +72,19 @@ def model_nbytes(model: ir.Model) -> int:
     return total
 
 
-def save_model(model: ir.Model, path: str | os.PathLike, *, source: Path | None = None) -> Path:
-    """Write ``model`` to ``path`` atomically; large models get a ``<name>.data`` file beside it.
+def uses_external_data(model: ir.Model) -> bool:
+    return any(isinstance(v.const_value, ir.ExternalTensor) for v in model.graph.initializers.values())
+
+
+def save_model(
+    model: ir.Model,
+    path: str | os.PathLike,
+    *,
+    source: Path | None = None,
+    external: bool = False,
+) -> Path:
+    """Write ``model`` to ``path`` atomically. Models past the protobuf limit, models still
+    reading external data, and ``external=True`` get a ``<name>.data`` file beside it.
 
     Raises:
         UsageError: ``path`` is the file the model was loaded from, or its folder is missing.
@@ -85,9 +96,7 @@ def save_model(model: ir.Model, path: str | os.PathLike, *, source: Path | None 
         )
     if not out.parent.exists():
         raise UsageError(f"output folder '{out.parent}' does not exist; create it first")
-    external = model_nbytes(model) > PROTOBUF_LIMIT or any(
-        isinstance(v.const_value, ir.ExternalTensor) for v in model.graph.initializers.values()
-    )
+    external = external or model_nbytes(model) > PROTOBUF_LIMIT or uses_external_data(model)
     fd, tmp_name = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
     os.close(fd)
     tmp = Path(tmp_name)
@@ -123,3 +132,20 @@ def _finalize_external(
     os.replace(tmp_data, out.parent / data_name)
     onnx.save(proto, str(tmp))
     os.replace(tmp, out)
+
+
+def runtime_bytes(model: ir.Model | onnx.ModelProto | bytes | str | os.PathLike) -> bytes | str:
+    """What ``onnxruntime.InferenceSession`` takes: serialized bytes with every tensor inline,
+    or, for models past the protobuf limit, the path of a copy saved with external data."""
+    if isinstance(model, bytes | str | os.PathLike):
+        return str(model) if not isinstance(model, bytes) else model
+    if isinstance(model, onnx.ModelProto):
+        return model.SerializeToString()
+    if model_nbytes(model) > PROTOBUF_LIMIT:
+        folder = Path(tempfile.mkdtemp(prefix="onnxprune-"))
+        path = folder / "model.onnx"
+        ir.save(model, path, external_data="model.onnx.data")
+        return str(path)
+    inline = model.clone()
+    ir.external_data.load_to_model(inline)
+    return ir.to_proto(inline).SerializeToString()

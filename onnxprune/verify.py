@@ -16,6 +16,8 @@ import onnx
 import onnx_ir as ir
 import onnxruntime as ort
 
+from onnxprune.errors import UnsupportedModelError
+from onnxprune.model_io import runtime_bytes
 from onnxprune.plan import RemovalPlan
 
 RTOL = 1e-4
@@ -46,7 +48,7 @@ class Verification:
 
 def masked_model(original: ir.Model, plan: RemovalPlan) -> ir.Model:
     """A copy of ``original`` with the plan's removed channels zeroed at their consumers."""
-    model = ir.from_proto(ir.to_proto(original))
+    model = original.clone()
     nodes = {node.name: node for node in model.graph}
     for i, mask in enumerate(plan.masks):
         node = nodes[mask.consumer.node]
@@ -75,11 +77,14 @@ def session(model: ir.Model | onnx.ModelProto | bytes | str, threads: int = 2):
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
     options.intra_op_num_threads = threads
     options.log_severity_level = 3
-    if isinstance(model, ir.Model):
-        model = ir.to_proto(model)
-    if isinstance(model, onnx.ModelProto):
-        model = model.SerializeToString()
-    return ort.InferenceSession(model, options, providers=["CPUExecutionProvider"])
+    try:
+        return ort.InferenceSession(runtime_bytes(model), options, providers=["CPUExecutionProvider"])
+    except Exception as exc:  # ORT raises its own exception types for unsupported ops
+        raise UnsupportedModelError(
+            f"onnxruntime cannot run the model, so it cannot be verified ({exc}); "
+            "install the custom-op library, or prune with --no-verify (the result is then "
+            "unverified)"
+        ) from exc
 
 
 def compare(

@@ -2,10 +2,11 @@
 
 Exporters compute sizes at run time even when they are static (TorchScript's
 ``x.view(b, g, c // g, h, w)`` becomes Shape -> Gather -> Div -> Concat -> Reshape). A node
-is folded when every input is a small constant (evaluated by onnx's reference runtime), or
-when it is shape plumbing (Shape, Gather, Slice, Concat, Unsqueeze, Squeeze, Cast, Identity)
+with integer outputs is folded when every input is a small constant (evaluated by onnx's
+reference runtime), or when it is shape plumbing (Shape, Gather, Slice, Concat, Unsqueeze, Squeeze, Cast, Identity)
 whose every element is a static size. Sizes of symbolic axes (a dynamic batch) stay
-computed. A folded size becomes a literal the shrink pass can rewrite.
+computed. A folded size becomes a literal the shrink pass can rewrite. Float computations on
+weights are never folded: that would untie weights that are shared on purpose.
 """
 
 from __future__ import annotations
@@ -95,6 +96,11 @@ class FoldShapeConstantsPass(InPlacePass):
                 continue
             arrays = None
             present = [v for v in node.inputs if v is not None]
+            integer_out = all(
+                v.dtype is not None and v.dtype.is_integer() for v in node.outputs if v is not None
+            )
+            if not integer_out:
+                continue
             if present and all(v.const_value is not None for v in present) and sum(
                 v.const_value.size for v in present
             ) <= MAX_FOLD_ELEMENTS:

@@ -15,8 +15,8 @@ import numpy as np
 import onnx_ir as ir
 from onnx_ir.passes import InPlacePass, PassResult
 
-from onnxprune.graph_values import all_values
 from onnxprune.errors import UnsupportedModelError
+from onnxprune.graph_values import all_values
 from onnxprune.plan import RemovalPlan
 from onnxprune.shape_values import Literal, int_vector, shape_entries
 

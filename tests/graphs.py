@@ -27,6 +27,7 @@ def model(
     *,
     opset: int = 17,
     extra_opsets: dict[str, int] | None = None,
+    value_info: dict[str, Sequence[int | str]] | None = None,
 ) -> onnx.ModelProto:
     """A checked model from nodes, named input/output shapes and initializer arrays."""
     graph = helper.make_graph(
@@ -35,6 +36,10 @@ def model(
         [helper.make_tensor_value_info(n, TensorProto.FLOAT, s) for n, s in inputs.items()],
         [helper.make_tensor_value_info(n, TensorProto.FLOAT, s) for n, s in outputs.items()],
         initializer=[numpy_helper.from_array(a, n) for n, a in (initializers or {}).items()],
+        value_info=[
+            helper.make_tensor_value_info(n, TensorProto.FLOAT, s)
+            for n, s in (value_info or {}).items()
+        ],
     )
     opsets = [helper.make_opsetid("", opset)]
     opsets += [helper.make_opsetid(d, v) for d, v in (extra_opsets or {}).items()]

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 from graphs import assert_prunes_exactly, conv, model, weight
-from onnx import helper
+from onnx import helper, numpy_helper
 
 import onnxprune
+from onnxprune.errors import UnsupportedModelError
 
 
 def test_unknown_custom_op_blocks_its_channels_and_the_rest_still_prunes():
@@ -21,14 +23,22 @@ def test_unknown_custom_op_blocks_its_channels_and_the_rest_still_prunes():
         "w1": weight(8, 3, 1, 1), "b1": weight(8), "w2": weight(8, 8, 1, 1), "b2": weight(8),
         "w3": weight(2, 8, 1, 1),
     }  # fmt: skip
+    # Exporters of custom ops declare their output shapes; shape inference continues from there.
     proto = model(nodes, {"x": [1, 3, 2, 2]}, {"y": [1, 2, 2, 2]}, inits,
-                  extra_opsets={"com.example": 1})
+                  extra_opsets={"com.example": 1}, value_info={"m": [1, 8, 2, 2]})
     analysis = onnxprune.analyze(proto)
     assert analysis.analysis.unknown_ops == {"com.example.Mystery": 1}
     blocked = [g for g in analysis.groups if g.blocked and not g.interface_only()]
     assert len(blocked) == 1
     assert "no channel rule for op 'com.example.Mystery'" in str(blocked[0].blocked[0])
     assert [g.width for g in analysis.groups if g.prunable] == [8]
+    # onnxruntime cannot run the custom op, so only an unverified prune is possible.
+    with pytest.raises(UnsupportedModelError, match="cannot be verified"):
+        onnxprune.prune(proto, ratio=0.5)
+    result = onnxprune.prune(proto, ratio=0.5, verify=False)
+    assert len(result.plan.removed) == 1 and result.verification is None
+    w3 = next(i for i in result.to_proto().graph.initializer if i.name == "w3")
+    assert list(w3.dims) == [2, 4, 1, 1]
 
 
 def test_group_reaching_model_output_is_blocked():
@@ -93,9 +103,7 @@ def test_tied_embedding_and_output_projection_prune_together():
     graph = helper.make_graph(
         nodes, "tied", [ids],
         [helper.make_tensor_value_info("logits", 1, [1, 5, 11])],
-        initializer=[helper.numpy_helper.from_array(a, n) if hasattr(helper, "numpy_helper")
-                     else __import__("onnx").numpy_helper.from_array(a, n)
-                     for n, a in inits.items()],
+        initializer=[numpy_helper.from_array(a, n) for n, a in inits.items()],
     )  # fmt: skip
     proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     proto.ir_version = 8

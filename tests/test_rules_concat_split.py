@@ -7,7 +7,7 @@ from graphs import assert_prunes_exactly, conv, model, weight
 from onnx import helper
 
 
-def test_concat_of_two_branches_prunes_each_branch_and_slices_consumer():
+def test_concat_of_two_branches_is_one_group_with_offset_positions():
     nodes = [
         conv("ca", "x", "wa", "ba", "a"),
         conv("cb", "x", "wb", "bb", "b"),
@@ -19,9 +19,15 @@ def test_concat_of_two_branches_prunes_each_branch_and_slices_consumer():
         "wy": weight(2, 10, 1, 1),
     }  # fmt: skip
     proto = model(nodes, {"x": [1, 3, 2, 2]}, {"y": [1, 2, 2, 2]}, inits)
-    result = assert_prunes_exactly(proto, 0.5, min_groups=2)
+    result = assert_prunes_exactly(proto, 0.5)
     wy = next(i for i in result.to_proto().graph.initializer if i.name == "wy")
     assert list(wy.dims) == [2, 5, 1, 1]
+    (group,) = [g for g in result.groups if g.prunable]
+    assert group.n_atoms == 10
+    # Channel k of branch b is channel 4 + k of the concatenation.
+    cat = group.atom_of[next(d for d in group.atom_of if d.tensor == "cat")]
+    b = group.atom_of[next(d for d in group.atom_of if d.tensor == "b")]
+    assert (cat[4:] == b).all()
 
 
 def test_split_sizes_are_rewritten():

@@ -48,6 +48,7 @@ def test_masked_model_differs_from_the_original_when_channels_go():
 
 
 def test_compare_identical_models_is_exact():
-    verdict = compare(proto(), proto(), feeds(proto()))
+    model = proto()
+    verdict = compare(model, model, feeds(model))
     assert verdict.passed and verdict.max_abs_diff == 0.0
     assert np.isfinite(verdict.max_rel_diff)

@@ -1,0 +1,116 @@
+"""Parameters and MACs of an ONNX model, by op type.
+
+Parameters: elements of every float initializer read by a node, counted once and attributed
+to the op type of its first reader in graph order. MACs: multiply-accumulates of the
+contractions only (the thop/fvcore convention), for one run at the bound input dims:
+Conv N·Cout·prod(out spatial)·Cin/group·prod(kernel); ConvTranspose
+N·Cin·prod(in spatial)·Cout/group·prod(kernel); Gemm M·N·K; MatMul prod(batch)·M·N·K.
+Elementwise ops, normalisations and pools count 0. Nodes whose shapes stay unknown count 0
+and are listed in ``unknown``.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+
+import onnx
+from onnx import TensorProto
+
+FLOAT_TYPES = {TensorProto.FLOAT, TensorProto.FLOAT16, TensorProto.DOUBLE, TensorProto.BFLOAT16}
+
+
+@dataclass(frozen=True)
+class ModelCost:
+    """Totals and per-op-type breakdowns of a model's parameters and MACs."""
+
+    params: int
+    macs: int
+    params_by_op: dict[str, int] = field(default_factory=dict)
+    macs_by_op: dict[str, int] = field(default_factory=dict)
+    unknown: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def _bind(model: onnx.ModelProto, dims: dict[str, int]) -> onnx.ModelProto:
+    bound = onnx.ModelProto()
+    bound.CopyFrom(model)
+    for value in bound.graph.input:
+        for d in value.type.tensor_type.shape.dim:
+            if not d.HasField("dim_value"):
+                d.dim_value = dims.get(d.dim_param, 1)
+    del bound.graph.value_info[:]
+    return onnx.shape_inference.infer_shapes(bound, data_prop=True)
+
+
+def _shapes(model: onnx.ModelProto) -> dict[str, list[int] | None]:
+    shapes: dict[str, list[int] | None] = {}
+    for value in (*model.graph.input, *model.graph.value_info, *model.graph.output):
+        t = value.type.tensor_type
+        if t.HasField("shape") and all(d.HasField("dim_value") for d in t.shape.dim):
+            shapes[value.name] = [d.dim_value for d in t.shape.dim]
+    for init in model.graph.initializer:
+        shapes[init.name] = list(init.dims)
+    return shapes
+
+
+def _node_macs(node: onnx.NodeProto, shapes: dict[str, list[int] | None]) -> int | None:
+    def shape(i: int, outputs: bool = False) -> list[int] | None:
+        names = node.output if outputs else node.input
+        return shapes.get(names[i]) if i < len(names) and names[i] else None
+
+    attrs = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
+    if node.op_type == "Conv":
+        w, y = shape(1), shape(0, True)
+        if w is None or y is None:
+            return None
+        return y[0] * y[1] * math.prod(y[2:]) * w[1] * math.prod(w[2:])
+    if node.op_type == "ConvTranspose":
+        x, w = shape(0), shape(1)
+        if x is None or w is None:
+            return None
+        return x[0] * x[1] * math.prod(x[2:]) * w[1] * math.prod(w[2:])
+    if node.op_type == "Gemm":
+        a, y = shape(0), shape(0, True)
+        if a is None or y is None:
+            return None
+        k = a[0] if attrs.get("transA", 0) else a[1]
+        return y[0] * y[1] * k
+    if node.op_type == "MatMul":
+        a, y = shape(0), shape(0, True)
+        if a is None or y is None:
+            return None
+        return math.prod(y) * a[-1]
+    return 0
+
+
+def model_cost(model: onnx.ModelProto, dims: dict[str, int] | None = None) -> ModelCost:
+    """Count parameters and MACs of ``model`` (not modified) with symbolic dims bound."""
+    inferred = _bind(model, dict(dims or {}))
+    shapes = _shapes(inferred)
+    initializers = {t.name: t for t in model.graph.initializer}
+    for node in model.graph.node:
+        if node.op_type == "Constant":
+            for a in node.attribute:
+                if a.name == "value":
+                    initializers[node.output[0]] = a.t
+    seen: set[str] = set()
+    params_by_op: dict[str, int] = {}
+    macs_by_op: dict[str, int] = {}
+    unknown: list[str] = []
+    for node in inferred.graph.node:
+        for name in node.input:
+            tensor = initializers.get(name)
+            if tensor is None or name in seen or tensor.data_type not in FLOAT_TYPES:
+                continue
+            seen.add(name)
+            params_by_op[node.op_type] = params_by_op.get(node.op_type, 0) + math.prod(tensor.dims)
+        macs = _node_macs(node, shapes)
+        if macs is None:
+            unknown.append(node.name or node.op_type)
+        elif macs:
+            macs_by_op[node.op_type] = macs_by_op.get(node.op_type, 0) + macs
+    return ModelCost(sum(params_by_op.values()), sum(macs_by_op.values()), params_by_op,
+                     macs_by_op, unknown)
