@@ -1,0 +1,286 @@
+"""The command line: ``onnxprune analyze | prune | verify | bench``.
+
+Exit codes: 0 success, 1 verification failed, 2 bad usage or input. Errors are one line on
+stderr naming the problem; progress bars go to stderr so stdout stays clean for ``--json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from onnxprune.errors import OnnxPruneError, UsageError, VerificationError
+
+PLAN_KEY = "onnxprune.plan"
+
+EXAMPLES = """examples:
+  onnxprune analyze model.onnx
+  onnxprune prune model.onnx -o model.pruned.onnx --ratio 0.5 --report report/
+  onnxprune prune model.onnx -o small.onnx --target-macs 0.5 --round-to 8 --exclude 'head*'
+  onnxprune verify model.onnx model.pruned.onnx
+  onnxprune bench model.onnx model.pruned.onnx
+"""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str):  # argparse exits 2 itself; keep its message format
+        self.print_usage(sys.stderr)
+        self.exit(2, f"onnxprune: error: {message}\n")
+
+
+def _dims(items: list[str]) -> dict[str, int]:
+    dims = {}
+    for item in items:
+        name, sep, value = item.partition("=")
+        if not sep or not value.isdigit():
+            raise UsageError(f"--dim expects NAME=VALUE with an integer value, got '{item}'")
+        dims[name] = int(value)
+    return dims
+
+
+@contextmanager
+def _progress(console: Console) -> Iterator:
+    columns = (TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/"
+               "{task.total}"), TimeElapsedColumn())  # fmt: skip
+    with Progress(*columns, console=console, transient=True) as bar:
+        tasks: dict[str, int] = {}
+
+        def update(stage: str, done: int, total: int) -> None:
+            if stage not in tasks:
+                tasks[stage] = bar.add_task(stage, total=total)
+            bar.update(tasks[stage], completed=done, total=total)
+
+        yield update
+
+
+def _analyze(args, out: Console, err: Console) -> int:
+    from onnxprune.api import analyze
+    from onnxprune.report import analysis_report
+
+    with _progress(err) as progress:
+        ma = analyze(args.model, progress=progress)
+    report = analysis_report(ma)
+    if args.json:
+        print(json.dumps(report, indent=1, default=str))
+        return 0
+    table = Table(title=f"groups of {args.model}")
+    for col in ("id", "status", "channels", "unit", "width", "members", "produced by", "reason"):
+        table.add_column(col, justify="right" if col in ("id", "channels", "unit", "width",
+                                                         "members") else "left")
+    shown = [g for g, row in zip(ma.groups, report["groups"], strict=True)
+             if args.all or not g.interface_only()]
+    for group in shown:
+        row = report["groups"][group.id]
+        reason = (row["blocked"] or row["approximate"] or [""])[0]
+        style = {"exact": "green", "approximate": "yellow", "blocked": "red"}[row["status"]]
+        table.add_row(str(row["id"]), f"[{style}]{row['status']}[/]", str(row["channels"]),
+                      str(row["unit"]), str(row["width"]), str(row["members"]),
+                      ", ".join(row["producers"][:2]), reason)
+    out.print(table)
+    c = report["counts"]
+    out.print(f"{len(ma.groups)} groups: {c['exact']} exact, {c['approximate']} approximate "
+              f"(pruned only with --allow-approximate), {c['blocked']} blocked "
+              f"({report['interface_only_blocked']} only because they reach the model's inputs "
+              f"or outputs{'' if args.all else '; shown with --all'}).")
+    out.print(f"prunable share of produced channels: {report['prunable_share']:.1%}")
+    if report["unknown_ops"]:
+        out.print("ops without a channel rule (their channels are blocked): "
+                  + ", ".join(f"{k} x{v}" for k, v in report["unknown_ops"].items()))
+    return 0
+
+
+def _prune(args, out: Console, err: Console) -> int:
+    from onnxprune.api import prune
+    from onnxprune.report import build_report, write_report
+
+    if Path(args.output).resolve() == Path(args.model).resolve():
+        raise UsageError(f"output path '{args.output}' is the input model; choose another -o")
+    if args.ratio is not None and not 0 <= args.ratio < 1:
+        raise UsageError(f"--ratio must be in [0, 1), got {args.ratio}")
+    with _progress(err) as progress:
+        result = prune(
+            args.model, ratio=args.ratio, target_macs=args.target_macs,
+            criterion=args.criterion, round_to=args.round_to, min_channels=args.min_channels,
+            exclude=args.exclude, allow_approximate=args.allow_approximate,
+            verify=not args.no_verify, dims=_dims(args.dim), progress=progress,
+        )  # fmt: skip
+    plan = {"removed": {str(k): v.tolist() for k, v in result.plan.removed.items()},
+            "options": result.options}
+    result.model.metadata_props[PLAN_KEY] = json.dumps(plan)
+    saved = result.save(args.output)
+    b, a = result.cost_before, result.cost_after
+    out.print(f"parameters {b.params:,} -> {a.params:,} ({a.params / max(b.params, 1):.1%}); "
+              f"MACs {b.macs:,} -> {a.macs:,} ({a.macs / max(b.macs, 1):.1%})")
+    out.print(f"pruned {len(result.plan.removed)} of {sum(g.prunable for g in result.groups)} "
+              f"prunable groups at ratio {result.ratio:.3f}")
+    v = result.verification
+    if v is None:
+        out.print("[yellow]verification skipped (--no-verify): the result is unverified[/]")
+    else:
+        out.print(f"verification: [green]passed[/] (max |diff| {v.max_abs_diff:.2e})")
+    out.print(f"wrote {saved}")
+    if args.report:
+        for path in write_report(build_report(result), args.report):
+            out.print(f"wrote {path}")
+    if args.plan_out:
+        Path(args.plan_out).write_text(json.dumps(plan, indent=1))
+        out.print(f"wrote {args.plan_out}")
+    return 0
+
+
+def _verify(args, out: Console, err: Console) -> int:
+    import numpy as np
+    import onnx
+
+    from onnxprune.api import analyze
+    from onnxprune.latency import random_inputs
+    from onnxprune.model_io import load_model
+    from onnxprune.plan import RemovalPlan
+    from onnxprune.verify import compare, masked_model
+
+    pruned = load_model(args.pruned)
+    raw = pruned.metadata_props.get(PLAN_KEY)
+    original = load_model(args.original)
+    dims = _dims(args.dim)
+    feeds = [random_inputs(original, dims, seed=s) for s in range(args.samples)]
+    if raw is None:
+        reference = onnx.load(args.original)
+        how = "plain comparison with the original (no onnxprune plan found in the model)"
+    else:
+        with _progress(err) as progress:
+            ma = analyze(args.original, progress=progress)
+        removed = {int(k): np.array(v, dtype=np.int64) for k, v in json.loads(raw)["removed"].items()}
+        if any(k >= len(ma.groups) for k in removed):
+            raise UsageError("the plan in the pruned model does not fit this original model")
+        reference = masked_model(ma.analysis.model, RemovalPlan.build(ma.groups, removed))
+        how = "oracle: pruned == original with the removed channels masked at their consumers"
+    verdict = compare(reference, pruned, feeds)
+    status = "[green]passed[/]" if verdict.passed else "[red]FAILED[/]"
+    out.print(f"{how}: {status}; max |diff| {verdict.max_abs_diff:.3e} "
+              f"(relative {verdict.max_rel_diff:.2e}) over {verdict.samples} input(s)")
+    for name, diff in verdict.outputs.items():
+        out.print(f"  {name}: max |diff| {diff:.3e}")
+    if verdict.note:
+        out.print(verdict.note)
+    return 0 if verdict.passed else 1
+
+
+def _bench(args, out: Console, err: Console) -> int:
+    import onnx
+
+    from onnxprune.latency import measure_latency, random_inputs
+    from onnxprune.metrics import model_cost
+    from onnxprune.model_io import load_model
+
+    dims = _dims(args.dim)
+    models = [load_model(p) for p in (args.a, args.b)]
+    protos = [onnx.load(str(p)) for p in (args.a, args.b)]
+    costs = [model_cost(p, dims) for p in protos]
+    feed = random_inputs(models[0], dims)
+    err.print("measuring latency (alternating blocks)...")
+    stats = measure_latency(protos, feed, threads=args.threads, repeats=args.repeats)
+    table = Table(title="onnxprune bench")
+    table.add_column("")
+    for path in (args.a, args.b):
+        table.add_column(Path(path).name, justify="right")
+    table.add_column("B / A", justify="right")
+    table.add_row("parameters", *(f"{c.params:,}" for c in costs),
+                  f"{costs[1].params / max(costs[0].params, 1):.1%}")
+    table.add_row("MACs", *(f"{c.macs:,}" for c in costs),
+                  f"{costs[1].macs / max(costs[0].macs, 1):.1%}")
+    for op in sorted(set(costs[0].macs_by_op) | set(costs[1].macs_by_op)):
+        a, b = (c.macs_by_op.get(op, 0) for c in costs)
+        table.add_row(f"  MACs {op}", f"{a:,}", f"{b:,}", f"{b / a:.1%}" if a else "")
+    table.add_row(f"latency median ({args.threads} threads)", *(f"{s.median_ms:.3f} ms" for s in stats),
+                  f"{stats[1].median_ms / stats[0].median_ms:.1%}")
+    table.add_row("latency p10-p90", *(f"{s.p10_ms:.3f}-{s.p90_ms:.3f}" for s in stats), "")
+    out.print(table)
+    speedup = stats[0].median_ms / stats[1].median_ms
+    macs_ratio = costs[0].macs / max(costs[1].macs, 1)
+    out.print(f"speedup {speedup:.2f}x for {macs_ratio:.2f}x fewer MACs "
+              f"(speedup / MACs ratio = {speedup / macs_ratio:.2f})")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(
+        prog="onnxprune",
+        description="Structured pruning of ONNX models from any framework: remove channels, "
+        "neurons and heads, verified against the original.",
+        epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter,
+    )  # fmt: skip
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    p = sub.add_parser("analyze", help="list the model's groups and what blocks the others",
+                       description="Find every group of channels that can be removed together.")
+    p.add_argument("model", help="the .onnx file")
+    p.add_argument("--json", action="store_true", help="print the analysis as JSON")
+    p.add_argument("--all", action="store_true", help="also list groups blocked only by the "
+                   "model's inputs/outputs")
+    p.set_defaults(run=_analyze)
+
+    p = sub.add_parser("prune", help="prune a model and write the smaller one",
+                       description="Prune, verify (pruned == masked original) and write atomically.")
+    p.add_argument("model", help="the .onnx file (never modified)")
+    p.add_argument("-o", "--output", required=True, help="where to write the pruned model")
+    target = p.add_mutually_exclusive_group(required=True)
+    target.add_argument("--ratio", type=float, help="remove this fraction of each group's "
+                        "channels, in [0, 1)")
+    target.add_argument("--target-macs", type=float, help="keep this fraction of the MACs "
+                        "(0.5 halves them)")
+    p.add_argument("--criterion", default="l2", choices=["l1", "l2", "random"],
+                   help="importance criterion (default: l2 weight magnitude)")
+    p.add_argument("--round-to", type=int, default=1, help="kept channels are a multiple of N")
+    p.add_argument("--min-channels", type=int, default=1, help="keep at least N channels")
+    p.add_argument("--exclude", nargs="*", default=[], metavar="PATTERN",
+                   help="node or tensor names (globs) whose groups are kept")
+    p.add_argument("--allow-approximate", action="store_true", help="also prune groups that "
+                   "LayerNorm/Softmax normalise over (labelled approximate)")
+    p.add_argument("--no-verify", action="store_true", help="skip the oracle (not recommended)")
+    p.add_argument("--report", type=Path, help="write report.json, report.md and plots here")
+    p.add_argument("--plan-out", type=Path, help="write the removal plan as JSON")
+    p.add_argument("--dim", action="append", default=[], metavar="NAME=VALUE",
+                   help="bind a symbolic input dim (e.g. batch=1)")
+    p.set_defaults(run=_prune)
+
+    p = sub.add_parser("verify", help="check a pruned model against its original",
+                       description="Rebuild the masked original from the plan stored in the "
+                       "pruned model and compare outputs on random inputs.")
+    p.add_argument("original")
+    p.add_argument("pruned")
+    p.add_argument("--samples", type=int, default=2, help="number of random inputs")
+    p.add_argument("--dim", action="append", default=[], metavar="NAME=VALUE")
+    p.set_defaults(run=_verify)
+
+    p = sub.add_parser("bench", help="compare params, MACs and onnxruntime latency of two models")
+    p.add_argument("a")
+    p.add_argument("b")
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--repeats", type=int, default=50)
+    p.add_argument("--dim", action="append", default=[], metavar="NAME=VALUE")
+    p.set_defaults(run=_bench)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    out, err = Console(), Console(stderr=True)
+    try:
+        return args.run(args, out, err)
+    except VerificationError as exc:
+        err.print(f"onnxprune: verification failed: {exc}", markup=False, highlight=False)
+        return 1
+    except OnnxPruneError as exc:
+        err.print(f"onnxprune: error: {exc}", markup=False, highlight=False)
+        return 2
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,179 @@
+"""The pruning report: a JSON-able dict, a markdown page and PNG plots.
+
+It lists every group (members, width before/after, scores, status, reasons), parameters and
+MACs by op type before and after, latency when measured, and the verification figures.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from onnxprune.api import ModelAnalysis, PruneResult
+from onnxprune.groups import Group
+
+
+def _status(group: Group) -> str:
+    return "blocked" if group.blocked else "approximate" if group.approximate else "exact"
+
+
+def _group_row(ma: ModelAnalysis, group: Group) -> dict:
+    values = ma.analysis.values
+    producers = []
+    for dim in group.produced:
+        value = values.get(dim.tensor)
+        node = value.producer() if value is not None else None
+        if node is not None and node.name not in producers:
+            producers.append(node.name)
+    return {
+        "id": group.id,
+        "status": _status(group),
+        "channels": group.n_atoms,
+        "unit": group.atom_size,
+        "width": group.width,
+        "members": len(group.atom_of),
+        "member_tensors": sorted({d.tensor for d in group.atom_of})[:6],
+        "producers": producers,
+        "blocked": [str(r) for r in group.blocked],
+        "approximate": [str(r) for r in group.approximate],
+    }
+
+
+def analysis_report(ma: ModelAnalysis) -> dict:
+    """What ``onnxprune analyze`` shows: every group and why the blocked ones are blocked."""
+    rows = [_group_row(ma, g) for g in ma.groups]
+    counts = {s: sum(r["status"] == s for r in rows) for s in ("exact", "approximate", "blocked")}
+    return {
+        "source": str(ma.source) if ma.source else None,
+        "groups": rows,
+        "counts": counts,
+        "interface_only_blocked": sum(g.interface_only() for g in ma.groups),
+        "prunable_share": ma.prunable_share(),
+        "unknown_ops": dict(ma.analysis.unknown_ops),
+        "untied_initializers": ma.analysis.untied,
+    }
+
+
+def build_report(result: PruneResult, latency: dict | None = None) -> dict:
+    """Everything known about a prune, as plain data."""
+    report = analysis_report(result.analysis)
+    by_id = {row["id"]: row for row in report["groups"]}
+    for group in result.groups:
+        row = by_id[group.id]
+        removed = result.plan.removed.get(group.id, np.zeros(0))
+        row["channels_after"] = group.n_atoms - int(removed.size)
+        row["width_after"] = group.width - int(removed.size) * group.atom_size
+        if group.id in result.scores:
+            s = result.scores[group.id]
+            row["score"] = {"min": float(s.min()), "mean": float(s.mean()), "max": float(s.max())}
+    report.update(
+        options=result.options,
+        timings=result.timings,
+        before=result.cost_before.to_dict(),
+        after=result.cost_after.to_dict(),
+        verification=result.verification.to_dict() if result.verification else None,
+        similarity=result.similarity.to_dict() if result.similarity else None,
+        latency=latency,
+    )
+    return report
+
+
+def _markdown(report: dict) -> str:
+    lines = ["# onnxprune report", ""]
+    if report.get("source"):
+        lines += [f"Model: `{report['source']}`", ""]
+    if "before" in report:
+        b, a = report["before"], report["after"]
+        lines += ["| | before | after | kept |", "|---|---:|---:|---:|"]
+        lines += [f"| parameters | {b['params']:,} | {a['params']:,} | {a['params'] / max(b['params'], 1):.1%} |"]
+        lines += [f"| MACs | {b['macs']:,} | {a['macs']:,} | {a['macs'] / max(b['macs'], 1):.1%} |"]
+        if report.get("latency"):
+            lat = report["latency"]
+            lines += [f"| latency (ms) | {lat['before_ms']:.3f} | {lat['after_ms']:.3f} | "
+                      f"{lat['after_ms'] / lat['before_ms']:.1%} |"]
+        lines += [""]
+        v = report.get("verification")
+        if v:
+            verdict = "passed" if v["passed"] else "FAILED"
+            lines += [f"**Verification** (pruned == masked original): {verdict}, max |diff| "
+                      f"{v['max_abs_diff']:.2e} over {v['samples']} input(s). {v['note']}", ""]
+        ops = sorted(set(b["macs_by_op"]) | set(a["macs_by_op"]))
+        lines += ["## MACs by op type", "", "| op | before | after |", "|---|---:|---:|"]
+        lines += [f"| {op} | {b['macs_by_op'].get(op, 0):,} | {a['macs_by_op'].get(op, 0):,} |"
+                  for op in ops]
+        lines += [""]
+    c = report["counts"]
+    lines += ["## Groups", "", f"{c['exact']} exact, {c['approximate']} approximate, "
+              f"{c['blocked']} blocked; prunable share of channels {report['prunable_share']:.1%}.", ""]
+    lines += ["| id | status | channels | unit | width | after | members | producers |",
+              "|---:|---|---:|---:|---:|---:|---:|---|"]
+    for g in report["groups"]:
+        lines += [f"| {g['id']} | {g['status']} | {g['channels']} | {g['unit']} | {g['width']} | "
+                  f"{g.get('width_after', '')} | {g['members']} | {', '.join(g['producers'][:2])} |"]
+    blocked = [g for g in report["groups"] if g["blocked"]]
+    if blocked:
+        lines += ["", "## Blocked groups", ""]
+        lines += [f"- group {g['id']} ({g['width']} channels): {'; '.join(g['blocked'][:3])}"
+                  for g in blocked]
+    if report["unknown_ops"]:
+        lines += ["", "Ops without a channel rule: " + ", ".join(
+            f"{k} x{v}" for k, v in report["unknown_ops"].items())]
+    if report["untied_initializers"]:
+        lines += ["", "Accidentally shared initializers copied per reader: " + ", ".join(
+            report["untied_initializers"])]
+    return "\n".join(lines) + "\n"
+
+
+def _plots(report: dict, directory: Path) -> list[Path]:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return []
+    written = []
+    groups = [g for g in report["groups"] if "width_after" in g and g["status"] != "blocked"]
+    if groups:
+        fig, ax = plt.subplots(figsize=(max(6, len(groups) * 0.25), 3.5))
+        x = np.arange(len(groups))
+        ax.bar(x, [g["width"] for g in groups], color="#cfd8dc", label="before")
+        ax.bar(x, [g["width_after"] for g in groups], color="#1e88e5", label="after")
+        ax.set_xlabel("group")
+        ax.set_ylabel("channels")
+        ax.set_title("width per prunable group")
+        ax.legend()
+        fig.tight_layout()
+        written.append(directory / "widths.png")
+        fig.savefig(written[-1], dpi=110)
+        plt.close(fig)
+    if "before" in report:
+        ops = sorted(report["before"]["macs_by_op"])
+        if ops:
+            fig, ax = plt.subplots(figsize=(5, 3.2))
+            x = np.arange(len(ops))
+            ax.bar(x - 0.2, [report["before"]["macs_by_op"][o] / 1e6 for o in ops], 0.4,
+                   label="before", color="#cfd8dc")
+            ax.bar(x + 0.2, [report["after"]["macs_by_op"].get(o, 0) / 1e6 for o in ops], 0.4,
+                   label="after", color="#1e88e5")
+            ax.set_xticks(x, ops)
+            ax.set_ylabel("MMACs")
+            ax.set_title("MACs by op type")
+            ax.legend()
+            fig.tight_layout()
+            written.append(directory / "macs_by_op.png")
+            fig.savefig(written[-1], dpi=110)
+            plt.close(fig)
+    return written
+
+
+def write_report(report: dict, directory: str | Path) -> list[Path]:
+    """Write report.json, report.md and (with matplotlib) PNG plots into ``directory``."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    json_path, md_path = directory / "report.json", directory / "report.md"
+    json_path.write_text(json.dumps(report, indent=1, default=str))
+    md_path.write_text(_markdown(report))
+    return [json_path, md_path, *_plots(report, directory)]
