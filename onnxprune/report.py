@@ -99,6 +99,10 @@ def _markdown(report: dict) -> str:
             verdict = "passed" if v["passed"] else "FAILED"
             lines += [f"**Verification** (pruned == masked original): {verdict}, max |diff| "
                       f"{v['max_abs_diff']:.2e} over {v['samples']} input(s). {v['note']}", ""]
+        sim = report.get("similarity")
+        if sim:
+            lines += [f"**Approximate groups pruned**: output cosine similarity to the original "
+                      f"{sim['min_cosine']:.4f} (max |diff| {sim['max_abs_diff']:.3g}).", ""]
         ops = sorted(set(b["macs_by_op"]) | set(a["macs_by_op"]))
         lines += ["## MACs by op type", "", "| op | before | after |", "|---|---:|---:|"]
         lines += [f"| {op} | {b['macs_by_op'].get(op, 0):,} | {a['macs_by_op'].get(op, 0):,} |"

@@ -34,6 +34,7 @@ class Verification:
     outputs: dict[str, float] = field(default_factory=dict)
     samples: int = 0
     note: str = ""
+    min_cosine: float = 1.0
 
     def to_dict(self) -> dict:
         return {
@@ -43,6 +44,7 @@ class Verification:
             "outputs": self.outputs,
             "samples": self.samples,
             "note": self.note,
+            "min_cosine": self.min_cosine,
         }
 
 
@@ -99,6 +101,7 @@ def compare(
     ref, cand = session(reference), session(candidate)
     names = [o.name for o in ref.get_outputs()]
     worst_abs = worst_rel = 0.0
+    min_cosine = 1.0
     per_output: dict[str, float] = {n: 0.0 for n in names}
     passed = True
     for feed in feeds:
@@ -116,10 +119,17 @@ def compare(
                 scale = float(np.max(np.abs(e))) if e.size else 0.0
                 ok = diff <= atol * max(1.0, scale) + rtol * scale
                 worst_rel = max(worst_rel, diff / scale if scale > 0 else diff)
+                min_cosine = min(min_cosine, _cosine(e, a))
             passed &= bool(ok)
             worst_abs = max(worst_abs, diff)
             per_output[name] = max(per_output[name], diff)
-    return Verification(passed, worst_abs, worst_rel, per_output, len(feeds))
+    return Verification(passed, worst_abs, worst_rel, per_output, len(feeds), "", min_cosine)
+
+
+def _cosine(a: np.ndarray, b: np.ndarray) -> float:
+    a, b = a.astype(np.float64).ravel(), b.astype(np.float64).ravel()
+    norm = np.linalg.norm(a) * np.linalg.norm(b)
+    return float(a @ b / norm) if norm > 0 else float(np.array_equal(a, b))
 
 
 def verify_plan(

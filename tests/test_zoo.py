@@ -38,7 +38,8 @@ def check_prunes(path, name: str, exporter: str, batch: int = 1) -> None:
 
     result = onnxprune.prune(path, ratio=0.5, inputs=feeds)
     assert result.verification.passed, result.verification
-    assert len(result.plan.removed) >= 0.9 * len(analysis.prunable)
+    exact = [g for g in analysis.groups if g.exact]
+    assert len(result.plan.removed) == len(exact), "every exact group shrinks at ratio 0.5"
     pruned = result.to_proto()
     assert [o.name for o in pruned.graph.output] == [o.name for o in original.graph.output]
     for feed in feeds:
@@ -73,3 +74,20 @@ def test_dynamic_batch_export_prunes_and_keeps_the_batch_symbolic(exporter):
     pruned = onnxprune.prune(path, ratio=0.5, inputs=_feeds("resnet18", 2)).to_proto()
     batch_dim = pruned.graph.input[0].type.tensor_type.shape.dim[0]
     assert batch_dim.dim_param and not batch_dim.dim_value
+
+
+@pytest.mark.zoo
+def test_convnext_layernorm_groups_are_approximate_and_prune_only_on_request():
+    """convnext normalises the residual width with LayerNorm: those groups are approximate;
+    the MLP hidden width (4C, between the two Linear layers) stays exact and prunes."""
+    path = zoo.export("convnext_tiny", "torchscript")
+    analysis = onnxprune.analyze(path)
+    approximate = [g for g in analysis.groups if g.prunable and not g.exact]
+    assert approximate and all("LayerNormalization" in str(g.approximate) for g in approximate)
+    widths = {g.width for g in analysis.groups if g.exact}
+    assert {384, 768, 1536, 3072} <= widths
+    feeds = _feeds("convnext_tiny")[:1]
+    result = onnxprune.prune(path, ratio=0.25, allow_approximate=True, inputs=feeds)
+    assert set(result.plan.removed) >= {g.id for g in approximate}
+    assert result.verification.passed and "approximate" in result.verification.note
+    assert result.similarity is not None and 0.0 < result.similarity.min_cosine < 1.0

@@ -54,7 +54,8 @@ def _build(name: str, builder: str, /, **kwargs: Any) -> torch.nn.Module:
     explode through depth: MobileNet, EfficientNet, MnasNet and GoogLeNet outputs then do not
     depend on the input at all. So every BatchNorm's statistics are first calibrated on a
     seeded random batch (as if the network had been trained on it) and then perturbed per
-    channel (mean shifted by N(0, 0.1) standard deviations, variance scaled by U(0.5, 1.5)),
+    channel (mean shifted by N(0, 0.1) standard deviations, variance scaled by U(0.5, 1.5)
+    renormalised per layer),
     after randomising the affine parameters (weight U(0.5, 1.5), bias N(0, 0.1)).
     """
     import torch
@@ -93,15 +94,21 @@ def _build(name: str, builder: str, /, **kwargs: Any) -> torch.nn.Module:
             m.reset_running_stats()
             m.momentum = None
             m.train()
+        # Enough images that the last (smallest) feature maps give >= 512 samples per channel:
+        # small samples misestimate low variances, which then blow activations up with depth.
         size = INPUT_SIZE[name]
-        model(torch.randn((8, 3, size, size), generator=generator))
+        batch = max(8, -(-512 // (size // 32) ** 2))
+        model(torch.randn((batch, 3, size, size), generator=generator))
         for m, momentum in zip(batch_norms, momenta, strict=True):
             m.momentum = momentum
             m.eval()
             assert m.running_mean is not None and m.running_var is not None
             std = m.running_var.sqrt()
             m.running_mean.add_(normal(std.shape, 0.1) * std)
-            m.running_var.mul_(uniform(std.shape, 0.5, 1.5))
+            # Rescaled so the mean of 1 / factor is 1: the layer's output energy is kept and
+            # the per-channel scaling does not compound into blow-up over 50 layers.
+            factor = uniform(std.shape, 0.5, 1.5)
+            m.running_var.mul_(factor * factor.reciprocal().mean())
             m.num_batches_tracked.zero_()
     return model.eval()
 
