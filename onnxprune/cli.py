@@ -275,10 +275,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.run(args, out, err)
     except VerificationError as exc:
-        err.print(f"onnxprune: verification failed: {exc}", markup=False, highlight=False)
+        print(f"onnxprune: verification failed: {exc}", file=sys.stderr)
         return 1
     except OnnxPruneError as exc:
-        err.print(f"onnxprune: error: {exc}", markup=False, highlight=False)
+        print(f"onnxprune: error: {exc}", file=sys.stderr)
         return 2
 
 

@@ -1,0 +1,154 @@
+"""The command line, in-process and as a subprocess: outputs, reports, exit codes, bad input."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import onnx
+import pytest
+from graphs import conv, feeds, model, run, weight
+from onnx import helper, numpy_helper
+
+from onnxprune.cli import main
+
+
+@pytest.fixture
+def cnn(tmp_path) -> Path:
+    nodes = [
+        conv("c1", "x", "w1", "b1", "a", pads=[1, 1, 1, 1]),
+        helper.make_node("Relu", ["a"], ["r"], name="relu"),
+        conv("c2", "r", "w2", "b2", "b", pads=[1, 1, 1, 1]),
+        helper.make_node("Relu", ["b"], ["s"], name="relu2"),
+        helper.make_node("GlobalAveragePool", ["s"], ["p"], name="gap"),
+        helper.make_node("Flatten", ["p"], ["f"], name="flat"),
+        helper.make_node("Gemm", ["f", "wf", "bf"], ["y"], name="fc", transB=1),
+    ]
+    inits = {
+        "w1": weight(16, 3, 3, 3), "b1": weight(16), "w2": weight(24, 16, 3, 3),
+        "b2": weight(24), "wf": weight(5, 24), "bf": weight(5),
+    }  # fmt: skip
+    path = tmp_path / "cnn.onnx"
+    onnx.save(model(nodes, {"x": ["batch", 3, 6, 6]}, {"y": ["batch", 5]}, inits), path)
+    return path
+
+
+def test_analyze_prints_groups_and_json_parses(cnn, capsys):
+    assert main(["analyze", str(cnn)]) == 0
+    out = capsys.readouterr().out
+    assert "exact" in out and "prunable share" in out
+    assert main(["analyze", str(cnn), "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["counts"]["exact"] == 2 and report["prunable_share"] == 1.0
+
+
+def test_prune_writes_model_and_report_then_verify_and_bench(cnn, tmp_path, capsys):
+    out, report = tmp_path / "small.onnx", tmp_path / "report"
+    assert main(["prune", str(cnn), "-o", str(out), "--ratio", "0.5", "--report", str(report),
+                 "--plan-out", str(tmp_path / "plan.json")]) == 0
+    text = capsys.readouterr().out
+    assert "verification: passed" in text
+    assert {p.name for p in report.iterdir()} >= {"report.json", "report.md", "widths.png",
+                                                   "macs_by_op.png"}
+    data = json.loads((report / "report.json").read_text())
+    assert data["verification"]["passed"] and data["after"]["params"] < data["before"]["params"]
+    feed = feeds(onnx.load(cnn))[0]
+    assert run(onnx.load(out), feed)[0].shape == run(onnx.load(cnn), feed)[0].shape
+
+    assert main(["verify", str(cnn), str(out)]) == 0
+    assert "oracle" in capsys.readouterr().out
+    assert main(["bench", str(cnn), str(out), "--repeats", "10"]) == 0
+    assert "speedup" in capsys.readouterr().out
+
+
+def test_verify_fails_with_exit_1_on_a_tampered_model(cnn, tmp_path, capsys):
+    out = tmp_path / "small.onnx"
+    assert main(["prune", str(cnn), "-o", str(out), "--ratio", "0.5"]) == 0
+    tampered = onnx.load(out)
+    for tensor in tampered.graph.initializer:
+        if tensor.name == "w2":
+            array = numpy_helper.to_array(tensor).copy()
+            array[0, 0] += 1.0
+            tensor.CopyFrom(numpy_helper.from_array(array, "w2"))
+    onnx.save(tampered, out)
+    assert main(["verify", str(cnn), str(out)]) == 1
+    assert "FAILED" in capsys.readouterr().out
+
+
+def _bad(args: list[str], capsys, tmp_path, expect: str) -> None:
+    before = set(tmp_path.iterdir())
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert expect in err and "Traceback" not in err
+    assert set(tmp_path.iterdir()) == before, "a failed run must leave no file behind"
+
+
+def test_missing_path(tmp_path, capsys):
+    _bad(["prune", str(tmp_path / "nope.onnx"), "-o", str(tmp_path / "o.onnx"), "--ratio", "0.5"],
+         capsys, tmp_path, "does not exist")
+
+
+def test_not_onnx(tmp_path, capsys):
+    path = tmp_path / "notes.onnx"
+    path.write_text("hello\n" * 50)
+    _bad(["prune", str(path), "-o", str(tmp_path / "o.onnx"), "--ratio", "0.5"],
+         capsys, tmp_path, "not a readable ONNX model")
+
+
+def test_truncated(cnn, tmp_path, capsys):
+    data = cnn.read_bytes()
+    cnn.write_bytes(data[: len(data) // 2])
+    _bad(["prune", str(cnn), "-o", str(tmp_path / "o.onnx"), "--ratio", "0.5"],
+         capsys, tmp_path, "onnxprune: error")
+
+
+@pytest.mark.parametrize("ratio", ["1.5", "-0.2", "1"])
+def test_ratio_out_of_range(cnn, tmp_path, capsys, ratio):
+    _bad(["prune", str(cnn), "-o", str(tmp_path / "o.onnx"), "--ratio", ratio],
+         capsys, tmp_path, "--ratio must be in [0, 1)")
+
+
+def test_exclude_matching_nothing(cnn, tmp_path, capsys):
+    _bad(["prune", str(cnn), "-o", str(tmp_path / "o.onnx"), "--ratio", "0.5", "--exclude",
+          "no_such_node"], capsys, tmp_path, "matches no node or tensor")
+
+
+def test_output_equal_to_input(cnn, tmp_path, capsys):
+    before = cnn.read_bytes()
+    _bad(["prune", str(cnn), "-o", str(cnn), "--ratio", "0.5"], capsys, tmp_path,
+         "is the input model")
+    assert cnn.read_bytes() == before
+
+
+def test_unknown_custom_op_blocks_and_asks_for_no_verify(tmp_path, capsys):
+    nodes = [
+        conv("c1", "x", "w1", "b1", "a"),
+        helper.make_node("Mystery", ["a"], ["m"], name="mystery", domain="com.example"),
+        conv("c2", "m", "w2", "b2", "b"),
+        helper.make_node("Relu", ["b"], ["r"], name="relu"),
+        conv("c3", "r", "w3", None, "y"),
+    ]
+    inits = {"w1": weight(8, 3, 1, 1), "b1": weight(8), "w2": weight(8, 8, 1, 1),
+             "b2": weight(8), "w3": weight(2, 8, 1, 1)}
+    path = tmp_path / "custom.onnx"
+    onnx.save(model(nodes, {"x": [1, 3, 2, 2]}, {"y": [1, 2, 2, 2]}, inits,
+                    extra_opsets={"com.example": 1}, value_info={"m": [1, 8, 2, 2]}), path)
+    assert main(["analyze", str(path)]) == 0
+    assert "com.example.Mystery" in capsys.readouterr().out
+    _bad(["prune", str(path), "-o", str(tmp_path / "o.onnx"), "--ratio", "0.5"], capsys,
+         tmp_path, "--no-verify")
+    out = tmp_path / "o.onnx"
+    assert main(["prune", str(path), "-o", str(out), "--ratio", "0.5", "--no-verify"]) == 0
+    assert "unverified" in capsys.readouterr().out and out.exists()
+
+
+def test_usage_error_exit_code_and_module_entry_point():
+    result = subprocess.run([sys.executable, "-m", "onnxprune", "prune", "x.onnx"],
+                            capture_output=True, text=True)
+    assert result.returncode == 2 and "required" in result.stderr
+    helptext = subprocess.run([sys.executable, "-m", "onnxprune", "--help"],
+                              capture_output=True, text=True, check=True).stdout
+    for command in ("analyze", "prune", "verify", "bench", "examples"):
+        assert command in helptext
