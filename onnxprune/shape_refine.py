@@ -53,6 +53,11 @@ def _refined(node: ir.Node, values: dict[str, ir.Value]) -> list | None:
     return out
 
 
+def _known(dim: int | ir.SymbolicDim) -> bool:
+    """An int, or a named symbol that is not one ONNX inference made up (``unk__N``)."""
+    return isinstance(dim, int) or bool(dim.value and not str(dim.value).startswith("unk__"))
+
+
 def refine_reshape_shapes(model: ir.Model) -> bool:
     """Complete unknown Reshape output dims from their targets; True if any changed."""
     values = all_values(model.graph)
@@ -61,9 +66,7 @@ def refine_reshape_shapes(model: ir.Model) -> bool:
         if node.op_type != "Reshape" or node.domain not in ("", "ai.onnx"):
             continue
         y = node.outputs[0]
-        if y.shape is not None and all(isinstance(d, int) or d.value for d in y.shape) and not any(
-            not isinstance(d, int) and str(d.value).startswith("unk__") for d in y.shape
-        ):
+        if y.shape is not None and all(_known(d) for d in y.shape):
             continue
         refined = _refined(node, values)
         if refined is not None:
