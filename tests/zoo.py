@@ -40,7 +40,7 @@ __all__ = ["EXPORTERS", "INPUT_SIZE", "RECIPE", "ZOO_MODELS", "cache_dir", "expo
            "sample_input"]  # fmt: skip
 
 #: Bump when the model recipe or the export settings change, to invalidate old caches.
-RECIPE = 1
+RECIPE = 2
 
 #: Exporter name -> ONNX opset it exports at.
 EXPORTERS: dict[str, int] = {"torchscript": 17, "dynamo": 18}
