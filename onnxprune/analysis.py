@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import cached_property
 
 import onnx_ir as ir
 from onnx_ir.passes.common import (
@@ -47,11 +48,10 @@ class Analysis:
     def value(self, name: str) -> ir.Value | None:
         return self.values.get(name)
 
-    @property
+    @cached_property
     def values(self) -> dict[str, ir.Value]:
-        if not hasattr(self, "_values"):
-            self._values = all_values(self.model.graph)
-        return self._values
+        """Every named value of the working model (read after normalisation)."""
+        return all_values(self.model.graph)
 
 
 def normalize(model: ir.Model) -> UntieRecord:

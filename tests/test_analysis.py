@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from graphs import assert_prunes_exactly, conv, model, weight
 from onnx import helper, numpy_helper
 
 import onnxprune
+from graphs import assert_prunes_exactly, conv, model, weight
 from onnxprune.errors import UnsupportedModelError
 
 

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import onnx
 import pytest
-from graphs import conv, feeds, model, run, weight
 from onnx import helper, numpy_helper
 
+from graphs import conv, feeds, model, run, weight
 from onnxprune.cli import main
 
 

@@ -8,10 +8,10 @@ import numpy as np
 import onnx
 import onnx_ir as ir
 import pytest
-from graphs import conv, feeds, model, run, weight
 from onnx import helper
 
 import onnxprune
+from graphs import conv, feeds, model, run, weight
 from onnxprune.errors import ModelLoadError, UsageError
 from onnxprune.model_io import load_model, save_model
 

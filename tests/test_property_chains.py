@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from graphs import conv, feeds, model, weight
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from onnx import helper
 
 import onnxprune
+from graphs import conv, feeds, model, weight
 
 
 @st.composite

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import numpy as np
-from graphs import assert_prunes_exactly, conv, model, weight
 from onnx import helper
+
+from graphs import assert_prunes_exactly, conv, model, weight
 
 
 def test_concat_of_two_branches_is_one_group_with_offset_positions():

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import numpy as np
-from graphs import assert_prunes_exactly, conv, model, weight
 from onnx import helper
+
+from graphs import assert_prunes_exactly, conv, model, weight
 
 
 def chain(groups: int, mid: int = 16, per_group_in: int | None = None):

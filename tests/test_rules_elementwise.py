@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from graphs import assert_prunes_exactly, conv, model, weight
 from onnx import helper
+
+from graphs import assert_prunes_exactly, conv, model, weight
 
 
 def test_residual_add_couples_both_branches():

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import numpy as np
-from graphs import assert_prunes_exactly, conv, model, weight
 from onnx import helper
+
+from graphs import assert_prunes_exactly, conv, model, weight
 
 
 def test_flatten_channels_by_space_into_gemm():

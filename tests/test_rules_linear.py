@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from graphs import assert_prunes_exactly, model, weight
 from onnx import helper
+
+from graphs import assert_prunes_exactly, model, weight
 
 
 def test_gemm_chain_with_transposed_weights():

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import pytest
-from graphs import assert_prunes_exactly, conv, feeds, model, weight
 from onnx import helper
 
 import onnxprune
+from graphs import assert_prunes_exactly, conv, feeds, model, weight
 
 
 def test_batch_and_instance_norm_parameters_are_sliced():

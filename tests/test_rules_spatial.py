@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import numpy as np
-from graphs import assert_prunes_exactly, conv, model, weight
 from onnx import helper
 
 import onnxprune
+from graphs import assert_prunes_exactly, conv, model, weight
 
 
 def _between(*middle, out_shape=(1, 2, 4, 4), inits=None, opset=17):

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 import onnx_ir as ir
-from graphs import conv, feeds, model, weight
 from onnx import helper
 
 import onnxprune
+from graphs import conv, feeds, model, weight
 from onnxprune.verify import compare, masked_model, verify_plan
 
 

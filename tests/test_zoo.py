@@ -12,10 +12,10 @@ from __future__ import annotations
 import numpy as np
 import onnx
 import pytest
-from conftest import record_zoo_result
-from graphs import run
 
 import onnxprune
+from conftest import record_zoo_result
+from graphs import run
 
 zoo = pytest.importorskip("zoo")
 

@@ -42,7 +42,6 @@ def _prune_one(path: str, ratio: float, out: str, queue) -> None:
 
 def bench(name: str, exporter: str, ratio: float, work: Path, threads: int) -> dict:
     import zoo
-
     from onnxprune.latency import measure_latency
 
     path = zoo.export(name, exporter)

@@ -12,12 +12,12 @@ from pathlib import Path
 
 import numpy as np
 import onnx_ir as ir
-from onnxprune.report import build_report, write_report
 from rich.console import Console
 from rich.table import Table
 
 import onnxprune
 from onnxprune.latency import measure_latency
+from onnxprune.report import build_report, write_report
 from onnxprune.verify import session
 
 ROOT = Path(__file__).resolve().parent.parent
