@@ -142,13 +142,20 @@ def prune(
         raise UsageError("give exactly one of ratio or target_macs")
     timings: dict[str, float] = {}
     start = time.perf_counter()
+
+    def step(stage: str, done: int, total: int = 1) -> None:
+        if progress is not None:
+            progress(stage, done, total)
+
     analysis = analyze(model, progress=progress)
     timings["analyse_s"] = time.perf_counter() - start
     groups = analysis.groups
     skip = excluded_groups(analysis.analysis, groups, list(exclude))
     eligible = [g for g in groups if g.prunable and (allow_approximate or g.exact)]
     t = time.perf_counter()
+    step("score", 0)
     scores = score_groups(analysis.analysis, eligible, criterion)
+    step("score", 1)
     timings["score_s"] = time.perf_counter() - t
     original = _copy(analysis.analysis.model)
     dims = dict(dims or {})
@@ -164,20 +171,30 @@ def prune(
     if target_macs is not None:
         base = max(cost_before.macs, 1)
 
+        searched = 0
+
         def kept_fraction(r: float) -> float:
-            return model_cost(ir.to_proto(_shrunk(original, plan_for(r), check=False)), dims).macs / base
+            nonlocal searched
+            searched += 1
+            step("search ratio", searched, 13)
+            shrunk = _shrunk(original, plan_for(r), check=False)
+            return model_cost(ir.to_proto(shrunk), dims).macs / base
 
         ratio = search_ratio(kept_fraction, target_macs)
+        step("search ratio", 13, 13)
     plan = plan_for(ratio)
     timings["allocate_s"] = time.perf_counter() - t
     t = time.perf_counter()
+    step("rewrite", 0)
     pruned = _shrunk(original, plan)
+    step("rewrite", 1)
     timings["rewrite_s"] = time.perf_counter() - t
     cost_after = model_cost(ir.to_proto(pruned), dims)
 
     verification = similarity = None
     if verify:
         t = time.perf_counter()
+        step("verify", 0)
         feeds = list(inputs) if inputs is not None else [
             random_inputs(original, dims, seed=s) for s in range(2)
         ]
@@ -192,6 +209,7 @@ def prune(
             similarity.note = "approximate: pruned versus the unpruned original"
         else:
             verification = verify_plan(original, pruned, plan, feeds)
+        step("verify", 1)
         timings["verify_s"] = time.perf_counter() - t
         if not verification.passed:
             raise VerificationError(

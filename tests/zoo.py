@@ -5,8 +5,8 @@ A plain helper for the zoo tests, not a test module. Models are built with rando
 BatchNorm an identity (mean 0, var 1, weight 1, bias 0) and ConvNeXt's layer scale at 1e-6,
 which makes outputs nearly input-independent; those are randomised with a seeded generator so
 that pruning mistakes show up in the outputs. Zero-initialised conv/linear biases are kept as
-they are: the TorchScript exporter deduplicates equal initializers into shared tensors, a trap
-the pruner must handle.
+they are: both exporters deduplicate equal initializers into one tensor feeding several nodes
+(TorchScript through Identity nodes), a trap the pruner must handle.
 
 Exports are cached in ``$ONNXPRUNE_ZOO_CACHE`` (default ``~/.cache/onnxprune/zoo``), in a
 folder keyed by the torch and torchvision versions and by :data:`RECIPE` (bumped whenever the
@@ -53,10 +53,10 @@ def _build(name: str, builder: str, /, **kwargs: Any) -> torch.nn.Module:
     the actual activation scale of a randomly initialised network, and signals vanish or
     explode through depth: MobileNet, EfficientNet, MnasNet and GoogLeNet outputs then do not
     depend on the input at all. So every BatchNorm's statistics are first calibrated on a
-    seeded random batch (as if the network had been trained on it) and then perturbed per
-    channel (mean shifted by N(0, 0.1) standard deviations, variance scaled by U(0.5, 1.5)
-    renormalised per layer),
-    after randomising the affine parameters (weight U(0.5, 1.5), bias N(0, 0.1)).
+    seeded random batch (as if the network had been trained on it), after randomising the
+    affine parameters (weight U(0.5, 1.5), bias N(0, 0.1)), and then perturbed per channel:
+    mean shifted by N(0, 0.1) standard deviations, variance scaled by U(0.5, 1.5) factors
+    renormalised per layer.
     """
     import torch
     import torchvision
