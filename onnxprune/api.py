@@ -22,7 +22,7 @@ from onnxprune.errors import UsageError, VerificationError
 from onnxprune.groups import Group, form_groups
 from onnxprune.importance import score_groups
 from onnxprune.latency import random_inputs
-from onnxprune.metrics import ModelCost, model_cost
+from onnxprune.metrics import ModelCost, model_cost, node_macs, parameter_counts
 from onnxprune.model_io import ModelSource, load_model, save_model, uses_external_data
 from onnxprune.passes.cleanup import CleanupPass
 from onnxprune.passes.shrink import ShrinkPass
@@ -50,6 +50,23 @@ class ModelAnalysis:
         that lie in prunable groups."""
         total = sum(g.width for g in self.groups if not g.interface_only())
         return sum(g.width for g in self.prunable) / total if total else 0.0
+
+    def prunable_cost_share(self, dims: Mapping[str, int] | None = None) -> dict[str, float]:
+        """Share of parameters (initializers with an axis in a prunable group) and of MACs
+        (nodes reading or writing such a channel) that pruning can reduce."""
+        proto = ir.to_proto(self.analysis.model)
+        touched = {d.tensor for g in self.prunable for d in g.atom_of}
+        params = parameter_counts(proto)
+        macs = {k: v or 0 for k, v in node_macs(proto, dict(dims or {})).items()}
+        reach = {node.name for node in proto.graph.node
+                 if touched.intersection(node.input) or touched.intersection(node.output)}
+        total_params, total_macs = sum(params.values()), sum(macs.values())
+        return {
+            "params": sum(n for t, n in params.items() if t in touched) / total_params
+            if total_params else 0.0,
+            "macs": sum(m for n, m in macs.items() if n in reach) / total_macs
+            if total_macs else 0.0,
+        }  # fmt: skip
 
 
 def analyze(model: ModelSource, *, progress: Progress | None = None) -> ModelAnalysis:

@@ -90,7 +90,9 @@ def _analyze(args, out: Console, err: Console) -> int:
               f"(pruned only with --allow-approximate), {c['blocked']} blocked "
               f"({report['interface_only_blocked']} only because they reach the model's inputs "
               f"or outputs{'' if args.all else '; shown with --all'}).")
-    out.print(f"prunable share of produced channels: {report['prunable_share']:.1%}")
+    cost = report["prunable_cost_share"]
+    out.print(f"prunable share: {report['prunable_share']:.1%} of produced channels, "
+              f"{cost['params']:.1%} of parameters, {cost['macs']:.1%} of MACs")
     if report["unknown_ops"]:
         out.print("ops without a channel rule (their channels are blocked): "
                   + ", ".join(f"{k} x{v}" for k, v in report["unknown_ops"].items()))

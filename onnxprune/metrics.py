@@ -41,7 +41,12 @@ def _bind(model: onnx.ModelProto, dims: dict[str, int]) -> onnx.ModelProto:
         for d in value.type.tensor_type.shape.dim:
             if not d.HasField("dim_value"):
                 d.dim_value = dims.get(d.dim_param, 1)
+    # Shapes of custom-op outputs are only known from what the exporter declared; the rest
+    # are inferred again with the dims bound.
+    custom = {o for n in bound.graph.node if n.domain not in ("", "ai.onnx") for o in n.output}
+    kept = [v for v in bound.graph.value_info if v.name in custom]
     del bound.graph.value_info[:]
+    bound.graph.value_info.extend(kept)
     return onnx.shape_inference.infer_shapes(bound, data_prop=True)
 
 
@@ -86,27 +91,45 @@ def _node_macs(node: onnx.NodeProto, shapes: dict[str, list[int] | None]) -> int
     return 0
 
 
-def model_cost(model: onnx.ModelProto, dims: dict[str, int] | None = None) -> ModelCost:
-    """Count parameters and MACs of ``model`` (not modified) with symbolic dims bound."""
-    inferred = _bind(model, dict(dims or {}))
-    shapes = _shapes(inferred)
-    initializers = {t.name: t for t in model.graph.initializer}
+def _initializers(model: onnx.ModelProto) -> dict[str, onnx.TensorProto]:
+    tensors = {t.name: t for t in model.graph.initializer}
     for node in model.graph.node:
         if node.op_type == "Constant":
             for a in node.attribute:
                 if a.name == "value":
-                    initializers[node.output[0]] = a.t
+                    tensors[node.output[0]] = a.t
+    return tensors
+
+
+def parameter_counts(model: onnx.ModelProto) -> dict[str, int]:
+    """Elements of every float initializer (or Constant) that a node reads, by tensor name."""
+    tensors = _initializers(model)
+    read = {name for node in model.graph.node for name in node.input}
+    return {name: math.prod(t.dims) for name, t in tensors.items()
+            if name in read and t.data_type in FLOAT_TYPES}  # fmt: skip
+
+
+def node_macs(model: onnx.ModelProto, dims: dict[str, int] | None = None) -> dict[str, int | None]:
+    """MACs of every node by node name (None where shapes stay unknown), dims bound."""
+    inferred = _bind(model, dict(dims or {}))
+    shapes = _shapes(inferred)
+    return {node.name: _node_macs(node, shapes) for node in inferred.graph.node}
+
+
+def model_cost(model: onnx.ModelProto, dims: dict[str, int] | None = None) -> ModelCost:
+    """Count parameters and MACs of ``model`` (not modified) with symbolic dims bound."""
+    inferred = _bind(model, dict(dims or {}))
+    shapes = _shapes(inferred)
+    counts = parameter_counts(model)
     seen: set[str] = set()
     params_by_op: dict[str, int] = {}
     macs_by_op: dict[str, int] = {}
     unknown: list[str] = []
     for node in inferred.graph.node:
         for name in node.input:
-            tensor = initializers.get(name)
-            if tensor is None or name in seen or tensor.data_type not in FLOAT_TYPES:
-                continue
-            seen.add(name)
-            params_by_op[node.op_type] = params_by_op.get(node.op_type, 0) + math.prod(tensor.dims)
+            if name in counts and name not in seen:
+                seen.add(name)
+                params_by_op[node.op_type] = params_by_op.get(node.op_type, 0) + counts[name]
         macs = _node_macs(node, shapes)
         if macs is None:
             unknown.append(node.name or node.op_type)

@@ -51,6 +51,7 @@ def analysis_report(ma: ModelAnalysis) -> dict:
         "counts": counts,
         "interface_only_blocked": sum(g.interface_only() for g in ma.groups),
         "prunable_share": ma.prunable_share(),
+        "prunable_cost_share": ma.prunable_cost_share(),
         "unknown_ops": dict(ma.analysis.unknown_ops),
         "untied_initializers": ma.analysis.untied,
     }

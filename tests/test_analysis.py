@@ -32,6 +32,10 @@ def test_unknown_custom_op_blocks_its_channels_and_the_rest_still_prunes():
     assert len(blocked) == 1
     assert "no channel rule for op 'com.example.Mystery'" in str(blocked[0].blocked[0])
     assert [g.width for g in analysis.groups if g.prunable] == [8]
+    # Prunable: w2 (rows), b2, w3 (columns) of 120 parameters; MACs of c2 and c3 of 416.
+    share = analysis.prunable_cost_share()
+    assert share["params"] == pytest.approx((64 + 8 + 16) / 120)
+    assert share["macs"] == pytest.approx((256 + 64) / (96 + 256 + 64))
     # onnxruntime cannot run the custom op, so only an unverified prune is possible.
     with pytest.raises(UnsupportedModelError, match="cannot be verified"):
         onnxprune.prune(proto, ratio=0.5)

@@ -161,9 +161,9 @@ def cache_dir() -> Path:
     return folder
 
 
-def sample_input(name: str, batch: int = 1, seed: int = 0) -> np.ndarray:
-    """Standard-normal float32 image batch of shape ``(batch, 3, S, S)`` for model ``name``."""
-    size = INPUT_SIZE[name]
+def sample_input(name: str, batch: int = 1, seed: int = 0, size: int | None = None) -> np.ndarray:
+    """Standard-normal float32 image batch ``(batch, 3, S, S)``; S defaults to INPUT_SIZE[name]."""
+    size = size or INPUT_SIZE[name]
     return np.random.default_rng(seed).standard_normal((batch, 3, size, size), dtype=np.float32)
 
 
@@ -189,12 +189,13 @@ def _quiet() -> Iterator[io.StringIO]:
                 lg.setLevel(level)
 
 
-def _export_to(name: str, exporter: str, dynamic_batch: bool, path: Path) -> None:
+def _export_to(name: str, exporter: str, dynamic_batch: bool, size: int | None, path: Path) -> None:
     import torch
 
     model = ZOO_MODELS[name]()
     # A dynamic dimension must not be traced with size 1 (torch.export specialises 0 and 1).
-    example = (torch.from_numpy(sample_input(name, batch=2 if dynamic_batch else 1)),)
+    batch = 2 if dynamic_batch else 1
+    example = (torch.from_numpy(sample_input(name, batch=batch, size=size)),)
     names: dict[str, Any] = {"input_names": ["input"], "output_names": ["output"]}
     with _quiet() as log:
         try:
@@ -232,13 +233,14 @@ def _export_to(name: str, exporter: str, dynamic_batch: bool, path: Path) -> Non
         raise RuntimeError(f"{exporter} export of {name} wrote external data")
 
 
-def export(name: str, exporter: str, *, dynamic_batch: bool = False) -> Path:
+def export(name: str, exporter: str, *, dynamic_batch: bool = False, size: int | None = None) -> Path:
     """Path of the cached ONNX export of zoo model ``name``, exporting it first if needed.
 
     Args:
         name: a key of :data:`ZOO_MODELS`.
         exporter: ``"torchscript"`` (``dynamo=False``, opset 17) or ``"dynamo"`` (opset 18).
         dynamic_batch: export with a symbolic batch dimension named ``batch``.
+        size: image side to trace with, when not :data:`INPUT_SIZE` (benchmarks use 224).
 
     Returns:
         The path of a complete, self-contained ``.onnx`` file (weights inside) with one input
@@ -249,7 +251,8 @@ def export(name: str, exporter: str, *, dynamic_batch: bool = False) -> Path:
     if exporter not in EXPORTERS:
         raise ValueError(f"unknown exporter '{exporter}', expected one of {sorted(EXPORTERS)}")
     folder = cache_dir()
-    path = folder / f"{name}-{exporter}{'-dynbatch' if dynamic_batch else ''}.onnx"
+    suffix = ("-dynbatch" if dynamic_batch else "") + (f"-{size}px" if size else "")
+    path = folder / f"{name}-{exporter}{suffix}.onnx"
     if path.exists():
         return path
     with open(folder / f"{path.name}.lock", "w") as lock:
@@ -260,7 +263,7 @@ def export(name: str, exporter: str, *, dynamic_batch: bool = False) -> Path:
         os.close(fd)
         tmp = Path(tmp_name)
         try:
-            _export_to(name, exporter, dynamic_batch, tmp)
+            _export_to(name, exporter, dynamic_batch, size, tmp)
             tmp.chmod(0o644)
             os.replace(tmp, path)
         finally:

@@ -21,6 +21,15 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
 
 
+def _peak_rss_mb() -> float:
+    """This process's own high-water RSS (VmHWM). ru_maxrss would not do: Linux carries the
+    parent's peak across exec into a spawned child."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
 def _prune_one(path: str, ratio: float, out: str, queue) -> None:
     import onnxprune
 
@@ -29,7 +38,7 @@ def _prune_one(path: str, ratio: float, out: str, queue) -> None:
     result = onnxprune.prune(path, ratio=ratio)
     wall = time.perf_counter() - start
     result.save(out)
-    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    peak_mb = _peak_rss_mb()
     queue.put({
         "groups": len(analysis.groups), "prunable": len(analysis.prunable),
         "share": analysis.prunable_share(), "prune_s": wall, "peak_rss_mb": peak_mb,
@@ -40,20 +49,20 @@ def _prune_one(path: str, ratio: float, out: str, queue) -> None:
     })  # fmt: skip
 
 
-def bench(name: str, exporter: str, ratio: float, work: Path, threads: int) -> dict:
+def bench(name: str, exporter: str, ratio: float, work: Path, threads: int, size: int) -> dict:
     import zoo
     from onnxprune.latency import measure_latency
 
-    path = zoo.export(name, exporter)
+    path = zoo.export(name, exporter, size=size)
     out = work / f"{name}-{exporter}.pruned.onnx"
     queue = mp.get_context("spawn").Queue()
     child = mp.get_context("spawn").Process(target=_prune_one, args=(str(path), ratio, str(out), queue))
     child.start()
     row = queue.get()
     child.join()
-    feed = {"input": zoo.sample_input(name)}
+    feed = {"input": zoo.sample_input(name, size=size)}
     before, after = measure_latency([str(path), str(out)], feed, threads=threads, repeats=40)
-    row.update(model=name, exporter=exporter, ratio=ratio, latency_before_ms=before.median_ms,
+    row.update(model=name, exporter=exporter, ratio=ratio, size=size, latency_before_ms=before.median_ms,
                latency_after_ms=after.median_ms)
     speedup = before.median_ms / after.median_ms
     macs_ratio = row["macs_before"] / max(row["macs_after"], 1)
@@ -61,10 +70,11 @@ def bench(name: str, exporter: str, ratio: float, work: Path, threads: int) -> d
     return row
 
 
-def markdown(rows: list[dict], ratio: float, threads: int) -> str:
+def markdown(rows: list[dict], ratio: float, threads: int, size: int) -> str:
     lines = [
-        f"Pruning ratio {ratio} (L2 magnitude), onnxruntime CPU, {threads} threads, batch 1, "
-        "median latency. Share = produced channels in prunable groups.",
+        f"Pruning ratio {ratio} (L2 magnitude), random-init torchvision models at {size}x{size}, "
+        f"onnxruntime CPU, {threads} threads, batch 1, median latency of alternating blocks. "
+        "Share = conv/gemm output channels in prunable groups.",
         "",
         "| model | exporter | groups | share | prune s | peak RSS MB | params | MACs | "
         "latency ms | speedup | speedup / MACs ratio |",
@@ -90,6 +100,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--exporters", nargs="+", default=["torchscript"])
     parser.add_argument("--models", nargs="+", default=list(zoo.ZOO_MODELS))
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--size", type=int, default=224, help="input image side")
     parser.add_argument("--out", type=Path, default=ROOT / "tools" / "results")
     parser.add_argument("--work", type=Path, default=Path("/tmp/onnxprune-bench"))
     args = parser.parse_args(argv)
@@ -98,12 +109,12 @@ def main(argv: list[str] | None = None) -> int:
     rows = []
     for name in args.models:
         for exporter in args.exporters:
-            row = bench(name, exporter, args.ratio, args.work, args.threads)
+            row = bench(name, exporter, args.ratio, args.work, args.threads, args.size)
             print(f"{name:22} {exporter:11} share {row['share']:.0%} prune {row['prune_s']:.1f}s "
                   f"speedup {row['speedup']:.2f}x MACs /{row['macs_reduction']:.2f}", flush=True)
             rows.append(row)
     (args.out / "bench_zoo.json").write_text(json.dumps(rows, indent=1))
-    (args.out / "bench_zoo.md").write_text(markdown(rows, args.ratio, args.threads))
+    (args.out / "bench_zoo.md").write_text(markdown(rows, args.ratio, args.threads, args.size))
     print(f"wrote {args.out / 'bench_zoo.json'} and {args.out / 'bench_zoo.md'}")
     return 0
 
