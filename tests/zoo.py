@@ -36,8 +36,8 @@ import numpy as np
 if TYPE_CHECKING:
     import torch
 
-__all__ = ["EXPORTERS", "INPUT_SIZE", "RECIPE", "ZOO_MODELS", "cache_dir", "export",
-           "sample_input"]  # fmt: skip
+__all__ = ["EXPORTERS", "INPUT_SIZE", "RECIPE", "ZOO_MODELS", "cache_dir", "cached", "export",
+           "quiet", "sample_input"]  # fmt: skip
 
 #: Bump when the model recipe or the export settings change, to invalidate old caches.
 RECIPE = 2
@@ -168,7 +168,7 @@ def sample_input(name: str, batch: int = 1, seed: int = 0, size: int | None = No
 
 
 @contextlib.contextmanager
-def _quiet() -> Iterator[io.StringIO]:
+def quiet() -> Iterator[io.StringIO]:
     """Swallow the exporters' warnings, prints and log records; yields what was printed."""
     sink = io.StringIO()
     loggers = [logging.getLogger(n) for n in ("torch.onnx", "torch.export", "torch._dynamo",
@@ -197,7 +197,7 @@ def _export_to(name: str, exporter: str, dynamic_batch: bool, size: int | None, 
     batch = 2 if dynamic_batch else 1
     example = (torch.from_numpy(sample_input(name, batch=batch, size=size)),)
     names: dict[str, Any] = {"input_names": ["input"], "output_names": ["output"]}
-    with _quiet() as log:
+    with quiet() as log:
         try:
             if exporter == "torchscript":
                 axes = {"input": {0: "batch"}, "output": {0: "batch"}} if dynamic_batch else None
@@ -250,9 +250,17 @@ def export(name: str, exporter: str, *, dynamic_batch: bool = False, size: int |
         raise KeyError(f"unknown zoo model '{name}'")
     if exporter not in EXPORTERS:
         raise ValueError(f"unknown exporter '{exporter}', expected one of {sorted(EXPORTERS)}")
-    folder = cache_dir()
     suffix = ("-dynbatch" if dynamic_batch else "") + (f"-{size}px" if size else "")
-    path = folder / f"{name}-{exporter}{suffix}.onnx"
+    return cached(f"{name}-{exporter}{suffix}.onnx",
+                  lambda tmp: _export_to(name, exporter, dynamic_batch, size, tmp))
+
+
+def cached(filename: str, write: Callable[[Path], None], folder: Path | None = None) -> Path:
+    """``folder / filename`` (default folder: :func:`cache_dir`), made first by
+    ``write(tmp_path)`` under an exclusive lock and renamed into place when it is missing."""
+    folder = folder or cache_dir()
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / filename
     if path.exists():
         return path
     with open(folder / f"{path.name}.lock", "w") as lock:
@@ -263,7 +271,7 @@ def export(name: str, exporter: str, *, dynamic_batch: bool = False, size: int |
         os.close(fd)
         tmp = Path(tmp_name)
         try:
-            _export_to(name, exporter, dynamic_batch, size, tmp)
+            write(tmp)
             tmp.chmod(0o644)
             os.replace(tmp, path)
         finally:
