@@ -28,7 +28,15 @@ from onnxprune.passes.fold_constants import FoldShapeConstantsPass
 from onnxprune.passes.untie import UntieRecord, UntieSharedConstantsPass
 from onnxprune.rules.context import RuleContext, _RankUnknown
 from onnxprune.shape_refine import refine_reshape_shapes
-from onnxprune.shape_values import SHAPE_ARITHMETIC, SizeOf, shape_entries
+from onnxprune.shape_values import (
+    SHAPE_ARITHMETIC,
+    Scaled,
+    SizeOf,
+    int_vector,
+    is_size_guard,
+    shape_entries,
+)
+from onnxprune.symbolic_shapes import complete_shapes
 
 # (op type, input index) whose rules bind every entry of the shape vector they read.
 BINDING_SHAPE_INPUTS = {("Reshape", 1), ("Expand", 1), ("ConstantOfShape", 0), ("Resize", 3)}
@@ -64,6 +72,7 @@ def normalize(model: ir.Model) -> UntieRecord:
     UntieSharedConstantsPass(record)(model)
     ShapeInferencePass()(model)
     refine_reshape_shapes(model)
+    complete_shapes(model)
     return record
 
 
@@ -181,10 +190,36 @@ def _block_unbound_size_reads(analysis: Analysis) -> None:
                 continue
             seen.add(id(value))
             for user, index in value.uses():
-                if user.op_type in SHAPE_ARITHMETIC and user.op_type != "Shape":
+                if is_size_guard(user, index):
+                    continue
+                if _follows_sizes(user, index):
                     frontier.extend(v for v in user.outputs if v is not None)
                 elif (user.op_type, index) not in BINDING_SHAPE_INPUTS:
                     _block_read_axes(analysis, data, value, user)
+
+
+def _follows_sizes(user: ir.Node, index: int) -> bool:
+    """The user's output is shape arithmetic over the sizes at input ``index`` (see
+    :func:`~onnxprune.shape_values.shape_entries`), checked again where it is bound."""
+    op = user.op_type
+    if user.domain not in ("", "ai.onnx") or op == "Shape":
+        return False
+    if op in SHAPE_ARITHMETIC:
+        return True
+    out = user.outputs[0] if user.outputs else None
+    vector = out is not None and out.shape is not None and len(out.shape) <= 1
+    return vector and (
+        (op == "Reshape" and index == 0)
+        or (op == "Where" and index == 2 and _guarded_by(user, user.inputs[2]))
+        or (op == "Mul" and int_vector(user.inputs[1 - index]) is not None)
+    )  # fmt: skip
+
+
+def _guarded_by(where: ir.Node, sizes: ir.Value) -> bool:
+    test = where.inputs[0].producer() if where.inputs[0] is not None else None
+    return test is not None and any(
+        v is sizes and is_size_guard(test, i) for i, v in enumerate(test.inputs)
+    )
 
 
 def _block_read_axes(analysis: Analysis, data: ir.Value, value: ir.Value, user: ir.Node) -> None:
@@ -196,5 +231,7 @@ def _block_read_axes(analysis: Analysis, data: ir.Value, value: ir.Value, user: 
         _block_value(analysis, data, reason)
         return
     for entry in entries:
+        if isinstance(entry, Scaled):
+            entry = entry.size
         if isinstance(entry, SizeOf) and entry.tensor == data.name:
             analysis.graph.add_dim(Dim(data.name, entry.axis), None).blocked.append(reason)

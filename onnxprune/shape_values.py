@@ -3,9 +3,12 @@ and ConstantOfShape take as inputs.
 
 A shape vector is resolved to a list of :class:`Entry` values, one per element:
 ``Literal`` (a number stored in an initializer at a known position, so a pass can rewrite it),
-``SizeOf`` (the run-time size of some tensor's axis, read through ``Shape``) or ``Unknown``
-(computed in a way we do not follow). Only Shape/Gather/Slice/Concat/Unsqueeze/Squeeze/Cast/
-Identity are followed; anything else gives ``Unknown`` and rules block what depends on it.
+``SizeOf`` (the run-time size of some tensor's axis, read through ``Shape``), ``Scaled``
+(such a size times a constant, TorchScript's ``x.reshape(b, kv * n_rep, s, d)``) or
+``Unknown`` (computed in a way we do not follow). Followed: Shape/Gather/Slice/Concat/
+Unsqueeze/Squeeze/Cast/Identity, a 1-D Reshape of a shape vector, Mul by a constant, and
+TorchScript's ``Where(Equal(s, -1), ones, s)`` guard (sizes are never -1, so it is ``s``);
+anything else gives ``Unknown`` and rules block what depends on it.
 """
 
 from __future__ import annotations
@@ -42,7 +45,28 @@ class Unknown:
     why: str
 
 
-Entry = Literal | SizeOf | Unknown
+@dataclass(frozen=True)
+class Scaled:
+    """``size`` times the constant ``factor``."""
+
+    size: SizeOf
+    factor: int
+
+
+Entry = Literal | SizeOf | Scaled | Unknown
+
+
+def _negative_constant(value: ir.Value | None) -> bool:
+    array = constant_array(value)
+    return array is not None and array.size > 0 and bool((array < 0).all())
+
+
+def is_size_guard(node: ir.Node, index: int) -> bool:
+    """``node`` compares input ``index`` (sizes) with negative constants: never true, so its
+    result does not depend on the sizes (TorchScript's ``Equal(shape, -1)`` before Where)."""
+    if node.op_type != "Equal" or node.domain not in ("", "ai.onnx") or len(node.inputs) != 2:
+        return False
+    return _negative_constant(node.inputs[1 - index])
 
 
 def constant_array(value: ir.Value | None) -> np.ndarray | None:
@@ -119,6 +143,12 @@ def shape_entries(value: ir.Value | None, depth: int = 0) -> list[Entry] | None:
         return [source[i % n] if -n <= i < n else Unknown("Gather index") for i in indices]
     if op == "Slice":
         return _slice_entries(producer, depth)
+    if op == "Reshape" and value.shape is not None and len(value.shape) == 1:
+        return shape_entries(producer.inputs[0], depth + 1)
+    if op == "Where":
+        return _guarded_entries(producer, depth)
+    if op == "Mul":
+        return _scaled_entries(producer, value, depth)
     shape = value.shape
     if shape is not None and len(shape) == 1 and isinstance(shape[0], int):
         return [Unknown(f"{op} node '{producer.name}'")] * shape[0]
@@ -148,3 +178,54 @@ def _slice_entries(node: ir.Node, depth: int) -> list[Entry] | None:
     if starts is None or ends is None or steps is None:
         return None
     return source[slice(starts[0], ends[0], steps[0])]
+
+
+def _guarded_entries(node: ir.Node, depth: int) -> list[Entry] | None:
+    """``Where(Equal(s, negative), x, s)`` is ``s`` when every entry of ``s`` is a size."""
+    cond, sizes = node.inputs[0], node.inputs[2]
+    test = cond.producer() if cond is not None else None
+    if test is None or sizes is None or not any(
+        test.inputs[i] is sizes and is_size_guard(test, i) for i in range(len(test.inputs))
+    ):
+        return [Unknown(f"Where node '{node.name}'")] * _length(node.outputs[0])
+    entries = shape_entries(sizes, depth + 1)
+    if entries is None or not all(
+        isinstance(e, SizeOf | Scaled) or (isinstance(e, Literal) and e.value >= 0)
+        for e in entries
+    ):
+        return [Unknown(f"Where node '{node.name}'")] * _length(node.outputs[0])
+    return entries
+
+
+def _scaled_entries(node: ir.Node, value: ir.Value, depth: int) -> list[Entry] | None:
+    """Sizes times a constant (scalar or one factor per entry) become ``Scaled`` entries."""
+    for k in (0, 1):
+        factors = int_vector(node.inputs[1 - k])
+        if factors is None:
+            continue
+        entries = shape_entries(node.inputs[k], depth + 1)
+        if entries is None:
+            return None
+        if len(factors) == 1:
+            factors = factors * len(entries)
+        if len(entries) == 1 and len(factors) > 1:
+            entries = entries * len(factors)
+        if len(factors) != len(entries):
+            return None
+        out: list[Entry] = []
+        for entry, factor in zip(entries, factors, strict=True):
+            if isinstance(entry, SizeOf):
+                out.append(entry if factor == 1 else Scaled(entry, factor))
+            elif isinstance(entry, Scaled):
+                out.append(Scaled(entry.size, entry.factor * factor))
+            else:
+                out.append(Unknown(f"Mul node '{node.name}'"))
+        return out
+    return [Unknown(f"Mul node '{node.name}'")] * _length(value)
+
+
+def _length(value: ir.Value) -> int:
+    shape = value.shape
+    if shape is not None and len(shape) <= 1 and all(isinstance(d, int) for d in shape):
+        return shape[0] if len(shape) == 1 else 1
+    return 1

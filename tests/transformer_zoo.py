@@ -26,7 +26,7 @@ import zoo
 
 __all__ = ["EXPORTERS", "MODELS", "RECIPE", "TransformerCase", "export", "feeds"]
 
-RECIPE = 1
+RECIPE = 3
 EXPORTERS = zoo.EXPORTERS
 SEQUENCE = 8
 VOCAB = 512
@@ -40,6 +40,10 @@ class TransformerCase:
     inputs: Callable[[int, int, int], dict[str, np.ndarray]]  # (batch, sequence, seed) -> feed
     dynamic: dict[str, dict[int, str]] = field(default_factory=dict)
     outputs: tuple[str, ...] = ("output",)
+    #: Batch of the traced example (dynamic dims are traced at 2: torch.export specialises 1).
+    batch: int = 2
+    #: Why the export has no dynamic dims, when it has none.
+    static_reason: str = ""
 
 
 def _text_inputs(batch: int, sequence: int, seed: int) -> dict[str, np.ndarray]:
@@ -106,13 +110,28 @@ def _hf_vision(config_cls: str, model_cls: str, **config: Any) -> Callable[[], A
     return build
 
 
+def _pixels(model: Any) -> Any:
+    """``model`` called as ``model(pixel_values)`` (the exporters match inputs by name)."""
+    import torch
+
+    class Pixels(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.model = model
+
+        def forward(self, pixel_values):
+            return self.model(pixel_values)
+
+    return Pixels().eval()
+
+
 def _torchvision(builder: str, **kwargs: Any) -> Callable[[], Any]:
     def build() -> Any:
         import torch
         import torchvision
 
         torch.manual_seed(0)
-        return getattr(torchvision.models, builder)(weights=None, **kwargs).eval()
+        return _pixels(getattr(torchvision.models, builder)(weights=None, **kwargs))
 
     return build
 
@@ -123,8 +142,10 @@ def _torchvision_vit() -> Any:
     from torchvision.models.vision_transformer import VisionTransformer
 
     torch.manual_seed(0)
-    return VisionTransformer(image_size=64, patch_size=16, num_layers=2, num_heads=12,
-                             hidden_dim=768, mlp_dim=3072).eval()  # fmt: skip
+    vit = VisionTransformer(image_size=64, patch_size=16, num_layers=2, num_heads=12,
+                            hidden_dim=768, mlp_dim=3072)  # fmt: skip
+    torch.nn.init.normal_(vit.heads.head.weight, std=0.02)  # torchvision zero-initialises it
+    return _pixels(vit)
 
 
 _BERT_BASE = {"hidden_size": 768, "num_attention_heads": 12, "intermediate_size": 3072}
@@ -154,7 +175,10 @@ MODELS: dict[str, TransformerCase] = {
         _hf_vision("ViTConfig", "ViTModel", image_size=32, patch_size=8, num_hidden_layers=2,
                    **_BERT_BASE),
         _image_inputs(32), _IMAGE_DYNAMIC),
-    "vit_b_16": TransformerCase(_torchvision_vit, _image_inputs(64), _IMAGE_DYNAMIC),
+    "vit_b_16": TransformerCase(
+        _torchvision_vit, _image_inputs(64), batch=1,
+        static_reason="nn.MultiheadAttention reshapes (L, N, H*D) to (L, N*H, D): the heads "
+        "share an axis with the batch, so only a static batch of 1 leaves them prunable"),
     "swin_t": TransformerCase(_torchvision("swin_t"), _image_inputs(64), _IMAGE_DYNAMIC),
 }
 
@@ -175,12 +199,13 @@ def _export_to(name: str, exporter: str, path: Path) -> None:
     case = MODELS[name]
     model = case.build()
     # Dynamic dims are traced with sizes other than 0 and 1 (torch.export specialises those).
-    example = {k: torch.from_numpy(v) for k, v in feeds(name, batch=2).items()}
+    example = {k: torch.from_numpy(v) for k, v in feeds(name, batch=case.batch).items()}
     names = list(example)
     with zoo.quiet() as log:
         try:
             if exporter == "torchscript":
-                axes = dict(case.dynamic) | {o: {0: "batch"} for o in case.outputs}
+                axes = dict(case.dynamic) | {o: {0: "batch"} for o in case.outputs
+                                             if case.dynamic}
                 torch.onnx.export(model, tuple(example.values()), str(path), dynamo=False,
                                   input_names=names, output_names=list(case.outputs),
                                   dynamic_axes=axes, opset_version=EXPORTERS[exporter])
@@ -191,7 +216,7 @@ def _export_to(name: str, exporter: str, path: Path) -> None:
                           for k in names}
                 torch.onnx.export(model, (), str(path), kwargs=example, dynamo=True,
                                   input_names=names, output_names=list(case.outputs),
-                                  dynamic_shapes=shapes, opset_version=EXPORTERS[exporter],
+                                  dynamic_shapes=shapes if dims else None, opset_version=EXPORTERS[exporter],
                                   external_data=False)
         except Exception as error:
             raise RuntimeError(f"{exporter} export of {name} failed: {error}; exporter output:\n"

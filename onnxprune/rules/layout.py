@@ -16,7 +16,7 @@ import onnx_ir as ir
 from onnxprune.channel_graph import Dim
 from onnxprune.rules.context import RuleContext, Size
 from onnxprune.rules.registry import channel_rule
-from onnxprune.shape_values import Literal, SizeOf, Unknown, int_vector, shape_entries
+from onnxprune.shape_values import Literal, Scaled, SizeOf, Unknown, int_vector, shape_entries
 
 
 @channel_rule("Transpose")
@@ -40,11 +40,69 @@ def merge(ctx: RuleContext, merged: Dim, factors: list[Dim]) -> None:
         ctx.split_block(merged, real)
 
 
+Product = tuple[int, tuple[str, ...]]
+
+
+def _top_level_factors(text: str) -> list[str] | None:
+    """``text`` split at the ``*`` outside parentheses; None if it also adds or divides
+    at top level (then it is one opaque symbol)."""
+    parts, depth, current = [], 0, ""
+    for i, c in enumerate(text):
+        if c == "(":
+            depth += 1
+        elif c == ")":
+            depth -= 1
+        if depth == 0 and c == "*":
+            if text[i + 1 : i + 2] == "*" or text[i - 1 : i] == "*":
+                return None
+            parts.append(current)
+            current = ""
+            continue
+        if depth == 0 and c in "+-/%":
+            return None
+        current += c
+    parts.append(current)
+    return parts if all(parts) else None
+
+
+def product(size: Size) -> Product | None:
+    """``size`` as (static coefficient, sorted symbols): ``"batch*floor(h/7)"`` is
+    (1, ("batch", "floor(h/7)")); a size with top-level arithmetic other than ``*`` is one
+    opaque symbol."""
+    if isinstance(size, int):
+        return size, ()
+    if not size:
+        return None
+    text = size.replace(" ", "")
+    parts = _top_level_factors(text) or [text]
+    coef, symbols = 1, []
+    for part in parts:
+        if part.isdigit():
+            coef *= int(part)
+        else:
+            symbols.append(part)
+    return coef, tuple(sorted(symbols))
+
+
+def _times(a: Product, b: Product) -> Product:
+    return a[0] * b[0], tuple(sorted(a[1] + b[1]))
+
+
+def _divides(a: Product, b: Product) -> bool:
+    rest = list(b[1])
+    for s in a[1]:
+        if s not in rest:
+            return False
+        rest.remove(s)
+    return a[0] != 0 and b[0] % a[0] == 0
+
+
 def align(xs: tuple[Size, ...], ys: tuple[Size, ...]) -> list[tuple[list[int], list[int]]] | None:
     """Pair up consecutive axes of two shapes into segments of equal element count.
 
-    Symbolic sizes must face the identical symbol on the other side; returns None if the
-    shapes cannot be aligned this way.
+    Sizes are products of a static part and symbols (``batch*sequence`` faces ``batch``,
+    ``sequence``); a segment grows on the side whose product divides the other's. Returns None
+    if the shapes cannot be aligned this way.
     """
     segments: list[tuple[list[int], list[int]]] = []
     i = j = 0
@@ -59,28 +117,23 @@ def align(xs: tuple[Size, ...], ys: tuple[Size, ...]) -> list[tuple[list[int], l
             continue
         if i >= len(xs) or j >= len(ys):
             return None
-        if not isinstance(xs[i], int) or not isinstance(ys[j], int):
-            if xs[i] is None or xs[i] != ys[j]:
-                return None
-            segments.append(([i], [j]))
-            i, j = i + 1, j + 1
-            continue
+        px, py = product(xs[i]), product(ys[j])
+        if px is None or py is None:
+            return None
         seg_x, seg_y = [i], [j]
-        px, py = xs[i], ys[j]
         i, j = i + 1, j + 1
         while px != py:
-            if px < py:
-                if i >= len(xs) or not isinstance(xs[i], int):
-                    return None
-                px *= xs[i]
+            static = not px[1] and not py[1]
+            if (px[0] < py[0] if static else _divides(px, py)) and i < len(xs) and (f := product(xs[i])) is not None:
+                px = _times(px, f)
                 seg_x.append(i)
                 i += 1
-            else:
-                if j >= len(ys) or not isinstance(ys[j], int):
-                    return None
-                py *= ys[j]
+            elif (py[0] < px[0] if static else _divides(py, px)) and j < len(ys) and (f := product(ys[j])) is not None:
+                py = _times(py, f)
                 seg_y.append(j)
                 j += 1
+            else:
+                return None
         segments.append((seg_x, seg_y))
     return segments
 
@@ -109,7 +162,9 @@ def bind_shape_vector(ctx: RuleContext, target: ir.Value | None, out: ir.Value, 
     """Check each entry of a shape input against the output axis it sets.
 
     Literals are rewritten by the shrink pass; ``SizeOf(t, k)`` couples the output axis with
-    axis k of t (they must keep the same size); computed entries block the axis.
+    axis k of t (they must keep the same size); ``Scaled(SizeOf(t, k), c)`` makes the output
+    axis the row-major product (axis k of t) x (c, kept whole); other computed entries block
+    the axis.
     """
     if target is None:
         return
@@ -126,6 +181,17 @@ def bind_shape_vector(ctx: RuleContext, target: ir.Value | None, out: ir.Value, 
             other = Dim(entry.tensor, entry.axis)
             ctx.sizes.setdefault(other, ctx.size(d))
             ctx.same(other, d)
+        elif isinstance(entry, Scaled) and entry.size.tensor != out.name:
+            other = Dim(entry.size.tensor, entry.size.axis)
+            size = ctx.size(d)
+            if not isinstance(size, int) or entry.factor <= 0 or size % entry.factor:
+                ctx.block_dim(d, f"{what} entry {d.axis} is a size times {entry.factor}")
+                continue
+            whole = size // entry.factor
+            ctx.sizes.setdefault(other, whole)
+            outer, inner = ctx.factor(d, [whole, entry.factor])
+            ctx.same(other, outer)
+            ctx.block_dim(inner, f"{what} entry {d.axis} multiplies a size by {entry.factor}")
         elif isinstance(entry, Unknown):
             ctx.block_dim(d, f"{what} entry {d.axis} comes from {entry.why}")
 

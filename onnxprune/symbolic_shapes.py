@@ -1,0 +1,159 @@
+"""Symbolic shapes from onnxruntime's shape inference, where ONNX's own leaves gaps.
+
+ONNX names every size it cannot relate to the model inputs ``unk__N`` afresh, so the two sides
+of a Reshape such as (B, S, 12, 64) -> (B, S, 768) share no symbol and cannot be aligned.
+onnxruntime's symbolic shape inference evaluates Shape -> Gather -> Concat chains with sympy
+and gives one run-time size one name everywhere (``batch``, ``batch*sequence``). Its shapes
+replace those that ONNX left unknown; shapes ONNX knew are kept. Large float initializers are
+declared as graph inputs for the run, so their data is neither copied nor read.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import logging
+from collections.abc import Iterator
+
+import onnx
+import onnx_ir as ir
+from onnx import TensorProto
+
+from onnxprune.graph_values import all_values
+
+#: Initializers with more elements than this are passed to the inference as declared inputs.
+_INLINE_LIMIT = 4096
+
+Shape = list[int | str | None]
+
+
+@contextlib.contextmanager
+def _silenced(name: str) -> Iterator[None]:
+    logger = logging.getLogger(name)
+    level = logger.level
+    logger.setLevel(logging.CRITICAL)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
+
+
+def _unknown(dim: int | str | None) -> bool:
+    return dim is None or (isinstance(dim, str) and (not dim or dim.startswith("unk__")))
+
+
+def _proto_shapes(proto: onnx.ModelProto) -> dict[str, Shape]:
+    shapes: dict[str, Shape] = {}
+    for value in (*proto.graph.value_info, *proto.graph.output):
+        t = value.type.tensor_type
+        if t.HasField("shape"):
+            shapes[value.name] = [
+                d.dim_value if d.HasField("dim_value") else (d.dim_param or None)
+                for d in t.shape.dim
+            ]
+    return shapes
+
+
+def _large(init: onnx.TensorProto) -> bool:
+    floating = init.data_type in (TensorProto.FLOAT, TensorProto.FLOAT16, TensorProto.DOUBLE,
+                                  TensorProto.BFLOAT16)  # fmt: skip
+    count = 1
+    for d in init.dims:
+        count *= d
+    return floating and count > _INLINE_LIMIT
+
+
+def _declare_large_initializers(proto: onnx.ModelProto) -> onnx.ModelProto:
+    """``proto``, or a skeleton of it whose large float initializers are declared inputs."""
+    if not any(_large(init) for init in proto.graph.initializer):
+        return proto
+    skeleton = onnx.ModelProto()
+    for name in ("ir_version", "producer_name", "domain", "model_version"):
+        setattr(skeleton, name, getattr(proto, name))
+    skeleton.opset_import.extend(proto.opset_import)
+    skeleton.functions.extend(proto.functions)
+    graph = skeleton.graph
+    graph.name = proto.graph.name
+    graph.node.extend(proto.graph.node)
+    graph.input.extend(proto.graph.input)
+    graph.output.extend(proto.graph.output)
+    graph.value_info.extend(proto.graph.value_info)
+    names = {v.name for v in graph.input}
+    for init in proto.graph.initializer:
+        if not _large(init):
+            graph.initializer.append(init)
+        elif init.name not in names:
+            graph.input.append(
+                onnx.helper.make_tensor_value_info(init.name, init.data_type, init.dims)
+            )
+    return skeleton
+
+
+def infer_symbolic_shapes(proto: onnx.ModelProto) -> dict[str, Shape] | None:
+    """Value name -> shape from onnxruntime's symbolic inference; None when it cannot run."""
+    try:
+        from onnxruntime.tools.symbolic_shape_infer import SymbolicShapeInference
+    except ImportError:  # onnxruntime without its tools, or sympy missing
+        return None
+    skeleton = _declare_large_initializers(proto)
+    try:
+        with _silenced("onnxruntime"), contextlib.redirect_stdout(io.StringIO()):
+            inferred = SymbolicShapeInference.infer_shapes(skeleton, auto_merge=True)
+    except Exception:  # noqa: BLE001 - an op it does not know; ONNX's shapes stand
+        return None
+    return _proto_shapes(inferred) if inferred is not None else None
+
+
+def _ir_skeleton(model: ir.Model) -> onnx.ModelProto:
+    """The model as a proto without the data of its large float initializers."""
+    graph = model.graph
+    large: dict[str, tuple[ir.Value, ir.TensorProtocol]] = {}
+    for name, value in graph.initializers.items():
+        tensor = value.const_value
+        if tensor is not None and tensor.dtype.is_floating_point() and tensor.size > _INLINE_LIMIT:
+            large[name] = (value, tensor)
+    try:
+        for value, _ in large.values():
+            value.const_value = None
+        with _silenced("onnx_ir"):
+            proto = ir.to_proto(model)
+    finally:
+        for value, tensor in large.values():
+            value.const_value = tensor
+    names = {v.name for v in proto.graph.input}
+    for name, (_, tensor) in large.items():
+        if name not in names:
+            dtype = int(tensor.dtype)
+            proto.graph.input.append(
+                onnx.helper.make_tensor_value_info(name, dtype, list(tensor.shape.numpy()))
+            )
+    return proto
+
+
+def complete_shapes(model: ir.Model) -> int:
+    """Replace shapes with unknown dims by onnxruntime's symbolic ones; returns how many."""
+    values = all_values(model.graph)
+    if not any(v.shape is None or any(_unknown(_dim(d)) for d in v.shape) for v in values.values()):
+        return 0
+    shapes = infer_symbolic_shapes(_ir_skeleton(model))
+    if not shapes:
+        return 0
+    changed = 0
+    for name, shape in shapes.items():
+        value = values.get(name)
+        if value is None or value.const_value is not None or any(_unknown(d) for d in shape):
+            continue
+        old = None if value.shape is None else [_dim(d) for d in value.shape]
+        if old is not None and (len(old) != len(shape) or not any(_unknown(d) for d in old)):
+            continue
+        if old is not None and any(
+            isinstance(a, int) and a != b for a, b in zip(old, shape, strict=True)
+        ):
+            continue  # disagreement on a static size: keep ONNX's
+        value.shape = ir.Shape(shape)
+        changed += 1
+    return changed
+
+
+def _dim(d: int | ir.SymbolicDim) -> int | str | None:
+    return d if isinstance(d, int) else d.value
