@@ -64,6 +64,9 @@ class Analysis:
 
 def normalize(model: ir.Model) -> UntieRecord:
     """Prepare a working copy in place: names, lifted constants, untied constants, shapes."""
+    for node in model.graph:  # optimizers write contrib ops without importing their domain
+        if node.domain not in ("", "ai.onnx"):
+            model.opset_imports.setdefault(node.domain, 1)
     NameFixPass()(model)
     LiftConstantsToInitializersPass(lift_all_constants=True, size_limit=0)(model)
     ShapeInferencePass()(model)

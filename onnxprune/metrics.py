@@ -17,6 +17,8 @@ from dataclasses import asdict, dataclass, field
 import onnx
 from onnx import TensorProto
 
+from onnxprune.symbolic_shapes import infer_symbolic_shapes
+
 FLOAT_TYPES = {TensorProto.FLOAT, TensorProto.FLOAT16, TensorProto.DOUBLE, TensorProto.BFLOAT16}
 
 
@@ -47,7 +49,13 @@ def _bind(model: onnx.ModelProto, dims: dict[str, int]) -> onnx.ModelProto:
     kept = [v for v in bound.graph.value_info if v.name in custom]
     del bound.graph.value_info[:]
     bound.graph.value_info.extend(kept)
-    return onnx.shape_inference.infer_shapes(bound, data_prop=True)
+    imported = {o.domain for o in bound.opset_import}
+    for domain in {n.domain for n in bound.graph.node} - imported - {"ai.onnx"}:
+        bound.opset_import.append(onnx.helper.make_opsetid(domain, 1))
+    try:
+        return onnx.shape_inference.infer_shapes(bound, data_prop=True)
+    except (onnx.shape_inference.InferenceError, RuntimeError):
+        return bound  # sizes the inference rejects count as unknown
 
 
 def _shapes(model: onnx.ModelProto) -> dict[str, list[int] | None]:
@@ -59,6 +67,21 @@ def _shapes(model: onnx.ModelProto) -> dict[str, list[int] | None]:
     for init in model.graph.initializer:
         shapes[init.name] = list(init.dims)
     return shapes
+
+
+def _bound_shapes(
+    model: onnx.ModelProto, dims: dict[str, int]
+) -> tuple[onnx.ModelProto, dict[str, list[int] | None]]:
+    """The model with dims bound and static shapes of its values. Where ONNX inference
+    leaves a contraction's shapes unknown, onnxruntime's symbolic inference fills them in."""
+    inferred = _bind(model, dims)
+    shapes = _shapes(inferred)
+    contractions = {"Conv", "ConvTranspose", "Gemm", "MatMul"}
+    if any(n.op_type in contractions and _node_macs(n, shapes) is None for n in inferred.graph.node):
+        for name, shape in (infer_symbolic_shapes(inferred) or {}).items():
+            if name not in shapes and all(isinstance(d, int) for d in shape):
+                shapes[name] = shape
+    return inferred, shapes
 
 
 def _node_macs(node: onnx.NodeProto, shapes: dict[str, list[int] | None]) -> int | None:
@@ -111,15 +134,13 @@ def parameter_counts(model: onnx.ModelProto) -> dict[str, int]:
 
 def node_macs(model: onnx.ModelProto, dims: dict[str, int] | None = None) -> dict[str, int | None]:
     """MACs of every node by node name (None where shapes stay unknown), dims bound."""
-    inferred = _bind(model, dict(dims or {}))
-    shapes = _shapes(inferred)
+    inferred, shapes = _bound_shapes(model, dict(dims or {}))
     return {node.name: _node_macs(node, shapes) for node in inferred.graph.node}
 
 
 def model_cost(model: onnx.ModelProto, dims: dict[str, int] | None = None) -> ModelCost:
     """Count parameters and MACs of ``model`` (not modified) with symbolic dims bound."""
-    inferred = _bind(model, dict(dims or {}))
-    shapes = _shapes(inferred)
+    inferred, shapes = _bound_shapes(model, dict(dims or {}))
     counts = parameter_counts(model)
     seen: set[str] = set()
     params_by_op: dict[str, int] = {}

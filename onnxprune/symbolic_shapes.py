@@ -42,6 +42,11 @@ def _unknown(dim: int | str | None) -> bool:
     return dim is None or (isinstance(dim, str) and (not dim or dim.startswith("unk__")))
 
 
+def _proto_types(proto: onnx.ModelProto) -> dict[str, int]:
+    return {v.name: v.type.tensor_type.elem_type for v in (*proto.graph.value_info, *proto.graph.output)
+            if v.type.tensor_type.elem_type}  # fmt: skip
+
+
 def _proto_shapes(proto: onnx.ModelProto) -> dict[str, Shape]:
     shapes: dict[str, Shape] = {}
     for value in (*proto.graph.value_info, *proto.graph.output):
@@ -89,8 +94,11 @@ def _declare_large_initializers(proto: onnx.ModelProto) -> onnx.ModelProto:
     return skeleton
 
 
-def infer_symbolic_shapes(proto: onnx.ModelProto) -> dict[str, Shape] | None:
-    """Value name -> shape from onnxruntime's symbolic inference; None when it cannot run."""
+def infer_symbolic_shapes(
+    proto: onnx.ModelProto, types: dict[str, int] | None = None
+) -> dict[str, Shape] | None:
+    """Value name -> shape from onnxruntime's symbolic inference; None when it cannot run.
+    ``types``, when given, receives the element types it inferred."""
     try:
         from onnxruntime.tools.symbolic_shape_infer import SymbolicShapeInference
     except ImportError:  # onnxruntime without its tools, or sympy missing
@@ -101,7 +109,11 @@ def infer_symbolic_shapes(proto: onnx.ModelProto) -> dict[str, Shape] | None:
             inferred = SymbolicShapeInference.infer_shapes(skeleton, auto_merge=True)
     except Exception:  # noqa: BLE001 - an op it does not know; ONNX's shapes stand
         return None
-    return _proto_shapes(inferred) if inferred is not None else None
+    if inferred is None:
+        return None
+    if types is not None:
+        types.update(_proto_types(inferred))
+    return _proto_shapes(inferred)
 
 
 def _ir_skeleton(model: ir.Model) -> onnx.ModelProto:
@@ -135,10 +147,15 @@ def complete_shapes(model: ir.Model) -> int:
     values = all_values(model.graph)
     if not any(v.shape is None or any(_unknown(_dim(d)) for d in v.shape) for v in values.values()):
         return 0
-    shapes = infer_symbolic_shapes(_ir_skeleton(model))
+    types: dict[str, int] = {}
+    shapes = infer_symbolic_shapes(_ir_skeleton(model), types)
     if not shapes:
         return 0
     changed = 0
+    for name, elem_type in types.items():
+        value = values.get(name)
+        if value is not None and value.type is None:
+            value.type = ir.TensorType(ir.DataType(elem_type))
     for name, shape in shapes.items():
         value = values.get(name)
         if value is None or value.const_value is not None or any(_unknown(d) for d in shape):

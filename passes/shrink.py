@@ -60,15 +60,15 @@ def _replace_input(graph: ir.Graph, node: ir.Node, index: int, array: np.ndarray
 
 
 Rewriter = Callable[[ir.Node, "ShrinkPass"], None]
-REWRITERS: dict[str, Rewriter] = {}
+REWRITERS: dict[tuple[str, str], Rewriter] = {}
 
 
-def rewriter(*op_types: str) -> Callable[[Rewriter], Rewriter]:
+def rewriter(*op_types: str, domain: str = "") -> Callable[[Rewriter], Rewriter]:
     def register(fn: Rewriter) -> Rewriter:
         for op in op_types:
-            if op in REWRITERS:
-                raise ValueError(f"shrink rewriter for '{op}' registered twice")
-            REWRITERS[op] = fn
+            if (domain, op) in REWRITERS:
+                raise ValueError(f"shrink rewriter for '{domain}::{op}' registered twice")
+            REWRITERS[(domain, op)] = fn
         return fn
 
     return register
@@ -99,7 +99,8 @@ class ShrinkPass(InPlacePass):
         self.values = all_values(model.graph)
         self.writer = _Writer(self.values)
         for node in list(model.graph):
-            rewrite = REWRITERS.get(node.op_type) if node.domain in ("", "ai.onnx") else None
+            domain = "" if node.domain in ("", "ai.onnx") else node.domain
+            rewrite = REWRITERS.get((domain, node.op_type))
             if rewrite is not None:
                 rewrite(node, self)
         self.writer.apply()
@@ -131,6 +132,29 @@ def _conv(node: ir.Node, shrink: ShrinkPass) -> None:
     if cin is None or w_in is None or cin % w_in:
         raise UnsupportedModelError(f"cannot recompute `group` of Conv '{node.name}'")
     node.attributes["group"] = ir.AttrInt64("group", cin // w_in)
+
+
+@rewriter("Attention", "MultiHeadAttention", "GroupQueryAttention", domain="com.microsoft")
+def _attention_heads(node: ir.Node, shrink: ShrinkPass) -> None:
+    """num_heads (and kv_num_heads) = new width of the output / head size."""
+    y = node.outputs[0]
+    old, new = shrink.old_size(y, -1), shrink.new_size(y, -1)
+    if old is None or new is None or old == new:
+        return
+    for name in ("num_heads", "kv_num_heads"):
+        attr = node.attributes.get(name)
+        if attr is None:
+            continue
+        if name == "kv_num_heads":
+            heads = node.attributes["num_heads"].value
+            kept = attr.value * new // old
+            if kept * old != attr.value * new or heads % attr.value:
+                raise UnsupportedModelError(f"cannot recompute kv_num_heads of '{node.name}'")
+        else:
+            kept = attr.value * new // old
+            if kept * old != attr.value * new:
+                raise UnsupportedModelError(f"cannot recompute num_heads of '{node.name}'")
+        node.attributes[name] = ir.AttrInt64(name, kept)
 
 
 def _rewrite_shape_input(node: ir.Node, shrink: ShrinkPass, index: int, out: ir.Value) -> None:

@@ -115,3 +115,29 @@ def test_transformer_heads_and_mlp_prune_exactly(name: str, exporter: str) -> No
         "macs_kept": result.cost_after.macs / max(result.cost_before.macs, 1),
         "max_abs_diff": result.verification.max_abs_diff,
     })  # fmt: skip
+
+
+@pytest.mark.zoo
+def test_ort_optimized_bert_prunes_fused_attention_heads() -> None:
+    """BERT after onnxruntime's transformer optimizer: com.microsoft Attention (packed QKV,
+    ``num_heads``), SkipLayerNormalization, BiasGelu, EmbedLayerNormalization."""
+    path = transformer_zoo.export_ort_optimized("bert")
+    fused = onnx.load(path)
+    ops = Counter(n.op_type for n in fused.graph.node if n.domain == "com.microsoft")
+    assert ops["Attention"] == 2 and ops["SkipLayerNormalization"] == 4, ops
+    analysis = onnxprune.analyze(path)
+    assert not analysis.analysis.unknown_ops.get("com.microsoft.Attention")
+    heads = [g for g in analysis.groups if g.exact and g.n_atoms == 12 and g.atom_size > 1]
+    assert len(heads) == 2, [str(r) for g in analysis.groups for r in g.blocked]
+
+    feeds = _feeds("bert")
+    result = onnxprune.prune(path, ratio=0.5, inputs=feeds)
+    assert result.verification.passed and result.verification.max_abs_diff < 1e-4
+    pruned = result.to_proto()
+    attrs = [onnx.helper.get_attribute_value(a) for n in pruned.graph.node
+             if n.op_type == "Attention" for a in n.attribute if a.name == "num_heads"]  # fmt: skip
+    assert attrs == [6, 6]
+    for feed in feeds:
+        before, after = run(fused, feed), run(pruned, feed)
+        assert before[0].shape == after[0].shape and np.abs(before[0] - after[0]).max() > 1e-3
+    assert result.cost_after.params < 0.6 * result.cost_before.params

@@ -229,3 +229,21 @@ def export(name: str, exporter: str) -> Path:
         raise KeyError(f"unknown transformer zoo model '{name}'")
     return zoo.cached(f"{name}-{exporter}.onnx", lambda tmp: _export_to(name, exporter, tmp),
                       cache_dir())
+
+
+def export_ort_optimized(name: str, exporter: str = "torchscript") -> Path:
+    """The export of ``name`` after ``onnxruntime.transformers.optimizer`` (BERT-type fusion:
+    Attention, SkipLayerNormalization, BiasGelu, EmbedLayerNormalization, com.microsoft)."""
+
+    def write(tmp: Path) -> None:
+        import onnx
+        from onnxruntime.transformers import optimizer
+
+        config = MODELS[name].build().model.config
+        with zoo.quiet():
+            fused = optimizer.optimize_model(
+                str(export(name, exporter)), model_type="bert", opt_level=0,
+                num_heads=config.num_attention_heads, hidden_size=config.hidden_size)
+        onnx.save(fused.model, str(tmp))
+
+    return zoo.cached(f"{name}-{exporter}-ort-optimized.onnx", write, cache_dir())
