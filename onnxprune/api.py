@@ -24,7 +24,7 @@ from onnxprune.importance import score_groups
 from onnxprune.latency import random_inputs
 from onnxprune.metrics import ModelCost, model_cost, node_macs, parameter_counts
 from onnxprune.model_io import ModelSource, load_model, save_model, uses_external_data
-from onnxprune.passes.cleanup import CleanupPass
+from onnxprune.passes.cleanup import CleanupPass, drop_intermediate_shapes
 from onnxprune.passes.shrink import ShrinkPass
 from onnxprune.plan import RemovalPlan
 from onnxprune.verify import Verification, compare, verify_plan
@@ -233,6 +233,7 @@ def prune(
                 f"pruned model differs from the masked original by {verification.max_abs_diff:.3g} "
                 f"(outputs: {verification.outputs}); please report this model"
             )
+    drop_intermediate_shapes(pruned)
     timings["total_s"] = time.perf_counter() - start
     options = {
         "ratio": ratio, "target_macs": target_macs, "criterion": criterion,
