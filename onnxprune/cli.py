@@ -72,8 +72,8 @@ def _analyze(args, out: Console, err: Console) -> int:
         print(json.dumps(report, indent=1, default=str))
         return 0
     table = Table(title=f"groups of {args.model}")
-    for col in ("id", "status", "channels", "unit", "width", "members", "produced by", "reason"):
-        table.add_column(col, justify="right" if col in ("id", "channels", "unit", "width",
+    for col in ("id", "status", "units", "x size", "width", "members", "produced by", "reason"):
+        table.add_column(col, justify="right" if col in ("id", "units", "x size", "width",
                                                          "members") else "left")
     shown = [g for g, row in zip(ma.groups, report["groups"], strict=True)
              if args.all or not g.interface_only()]
@@ -81,7 +81,9 @@ def _analyze(args, out: Console, err: Console) -> int:
         row = report["groups"][group.id]
         reason = (row["blocked"] or row["approximate"] or [""])[0]
         style = {"exact": "green", "approximate": "yellow", "blocked": "red"}[row["status"]]
-        table.add_row(str(row["id"]), f"[{style}]{row['status']}[/]", str(row["channels"]),
+        units = f"{row['channels']} {row['kind']}" if row["kind"] != "channels" else str(
+            row["channels"])
+        table.add_row(str(row["id"]), f"[{style}]{row['status']}[/]", units,
                       str(row["unit"]), str(row["width"]), str(row["members"]),
                       ", ".join(row["producers"][:2]), reason)
     out.print(table)

@@ -19,6 +19,38 @@ def _status(group: Group) -> str:
     return "blocked" if group.blocked else "approximate" if group.approximate else "exact"
 
 
+ATTENTION_OPS = {"Attention", "MultiHeadAttention", "GroupQueryAttention"}
+
+
+def _kind(ma: ModelAnalysis, group: Group) -> str:
+    """``heads`` when a canonical channel spans several positions and one of them is a batch
+    axis of a MatMul of two activations (Q @ Kᵀ, softmax @ V) or the output of a fused
+    attention op; ``head_dim`` when such a MatMul sees the group only on its matrix axes;
+    ``blocks`` for other multi-position units (grouped convolution, channel shuffle);
+    else ``channels``."""
+    if group.atom_size <= 1:
+        return "channels"
+    values = ma.analysis.values
+    kind = "blocks"
+    for dim in group.atom_of:
+        value = values.get(dim.tensor)
+        if value is None or value.shape is None:
+            continue
+        producer = value.producer()
+        if producer is not None and producer.op_type in ATTENTION_OPS:
+            return "heads"
+        for node, _ in value.uses():
+            if node.op_type in ATTENTION_OPS:
+                return "heads"
+            if node.op_type == "MatMul" and not any(
+                i is not None and i.const_value is not None for i in node.inputs
+            ):
+                if dim.axis < len(value.shape) - 2:
+                    return "heads"
+                kind = "head_dim"
+    return kind
+
+
 def _group_row(ma: ModelAnalysis, group: Group) -> dict:
     values = ma.analysis.values
     producers = []
@@ -30,6 +62,7 @@ def _group_row(ma: ModelAnalysis, group: Group) -> dict:
     return {
         "id": group.id,
         "status": _status(group),
+        "kind": _kind(ma, group),
         "channels": group.n_atoms,
         "unit": group.atom_size,
         "width": group.width,

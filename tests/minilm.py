@@ -21,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
+import transformer_zoo
 import zoo
 
 __all__ = ["MODULES", "embed", "export", "model_dir", "pairs", "retrieval_accuracy", "tokenize"]
@@ -140,6 +141,6 @@ def _export_to(exporter: str, path: Path) -> None:
 
 
 def export(exporter: str = "torchscript") -> Path:
-    """Cached ONNX export of all-MiniLM-L6-v2's encoder."""
+    """Cached ONNX export of all-MiniLM-L6-v2's encoder (keyed by torch and transformers)."""
     return zoo.cached(f"all-MiniLM-L6-v2-{exporter}_recipe-{RECIPE}.onnx",
-                      lambda tmp: _export_to(exporter, tmp))  # fmt: skip
+                      lambda tmp: _export_to(exporter, tmp), transformer_zoo.cache_dir())

@@ -21,6 +21,7 @@ import pytest
 import onnxprune
 from conftest import record_zoo_result
 from graphs import run
+from onnxprune.report import analysis_report
 
 transformer_zoo = pytest.importorskip("transformer_zoo")
 
@@ -83,6 +84,8 @@ def test_transformer_heads_and_mlp_prune_exactly(name: str, exporter: str) -> No
     analysis = onnxprune.analyze(path)
     heads = Counter(g.n_atoms for g in _head_groups(analysis) if g.n_atoms in EXPECTED_HEADS[name])
     assert heads == expected, (heads, [str(r) for g in analysis.groups for r in g.blocked][:20])
+    kinds = Counter((r["kind"], r["status"]) for r in analysis_report(analysis)["groups"])
+    assert kinds[("heads", "exact")] == sum(expected.values()), kinds  # analyze lists them
     mlp = [g for g in analysis.groups if g.exact and g.atom_size == 1 and g.n_atoms >= 256]
     assert len(mlp) >= EXPECTED_MLP[name]
 
