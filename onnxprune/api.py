@@ -69,14 +69,19 @@ class ModelAnalysis:
         }  # fmt: skip
 
 
-def analyze(model: ModelSource, *, progress: Progress | None = None) -> ModelAnalysis:
-    """Load ``model`` and find its groups (prunable, approximate and blocked, with reasons)."""
+def analyze(
+    model: ModelSource, *, head_dim: bool = False, progress: Progress | None = None
+) -> ModelAnalysis:
+    """Load ``model`` and find its groups (prunable, approximate and blocked, with reasons).
+
+    ``head_dim``: where a dim is split into factors (heads x head_dim), prune the innermost
+    factor (head_dim, in every head alike) instead of the outermost (whole heads)."""
     source = None if isinstance(model, onnx.ModelProto | ir.Model) else Path(model)
     working = load_model(model)
     external = uses_external_data(working)
     step = None if progress is None else (lambda i, n: progress("analyse", i, n))
     analysis = build_channel_graph(working, progress=step)
-    return ModelAnalysis(analysis, form_groups(analysis), source, external)
+    return ModelAnalysis(analysis, form_groups(analysis, inner=head_dim), source, external)
 
 
 @dataclass
@@ -129,6 +134,7 @@ def prune(
     min_channels: int = 1,
     exclude: Sequence[str] = (),
     allow_approximate: bool = False,
+    head_dim: bool = False,
     verify: bool = True,
     inputs: Sequence[Mapping[str, np.ndarray]] | None = None,
     dims: Mapping[str, int] | None = None,
@@ -146,6 +152,8 @@ def prune(
         min_channels: never keep fewer channels than this in a group.
         exclude: node or tensor names (globs) whose groups are left alone.
         allow_approximate: also prune groups an op normalises over (LayerNorm, Softmax).
+        head_dim: prune inside every head (head_dim) instead of whole heads; rotary pairs
+            (d, d + D/2) stay together because RoPE's rotate-half relates them.
         verify: run the oracle (pruned == masked original) and raise if it fails.
         inputs: feeds for verification; random ones from the declared shapes otherwise.
         dims: values for symbolic input dims (e.g. ``{"batch": 1}``).
@@ -164,7 +172,7 @@ def prune(
         if progress is not None:
             progress(stage, done, total)
 
-    analysis = analyze(model, progress=progress)
+    analysis = analyze(model, head_dim=head_dim, progress=progress)
     timings["analyse_s"] = time.perf_counter() - start
     groups = analysis.groups
     skip = excluded_groups(analysis.analysis, groups, list(exclude))
@@ -238,7 +246,7 @@ def prune(
     options = {
         "ratio": ratio, "target_macs": target_macs, "criterion": criterion,
         "round_to": round_to, "min_channels": min_channels, "exclude": list(exclude),
-        "allow_approximate": allow_approximate,
+        "allow_approximate": allow_approximate, "head_dim": head_dim,
     }  # fmt: skip
     return PruneResult(
         pruned, original, groups, plan, scores, float(ratio), cost_before, cost_after,

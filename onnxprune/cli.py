@@ -114,7 +114,7 @@ def _prune(args, out: Console, err: Console) -> int:
             args.model, ratio=args.ratio, target_macs=args.target_macs,
             criterion=args.criterion, round_to=args.round_to, min_channels=args.min_channels,
             exclude=args.exclude, allow_approximate=args.allow_approximate,
-            verify=not args.no_verify, dims=_dims(args.dim), progress=progress,
+            head_dim=args.head_dim, verify=not args.no_verify, dims=_dims(args.dim), progress=progress,
         )  # fmt: skip
     plan = {"removed": {str(k): v.tolist() for k, v in result.plan.removed.items()},
             "options": result.options}
@@ -159,9 +159,11 @@ def _verify(args, out: Console, err: Console) -> int:
         reference = onnx.load(args.original)
         how = "plain comparison with the original (no onnxprune plan found in the model)"
     else:
+        stored = json.loads(raw)
+        head_dim = bool(stored.get("options", {}).get("head_dim", False))
         with _progress(err) as progress:
-            ma = analyze(args.original, progress=progress)
-        removed = {int(k): np.array(v, dtype=np.int64) for k, v in json.loads(raw)["removed"].items()}
+            ma = analyze(args.original, head_dim=head_dim, progress=progress)
+        removed = {int(k): np.array(v, dtype=np.int64) for k, v in stored["removed"].items()}
         if any(k >= len(ma.groups) for k in removed):
             raise UsageError("the plan in the pruned model does not fit this original model")
         reference = masked_model(ma.analysis.model, RemovalPlan.build(ma.groups, removed))
@@ -247,6 +249,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="node or tensor names (globs) whose groups are kept")
     p.add_argument("--allow-approximate", action="store_true", help="also prune groups that "
                    "LayerNorm/Softmax normalise over (labelled approximate)")
+    p.add_argument("--head-dim", action="store_true", help="prune inside every attention head "
+                   "(head_dim) instead of removing whole heads; applies to every split dim")
     p.add_argument("--no-verify", action="store_true", help="skip the oracle (not recommended)")
     p.add_argument("--report", type=Path, help="write report.json, report.md and plots here")
     p.add_argument("--plan-out", type=Path, help="write the removal plan as JSON")

@@ -2,7 +2,7 @@
 
 1. Factor blocks choose one factor to prune along. Factors are ranked by: their component is
    free of blocks, how often they are the outermost factor (heads before head_dim, C before
-   H x W), then size; a factor opens when no other factor of its blocks is open, and the
+   H x W; with ``inner=True`` the innermost: head_dim before heads), then size; a factor opens when no other factor of its blocks is open, and the
    remaining factors are kept whole. The merged dim is then related to the open factor:
    position p ~ index of p along that factor, so removals are always rectangular.
 2. Dims connected by relations form a component; positions related (transitively) form one
@@ -78,7 +78,7 @@ def _is_clean(graph: ChannelGraph, analysis: Analysis, dims: set[Dim]) -> bool:
 
 
 def _choose_factors(
-    analysis: Analysis, components: list[set[Dim]], comp_of: dict[Dim, int]
+    analysis: Analysis, components: list[set[Dim]], comp_of: dict[Dim, int], inner: bool = False
 ) -> tuple[list[tuple[FactorBlock, int]], list[tuple[Dim, Reason]]]:
     """Pick the open factor of each block; returns (block, factor index) and fixed dims."""
     graph = analysis.graph
@@ -88,7 +88,7 @@ def _choose_factors(
         for pos, k in enumerate(real):
             c = comp_of[block.factors[k]]
             entry = rank.setdefault(c, [_is_clean(graph, analysis, components[c]), 0, 0])
-            entry[1] += pos == 0
+            entry[1] += pos == (len(real) - 1 if inner else 0)
             entry[2] = max(entry[2], block.sizes[k])
     opened: set[int] = set()
     fixed: set[int] = set()
@@ -142,12 +142,13 @@ def _block_relation(block: FactorBlock, k: int) -> tuple[np.ndarray, np.ndarray]
     return positions, (positions // inner) % block.sizes[k]
 
 
-def form_groups(analysis: Analysis) -> list[Group]:
-    """Groups of the analysed model (blocked ones included, with their reasons)."""
+def form_groups(analysis: Analysis, *, inner: bool = False) -> list[Group]:
+    """Groups of the analysed model (blocked ones included, with their reasons); ``inner``
+    prunes along the innermost factor of split dims (head_dim instead of whole heads)."""
     graph = analysis.graph
     components = [set(c) for c in nx.connected_components(graph.graph)]
     comp_of = {d: i for i, comp in enumerate(components) for d in comp}
-    chosen, kept_whole = _choose_factors(analysis, components, comp_of)
+    chosen, kept_whole = _choose_factors(analysis, components, comp_of, inner)
 
     full = nx.Graph(graph.graph)
     extra: list[tuple[Dim, Dim, np.ndarray, np.ndarray]] = []

@@ -87,7 +87,8 @@ def random_inputs(
     batch: int = 1,
     seed: int = 0,
 ) -> dict[str, np.ndarray]:
-    """A feed for every declared graph input: floats ~ N(0, 1), integers in [0, 10), bools.
+    """A feed for every declared graph input: floats ~ N(0, 1), integers in {0, 1} (valid token
+    ids, attention masks and indices alike), bools.
 
     Symbolic dims take their value from ``dims`` by name, else ``batch`` for the first axis
     and 1 elsewhere.
@@ -113,5 +114,5 @@ def random_inputs(
         elif dtype is np.bool_:
             feed[value.name] = rng.random(shape) < 0.5
         else:
-            feed[value.name] = rng.integers(0, 10, shape).astype(dtype)
+            feed[value.name] = rng.integers(0, 2, shape).astype(dtype)
     return feed

@@ -144,3 +144,44 @@ def test_ort_optimized_bert_prunes_fused_attention_heads() -> None:
         before, after = run(fused, feed), run(pruned, feed)
         assert before[0].shape == after[0].shape and np.abs(before[0] - after[0]).max() > 1e-3
     assert result.cost_after.params < 0.6 * result.cost_before.params
+
+
+@pytest.mark.zoo
+@pytest.mark.parametrize("exporter", transformer_zoo.EXPORTERS)
+def test_head_dim_prunes_inside_heads_keeping_rotary_pairs(exporter: str) -> None:
+    """``head_dim=True``: every head keeps its count and loses dims. Llama's RoPE rotates
+    dims d and d + D/2 together, so the query/key head_dim group has D/2 = 8 channels (pairs);
+    value/output head_dim has D = 16 per layer."""
+    path = transformer_zoo.export("llama", exporter)
+    analysis = onnxprune.analyze(path, head_dim=True)
+    rows = [r for r in analysis_report(analysis)["groups"] if r["status"] == "exact"]
+    head_dim = Counter(r["channels"] for r in rows if r["kind"] == "head_dim")
+    assert head_dim[8] >= 1 and head_dim[16] == 2, head_dim
+    assert not any(r["kind"] == "heads" for r in rows)
+    feeds = _feeds("llama")
+    result = onnxprune.prune(path, ratio=0.5, head_dim=True, inputs=feeds)
+    assert result.verification.passed and result.verification.max_abs_diff < 1e-4
+    pruned = result.to_proto()
+    shapes = [sorted(t.dims) for t in pruned.graph.initializer]
+    assert [64, 128] in shapes, "q_proj/o_proj: 8 heads x 8 of 16 dims (was 128 x 128)"
+    assert [16, 128] in shapes and [32, 128] not in shapes, "k/v_proj: 2 KV heads x 8 dims"
+    before, after = run(onnx.load(path), feeds[1]), run(pruned, feeds[1])
+    assert before[0].shape == after[0].shape
+
+
+@pytest.mark.zoo
+def test_hidden_size_prunes_only_when_approximate_is_allowed() -> None:
+    """The residual width is normalised by RMSNorm: approximate, pruned only on request and
+    labelled; the oracle then covers the exact groups and similarity the rest."""
+    path = transformer_zoo.export("llama", "dynamo")
+    analysis = onnxprune.analyze(path)
+    hidden = [g for g in analysis.groups if g.approximate and not g.blocked]
+    assert len(hidden) == 1 and hidden[0].width == 128
+    feeds = _feeds("llama")
+    default = onnxprune.prune(path, ratio=0.25, inputs=feeds)
+    assert hidden[0].id not in default.plan.removed
+    result = onnxprune.prune(path, ratio=0.25, inputs=feeds, allow_approximate=True)
+    assert result.plan.removed[hidden[0].id].size == 32
+    assert result.verification.passed, "exact groups still match their masked original"
+    assert result.similarity is not None and "approximate" in result.similarity.note
+    assert result.cost_after.params < default.cost_after.params
