@@ -1,7 +1,10 @@
 """Choosing what to remove.
 
 ``--ratio R`` removes fraction R of each prunable group's canonical channels (as
-Torch-Pruning's ``pruning_ratio``), lowest scores first. Kept counts are at least
+Torch-Pruning's ``pruning_ratio``), lowest scores first. The ratio applies to each *class* of
+a group's channels: channels that appear in the same member tensors (one class in a plain
+conv chain; one per branch where a Concat or a packed QKV projection joins several), so no
+member ever loses all its channels and every branch shrinks alike. Kept counts are at least
 ``min_channels`` channels and, with ``round_to`` N, a multiple of N channels (a head or
 grouped-conv block counts as its channel width). ``exclude`` patterns (names or globs) keep
 every group that touches a matching node or tensor. A global target (``target_macs`` F keeps
@@ -55,9 +58,10 @@ def excluded_groups(analysis: Analysis, groups: list[Group], patterns: Sequence[
     return out
 
 
-def kept_atoms(group: Group, ratio: float, round_to: int = 1, min_channels: int = 1) -> int:
-    """How many canonical channels of ``group`` stay at ``ratio``."""
-    n, width = group.n_atoms, group.atom_size
+def kept_atoms(group: Group, ratio: float, round_to: int = 1, min_channels: int = 1,
+               n: int | None = None) -> int:  # fmt: skip
+    """How many canonical channels of ``group`` (or of a class of ``n`` of them) stay."""
+    n, width = group.n_atoms if n is None else n, group.atom_size
     keep = max(1, n - math.floor(n * ratio + 1e-9))
     keep = max(keep, math.ceil(min_channels / width))
     if round_to > 1:
@@ -84,12 +88,25 @@ def allocate_ratio(
     for group in groups:
         if group.id not in scores or (skip and group.id in skip):
             continue
-        keep = kept_atoms(group, ratio, round_to, min_channels)
-        if keep >= group.n_atoms:
-            continue
-        order = np.argsort(scores[group.id], kind="stable")
-        removed[group.id] = np.sort(order[: group.n_atoms - keep])
+        gone = []
+        for atoms in channel_classes(group):
+            keep = kept_atoms(group, ratio, round_to, min_channels, n=atoms.size)
+            if keep < atoms.size:
+                order = np.argsort(scores[group.id][atoms], kind="stable")
+                gone.append(atoms[order[: atoms.size - keep]])
+        if gone:
+            removed[group.id] = np.sort(np.concatenate(gone))
     return removed
+
+
+def channel_classes(group: Group) -> list[np.ndarray]:
+    """The group's canonical channels partitioned by the set of members they appear in."""
+    members = np.zeros((group.n_atoms, len(group.atom_of)), dtype=bool)
+    for j, atoms in enumerate(group.atom_of.values()):
+        members[np.unique(atoms), j] = True
+    _, label = np.unique(members, axis=0, return_inverse=True)
+    label = label.reshape(-1)
+    return [np.flatnonzero(label == k) for k in range(int(label.max()) + 1)] if label.size else []
 
 
 def search_ratio(

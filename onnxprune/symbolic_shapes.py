@@ -106,7 +106,7 @@ def infer_symbolic_shapes(
     skeleton = _declare_large_initializers(proto)
     try:
         with _silenced("onnxruntime"), contextlib.redirect_stdout(io.StringIO()):
-            inferred = SymbolicShapeInference.infer_shapes(skeleton, auto_merge=True)
+            inferred = _run(SymbolicShapeInference, skeleton)
     except Exception:  # noqa: BLE001 - an op it does not know; ONNX's shapes stand
         return None
     if inferred is None:
@@ -114,6 +114,21 @@ def infer_symbolic_shapes(
     if types is not None:
         types.update(_proto_types(inferred))
     return _proto_shapes(inferred)
+
+
+def _run(inference_class, proto: onnx.ModelProto) -> onnx.ModelProto | None:
+    """``SymbolicShapeInference.infer_shapes`` without its side effect: where inference is
+    incomplete it writes ``sym_shape_infer_temp.onnx`` into the working directory and raises;
+    here the shapes it did infer are kept and nothing is written."""
+    opset = next((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), 0)
+    if opset < 7:
+        return None
+    inference = inference_class(2**31 - 1, True, False, 0)
+    inference._preprocess(proto)
+    while inference.run_:
+        inference._infer_impl()
+    inference._update_output_from_vi()
+    return inference.out_mp_
 
 
 def _ir_skeleton(model: ir.Model) -> onnx.ModelProto:

@@ -85,3 +85,21 @@ def test_magnitude_removes_the_smallest_channels():
     group = next(g for g in result.groups if "w1" in {d.tensor for d in g.members})
     assert result.plan.removed[group.id].tolist() == [1, 5]
     assert np.isfinite(result.scores[group.id]).all()
+
+
+def test_ratio_applies_to_each_branch_of_a_concat_even_when_one_scores_far_lower():
+    """Branch a (tiny weights) and branch b feed one Concat: removing the lowest half of the
+    group would empty branch a; the ratio applies per branch instead."""
+    nodes = [
+        helper.make_node("Gemm", ["x", "wa"], ["a"], name="fc_a"),
+        helper.make_node("Gemm", ["x", "wb"], ["b"], name="fc_b"),
+        helper.make_node("Concat", ["a", "b"], ["c"], name="cat", axis=1),
+        helper.make_node("Relu", ["c"], ["r"], name="relu"),
+        helper.make_node("Gemm", ["r", "w2"], ["y"], name="fc2"),
+    ]
+    inits = {"wa": weight(6, 8) * 1e-3, "wb": weight(6, 8), "w2": weight(16, 3)}
+    proto = model(nodes, {"x": [2, 6]}, {"y": [2, 3]}, inits)
+    result = onnxprune.prune(proto, ratio=0.5, inputs=feeds(proto))
+    assert result.verification.passed
+    shapes = {t.name: list(t.dims) for t in result.to_proto().graph.initializer}
+    assert shapes["wa"] == [6, 4] and shapes["wb"] == [6, 4] and shapes["w2"] == [8, 3]

@@ -72,8 +72,10 @@ def _feeds(name: str) -> list[dict[str, np.ndarray]]:
 
 @pytest.mark.zoo
 @pytest.mark.parametrize(("name", "exporter"), CASES)
-def test_transformer_heads_and_mlp_prune_exactly(name: str, exporter: str) -> None:
+def test_transformer_heads_and_mlp_prune_exactly(name: str, exporter: str, tmp_path,
+                                                 monkeypatch) -> None:  # fmt: skip
     path = transformer_zoo.export(name, exporter)
+    monkeypatch.chdir(tmp_path)  # nothing may be written to the working directory
     case = transformer_zoo.MODELS[name]
     if not case.dynamic:
         print(f"{name}: exported with a static batch: {case.static_reason}")
@@ -111,6 +113,7 @@ def test_transformer_heads_and_mlp_prune_exactly(name: str, exporter: str) -> No
     identity = onnxprune.prune(path, ratio=0.0, inputs=feeds[:1])
     for a, b in zip(run(original, feeds[0]), run(identity.to_proto(), feeds[0]), strict=True):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+    assert not list(tmp_path.iterdir()), "analysis or pruning wrote files into the cwd"
     record_zoo_result({
         "model": name, "exporter": exporter, "groups": len(analysis.groups),
         "share": analysis.prunable_share(),
@@ -185,3 +188,17 @@ def test_hidden_size_prunes_only_when_approximate_is_allowed() -> None:
     assert result.verification.passed, "exact groups still match their masked original"
     assert result.similarity is not None and "approximate" in result.similarity.note
     assert result.cost_after.params < default.cost_after.params
+
+
+@pytest.mark.zoo
+def test_cli_prunes_head_dim_and_verifies_from_the_stored_plan(tmp_path, capsys) -> None:
+    from onnxprune.cli import main
+
+    path = transformer_zoo.export("gpt2", "torchscript")
+    out = tmp_path / "gpt2.pruned.onnx"
+    assert main(["analyze", str(path)]) == 0
+    assert "12 heads" in capsys.readouterr().out
+    assert main(["prune", str(path), "-o", str(out), "--ratio", "0.5", "--head-dim",
+                 "--dim", "batch=2", "--dim", "sequence=6"]) == 0  # fmt: skip
+    assert main(["verify", str(path), str(out), "--dim", "batch=2", "--dim", "sequence=6"]) == 0
+    assert "passed" in capsys.readouterr().out
