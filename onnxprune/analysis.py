@@ -57,6 +57,11 @@ class Analysis:
         return self.values.get(name)
 
     @cached_property
+    def nodes(self) -> dict[str, ir.Node]:
+        """Nodes of the main graph by name (names are unique after normalisation)."""
+        return {node.name: node for node in self.model.graph}
+
+    @cached_property
     def values(self) -> dict[str, ir.Value]:
         """Every named value of the working model (read after normalisation)."""
         return all_values(self.model.graph)

@@ -10,6 +10,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import onnx
@@ -18,15 +19,17 @@ import onnx_ir as ir
 from onnxprune.allocation import allocate_ratio, excluded_groups, search_ratio
 from onnxprune.analysis import Analysis
 from onnxprune.analysis import analyze as build_channel_graph
+from onnxprune.calibration import calibration_batches
 from onnxprune.errors import UsageError, VerificationError
 from onnxprune.groups import Group, form_groups
-from onnxprune.importance import score_groups
+from onnxprune.importance import DATA_CRITERIA, consumer_keys, score_groups
 from onnxprune.latency import random_inputs
 from onnxprune.metrics import ModelCost, model_cost, node_macs, parameter_counts
 from onnxprune.model_io import ModelSource, load_model, save_model, uses_external_data
 from onnxprune.passes.cleanup import CleanupPass, drop_intermediate_shapes
 from onnxprune.passes.shrink import ShrinkPass
 from onnxprune.plan import RemovalPlan
+from onnxprune.statistics import collect_statistics
 from onnxprune.verify import Verification, compare, verify_plan
 
 Progress = Callable[[str, int, int], None]
@@ -113,6 +116,12 @@ class PruneResult:
         )
 
 
+def _describe(calibration: Any) -> str | None:
+    if calibration is None or isinstance(calibration, str | Path):
+        return None if calibration is None else str(calibration)
+    return type(calibration).__name__
+
+
 def _copy(model: ir.Model) -> ir.Model:
     return model.clone()
 
@@ -129,12 +138,15 @@ def prune(
     *,
     ratio: float | None = None,
     target_macs: float | None = None,
-    criterion: str = "l2",
+    criterion: str | None = None,
     round_to: int = 1,
     min_channels: int = 1,
     exclude: Sequence[str] = (),
     allow_approximate: bool = False,
     head_dim: bool = False,
+    calibration: Any = None,
+    calibration_random: int = 0,
+    providers: Sequence[str] | None = None,
     verify: bool = True,
     inputs: Sequence[Mapping[str, np.ndarray]] | None = None,
     dims: Mapping[str, int] | None = None,
@@ -147,7 +159,9 @@ def prune(
         ratio: fraction of each prunable group's channels to remove, in [0, 1).
         target_macs: keep this fraction of the original MACs (0.5 halves them); searches a
             uniform ratio. Give either ``ratio`` or ``target_macs``.
-        criterion: importance criterion (``l1``, ``l2``, ``random``).
+        criterion: importance criterion (``l1``, ``l2``, ``bn_scale``, ``random``; with
+            calibration data also ``activation``, ``fluctuation``, ``wanda``). Default:
+            ``fluctuation`` with calibration data, else ``l2``.
         round_to: kept channel counts are multiples of this.
         min_channels: never keep fewer channels than this in a group.
         exclude: node or tensor names (globs) whose groups are left alone.
@@ -157,6 +171,10 @@ def prune(
         verify: run the oracle (pruned == masked original) and raise if it fails.
         inputs: feeds for verification; random ones from the declared shapes otherwise.
         dims: values for symbolic input dims (e.g. ``{"batch": 1}``).
+        calibration: calibration data: a ``CalibrationDataReader``-like object, an iterable of
+            feeds, an ``.npz`` file or a folder (see :mod:`onnxprune.calibration`).
+        calibration_random: or this many random samples from the declared input shapes.
+        providers: onnxruntime execution providers for the calibration runs.
         progress: callback ``(stage, done, total)``.
 
     Raises:
@@ -167,6 +185,7 @@ def prune(
         raise UsageError("give exactly one of ratio or target_macs")
     timings: dict[str, float] = {}
     start = time.perf_counter()
+    dims = dict(dims or {})
 
     def step(stage: str, done: int, total: int = 1) -> None:
         if progress is not None:
@@ -177,13 +196,27 @@ def prune(
     groups = analysis.groups
     skip = excluded_groups(analysis.analysis, groups, list(exclude))
     eligible = [g for g in groups if g.prunable and (allow_approximate or g.exact)]
+    has_data = calibration is not None or calibration_random > 0
+    criterion = criterion or ("fluctuation" if has_data else "l2")
+    stats = None
+    if criterion in DATA_CRITERIA or has_data:
+        if not has_data:
+            raise UsageError(f"criterion '{criterion}' needs calibration data "
+                             "(calibration= or calibration_random=)")  # fmt: skip
+        t = time.perf_counter()
+        batches = calibration_batches(analysis.analysis.model, calibration,
+                                      random=calibration_random, dims=dims)  # fmt: skip
+        stats = collect_statistics(
+            analysis.analysis.model, consumer_keys(eligible), batches, providers=providers,
+            progress=None if progress is None else (lambda i, n: progress("calibrate", i, n)),
+        )
+        timings["calibrate_s"] = time.perf_counter() - t
     t = time.perf_counter()
     step("score", 0)
-    scores = score_groups(analysis.analysis, eligible, criterion)
+    scores = score_groups(analysis.analysis, eligible, criterion, stats)
     step("score", 1)
     timings["score_s"] = time.perf_counter() - t
     original = _copy(analysis.analysis.model)
-    dims = dict(dims or {})
     cost_before = model_cost(ir.to_proto(original), dims)
 
     def plan_for(r: float) -> RemovalPlan:
@@ -245,6 +278,8 @@ def prune(
     timings["total_s"] = time.perf_counter() - start
     options = {
         "ratio": ratio, "target_macs": target_macs, "criterion": criterion,
+        "calibration": _describe(calibration),
+        "calibration_random": calibration_random,
         "round_to": round_to, "min_channels": min_channels, "exclude": list(exclude),
         "allow_approximate": allow_approximate, "head_dim": head_dim,
     }  # fmt: skip

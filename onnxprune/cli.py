@@ -112,7 +112,8 @@ def _prune(args, out: Console, err: Console) -> int:
     with _progress(err) as progress:
         result = prune(
             args.model, ratio=args.ratio, target_macs=args.target_macs,
-            criterion=args.criterion, round_to=args.round_to, min_channels=args.min_channels,
+            criterion=args.criterion, calibration=args.calib, calibration_random=args.random,
+            providers=args.providers, round_to=args.round_to, min_channels=args.min_channels,
             exclude=args.exclude, allow_approximate=args.allow_approximate,
             head_dim=args.head_dim, verify=not args.no_verify, dims=_dims(args.dim), progress=progress,
         )  # fmt: skip
@@ -125,6 +126,15 @@ def _prune(args, out: Console, err: Console) -> int:
               f"MACs {b.macs:,} -> {a.macs:,} ({a.macs / max(b.macs, 1):.1%})")
     out.print(f"pruned {len(result.plan.removed)} of {sum(g.prunable for g in result.groups)} "
               f"prunable groups at ratio {result.ratio:.3f}")
+    source = result.options.get("calibration") or (
+        f"{args.random} random samples" if args.random else None)
+    if source:
+        out.print(f"importance: {result.options['criterion']} (calibration: {source})")
+    else:
+        name = result.options["criterion"]
+        name += " weight magnitude" if name in ("l1", "l2") else ""
+        out.print(f"importance: {name} (no calibration data; --calib or --random enable the "
+                  "data-driven criteria)")
     v = result.verification
     if v is None:
         out.print("[yellow]verification skipped (--no-verify): the result is unverified[/]")
@@ -217,6 +227,8 @@ def _bench(args, out: Console, err: Console) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from onnxprune.importance import CRITERIA
+
     parser = _Parser(
         prog="onnxprune",
         description="Structured pruning of ONNX models from any framework: remove channels, "
@@ -241,8 +253,14 @@ def build_parser() -> argparse.ArgumentParser:
                         "channels, in [0, 1)")
     target.add_argument("--target-macs", type=float, help="keep this fraction of the MACs "
                         "(0.5 halves them)")
-    p.add_argument("--criterion", default="l2", choices=["l1", "l2", "random"],
-                   help="importance criterion (default: l2 weight magnitude)")
+    p.add_argument("--criterion", choices=sorted(CRITERIA), help="importance criterion "
+                   "(default: fluctuation with calibration data, else l2 weight magnitude)")
+    p.add_argument("--calib", metavar="PATH", help="calibration data: an .npz keyed by input "
+                   "name (samples on axis 0) or a folder of .npz/.npy files")
+    p.add_argument("--random", type=int, default=0, metavar="N", help="calibrate on N random "
+                   "samples from the declared input shapes (bind symbolic dims with --dim)")
+    p.add_argument("--providers", nargs="+", metavar="EP", help="onnxruntime execution "
+                   "providers for calibration runs (default: CPUExecutionProvider)")
     p.add_argument("--round-to", type=int, default=1, help="kept channels are a multiple of N")
     p.add_argument("--min-channels", type=int, default=1, help="keep at least N channels")
     p.add_argument("--exclude", nargs="*", default=[], metavar="PATTERN",

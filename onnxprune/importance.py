@@ -1,31 +1,45 @@
-"""Importance of every canonical channel of a group, from weight magnitudes.
+"""Importance of every canonical channel of a group (a registry of criteria).
 
-A channel's score aggregates over every weight tensor in the group: for each member that is
-an initializer, the slice at each of its positions contributes its L1 norm (``l1``) or
-squared L2 norm (``l2``, square-rooted after summing), and positions of one canonical channel
-add up (as Torch-Pruning's group magnitude importance). Scores are divided by the group's
-mean so they compare across groups.
+Weight criteria aggregate over every weight tensor in the group: for each member that is an
+initializer, the slice at each of its positions contributes its L1 norm (``l1``) or squared
+L2 norm (``l2``, square-rooted after summing), and positions of one canonical channel add up
+(as Torch-Pruning's group magnitude importance). ``bn_scale`` is |gamma| of the
+BatchNormalizations in the group.
+
+Data criteria read per-channel statistics of the inputs of the group's consumers (the nodes
+that contract a channel, where the oracle masks it), from calibration runs
+(:mod:`onnxprune.statistics`): ``activation`` mean |x_j|; ``fluctuation`` (FLAP) the variance
+of x_j times the squared norm of the consumer weights reading x_j; ``wanda`` (structured)
+||x_j||_2 · ||W_j||_2. A consumer without a constant weight counts with weight norm 1.
+Every score is divided by its group's mean, so scores compare across groups.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 import numpy as np
 
 from onnxprune.analysis import Analysis
+from onnxprune.channel_graph import Consumer
 from onnxprune.errors import UsageError
 from onnxprune.groups import Group
+from onnxprune.shape_values import constant_array
+from onnxprune.statistics import ChannelStats, Key
 
-Criterion = Callable[[Analysis, Group], np.ndarray]
+Stats = Mapping[Key, ChannelStats]
+Criterion = Callable[[Analysis, Group, Stats | None], np.ndarray]
 CRITERIA: dict[str, Criterion] = {}
+DATA_CRITERIA: set[str] = set()
 
 
-def criterion(name: str) -> Callable[[Criterion], Criterion]:
+def criterion(name: str, *, needs_data: bool = False) -> Callable[[Criterion], Criterion]:
     def register(fn: Criterion) -> Criterion:
         if name in CRITERIA:
             raise ValueError(f"importance criterion '{name}' registered twice")
         CRITERIA[name] = fn
+        if needs_data:
+            DATA_CRITERIA.add(name)
         return fn
 
     return register
@@ -48,32 +62,127 @@ def _weight_norms(analysis: Analysis, group: Group, power: int) -> np.ndarray:
 
 
 @criterion("l1")
-def l1(analysis: Analysis, group: Group) -> np.ndarray:
+def l1(analysis: Analysis, group: Group, stats: Stats | None = None) -> np.ndarray:
     """Sum of |w| over every weight slice of the channel."""
     return _weight_norms(analysis, group, 1)
 
 
 @criterion("l2")
-def l2(analysis: Analysis, group: Group) -> np.ndarray:
+def l2(analysis: Analysis, group: Group, stats: Stats | None = None) -> np.ndarray:
     """L2 norm over every weight slice of the channel."""
     return _weight_norms(analysis, group, 2)
 
 
 @criterion("random")
-def random(analysis: Analysis, group: Group) -> np.ndarray:
+def random(analysis: Analysis, group: Group, stats: Stats | None = None) -> np.ndarray:
     """A seeded random score per channel (a baseline)."""
     return np.random.default_rng(group.id).random(group.n_atoms)
 
 
-def score_groups(analysis: Analysis, groups: list[Group], name: str) -> dict[int, np.ndarray]:
+@criterion("bn_scale")
+def bn_scale(analysis: Analysis, group: Group, stats: Stats | None = None) -> np.ndarray:
+    """|gamma| of every BatchNormalization scale in the group (network slimming); groups
+    without one fall back to ``l2``."""
+    total = np.zeros(group.n_atoms)
+    found = False
+    for dim, atom_of in group.atom_of.items():
+        value = analysis.value(dim.tensor)
+        if value is None or value.const_value is None:
+            continue
+        if any(n.op_type == "BatchNormalization" and i == 1 for n, i in value.uses()):
+            total += np.bincount(atom_of, weights=np.abs(constant_array(value).reshape(-1)),
+                                 minlength=group.n_atoms)  # fmt: skip
+            found = True
+    return total if found else l2(analysis, group)
+
+
+def reader_weight_sq(analysis: Analysis, consumer: Consumer, size: int) -> np.ndarray | None:
+    """Squared norm of the weights reading each position of a consumer's input axis, for
+    MatMul/Gemm with a constant weight and Conv (ungrouped or depthwise); else None."""
+    node = analysis.nodes.get(consumer.node)
+    if node is None or consumer.input_index != 0 or len(node.inputs) < 2:
+        return None
+    w = constant_array(node.inputs[1])
+    if w is None or w.dtype.kind != "f":
+        return None
+    w = w.astype(np.float64)
+    if node.op_type == "MatMul" and w.ndim >= 2:
+        axis = w.ndim - 2
+    elif node.op_type == "Gemm" and w.ndim == 2:
+        trans = node.attributes.get("transB")
+        axis = 1 if trans is not None and trans.value else 0
+    elif node.op_type == "Conv" and w.ndim >= 3:
+        group = node.attributes.get("group")
+        groups = group.value if group is not None else 1
+        if groups == 1:
+            axis = 1
+        elif w.shape[1] == 1 and w.shape[0] == size:
+            axis = 0
+        else:
+            return None
+    else:
+        return None
+    if w.shape[axis] != size:
+        return None
+    return np.square(np.moveaxis(w, axis, 0).reshape(size, -1)).sum(axis=1)
+
+
+def _data_score(analysis: Analysis, group: Group, stats: Stats | None,
+                per_position: Callable[[ChannelStats, np.ndarray | None], np.ndarray]
+                ) -> np.ndarray:  # fmt: skip
+    if stats is None:
+        raise UsageError("this criterion needs calibration data (--calib or --random)")
+    total = np.zeros(group.n_atoms)
+    for dim, consumer in group.consumers:
+        if dim.is_virtual or dim not in group.atom_of:
+            continue
+        channel = stats.get((dim.tensor, dim.axis))
+        if channel is None:
+            continue
+        atom_of = group.atom_of[dim]
+        weight_sq = reader_weight_sq(analysis, consumer, atom_of.size)
+        total += np.bincount(atom_of, weights=per_position(channel, weight_sq),
+                             minlength=group.n_atoms)  # fmt: skip
+    return total
+
+
+@criterion("activation", needs_data=True)
+def activation(analysis: Analysis, group: Group, stats: Stats | None) -> np.ndarray:
+    """Mean |x_j| at every consumer input."""
+    return _data_score(analysis, group, stats, lambda s, w: s.mean_abs)
+
+
+@criterion("fluctuation", needs_data=True)
+def fluctuation(analysis: Analysis, group: Group, stats: Stats | None) -> np.ndarray:
+    """FLAP: Var(x_j) x ||W_j||^2 summed over consumers."""
+    return _data_score(analysis, group, stats, lambda s, w: s.var * (1.0 if w is None else w))
+
+
+@criterion("wanda", needs_data=True)
+def wanda(analysis: Analysis, group: Group, stats: Stats | None) -> np.ndarray:
+    """Structured Wanda: ||x_j||_2 x ||W_j||_2 summed over consumers."""
+    return _data_score(analysis, group, stats,
+                       lambda s, w: np.sqrt(s.sum_sq) * (1.0 if w is None else np.sqrt(w)))
+
+
+def consumer_keys(groups: list[Group]) -> set[Key]:
+    """(tensor, axis) of every consumer input the data criteria read."""
+    return {(d.tensor, d.axis) for g in groups for d, _ in g.consumers if not d.is_virtual}
+
+
+def score_groups(
+    analysis: Analysis, groups: list[Group], name: str, stats: Stats | None = None
+) -> dict[int, np.ndarray]:
     """Normalised scores of every prunable group's canonical channels."""
     if name not in CRITERIA:
         raise UsageError(f"unknown criterion '{name}'; choose one of {sorted(CRITERIA)}")
+    if name in DATA_CRITERIA and stats is None:
+        raise UsageError(f"criterion '{name}' needs calibration data (--calib or --random)")
     scores: dict[int, np.ndarray] = {}
     for group in groups:
         if not group.prunable or group.n_atoms == 0:
             continue
-        raw = CRITERIA[name](analysis, group)
+        raw = CRITERIA[name](analysis, group, stats)
         mean = raw.mean()
         scores[group.id] = raw / mean if mean > 0 else raw
     return scores

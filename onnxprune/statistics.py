@@ -1,0 +1,112 @@
+"""Per-channel activation statistics, streamed from onnxruntime runs.
+
+For every requested (tensor, axis) the tensor becomes an extra graph output; each calibration
+batch is run and reduced at once to per-channel count, sum, sum of squares and sum of
+absolute values (float64), so no activation outlives its batch. Tensors are requested at
+most ``chunk`` at a time (a large model is run once per chunk over the same batches), which
+bounds the extra outputs held per run.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import onnx
+import onnx_ir as ir
+import onnxruntime as ort
+
+from onnxprune.calibration import Feed
+from onnxprune.graph_values import all_values
+
+Key = tuple[str, int]
+
+
+@dataclass
+class ChannelStats:
+    """Running sums over every element of one channel (all samples, all other axes)."""
+
+    count: int
+    sum: np.ndarray
+    sum_sq: np.ndarray
+    sum_abs: np.ndarray
+
+    @property
+    def mean(self) -> np.ndarray:
+        return self.sum / max(self.count, 1)
+
+    @property
+    def var(self) -> np.ndarray:
+        return np.maximum(self.sum_sq / max(self.count, 1) - self.mean**2, 0.0)
+
+    @property
+    def mean_abs(self) -> np.ndarray:
+        return self.sum_abs / max(self.count, 1)
+
+    def add(self, x: np.ndarray, axis: int) -> None:
+        rows = np.moveaxis(x, axis, 0).reshape(x.shape[axis], -1).astype(np.float64)
+        self.count += rows.shape[1]
+        self.sum += rows.sum(axis=1)
+        self.sum_sq += np.square(rows).sum(axis=1)
+        self.sum_abs += np.abs(rows).sum(axis=1)
+
+
+def _session(proto: onnx.ModelProto, providers: Sequence[str] | None) -> ort.InferenceSession:
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    # Extra outputs pin intermediate tensors; basic optimisation keeps their names intact.
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
+    return ort.InferenceSession(
+        proto.SerializeToString(), options, providers=list(providers or ["CPUExecutionProvider"])
+    )
+
+
+def collect_statistics(
+    model: ir.Model,
+    keys: Iterable[Key],
+    batches: Iterable[Feed],
+    *,
+    providers: Sequence[str] | None = None,
+    chunk: int = 128,
+    progress: Callable[[int, int], None] | None = None,
+) -> dict[Key, ChannelStats]:
+    """Statistics of every float (tensor, axis) in ``keys`` over ``batches``."""
+    values = all_values(model.graph)
+    outputs = {v.name for v in model.graph.outputs}
+    base = ir.to_proto(model)
+    types = {n: int(v.dtype) for n, v in values.items() if v.dtype is not None}
+    if any(t in values and t not in types for t, _ in keys):
+        inferred = onnx.shape_inference.infer_shapes(base)
+        types |= {v.name: v.type.tensor_type.elem_type for v in inferred.graph.value_info
+                  if v.name not in types and v.type.tensor_type.elem_type}  # fmt: skip
+    wanted: dict[str, list[int]] = {}
+    for tensor, axis in keys:
+        if tensor in types and ir.DataType(types[tensor]).is_floating_point():
+            wanted.setdefault(tensor, []).append(axis)
+    feeds = list(batches)
+    names = sorted(wanted)
+    stats: dict[Key, ChannelStats] = {}
+    chunks = [names[i : i + chunk] for i in range(0, len(names), chunk)] or [[]]
+    steps, done = len(chunks) * len(feeds), 0
+    for part in chunks:
+        proto = onnx.ModelProto()
+        proto.CopyFrom(base)
+        extra = [n for n in part if n not in outputs]
+        proto.graph.output.extend(
+            onnx.helper.make_tensor_value_info(n, types[n], None) for n in extra
+        )
+        session = _session(proto, providers)
+        for feed in feeds:
+            arrays = dict(zip(part, session.run(part, feed), strict=True)) if part else {}
+            for name, array in arrays.items():
+                for axis in wanted[name]:
+                    key = (name, axis % array.ndim)
+                    if key not in stats:
+                        n = array.shape[key[1]]
+                        stats[key] = ChannelStats(0, np.zeros(n), np.zeros(n), np.zeros(n))
+                    stats[key].add(array, key[1])
+            done += 1
+            if progress is not None:
+                progress(done, steps)
+    return stats
