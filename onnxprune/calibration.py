@@ -5,7 +5,8 @@ Sources (:func:`calibration_batches`):
 - any object with ``get_next()`` returning a feed dict or None (onnxruntime's
   ``CalibrationDataReader`` protocol);
 - an iterable of feed dicts;
-- an ``.npz`` file keyed by input name, samples along axis 0 (cut into batches);
+- an ``.npz`` file keyed by input name, samples along axis 0 (cut into batches of the
+  model's static batch size, or of ``batch`` when it is symbolic);
 - a folder of ``.npz`` files (one feed each) or of ``<input name>.npy`` files (samples along
   axis 0);
 - ``random=N``: N random samples from the declared shapes: along a symbolic leading (batch)
@@ -133,6 +134,10 @@ def calibration_batches(
             yield check_feed(model, random_inputs(model, dims, batch=n, seed=start), "random")
         return
     if isinstance(source, str | Path):
+        leading = {v.shape[0] for v in _declared(model).values()
+                   if v.shape is not None and len(v.shape)}  # fmt: skip
+        if len(leading) == 1 and isinstance(next(iter(leading)), int):
+            batch = next(iter(leading))  # a static batch: samples are cut to its size
         feeds: Iterable[Mapping[str, Any]] = _from_path(Path(source), batch)
     elif hasattr(source, "get_next"):
         feeds = iter(source.get_next, None)

@@ -112,20 +112,22 @@ def _prune(args, out: Console, err: Console) -> int:
     with _progress(err) as progress:
         result = prune(
             args.model, ratio=args.ratio, target_macs=args.target_macs,
+            target_params=args.target_params, target_latency=args.target_latency,
+            plan=args.plan, compensate=args.compensate or None,
             criterion=args.criterion, calibration=args.calib, calibration_random=args.random,
             providers=args.providers, round_to=args.round_to, min_channels=args.min_channels,
             exclude=args.exclude, allow_approximate=args.allow_approximate,
             head_dim=args.head_dim, verify=not args.no_verify, dims=_dims(args.dim), progress=progress,
         )  # fmt: skip
-    plan = {"removed": {str(k): v.tolist() for k, v in result.plan.removed.items()},
-            "options": result.options}
+    plan = result.plan.to_dict() | {"options": result.options}
     result.model.metadata_props[PLAN_KEY] = json.dumps(plan)
     saved = result.save(args.output)
     b, a = result.cost_before, result.cost_after
     out.print(f"parameters {b.params:,} -> {a.params:,} ({a.params / max(b.params, 1):.1%}); "
               f"MACs {b.macs:,} -> {a.macs:,} ({a.macs / max(b.macs, 1):.1%})")
     out.print(f"pruned {len(result.plan.removed)} of {sum(g.prunable for g in result.groups)} "
-              f"prunable groups at ratio {result.ratio:.3f}")
+              "prunable groups "
+              + (f"from plan {args.plan}" if args.plan else f"at ratio {result.ratio:.3f}"))
     source = result.options.get("calibration") or (
         f"{args.random} random samples" if args.random else None)
     if source:
@@ -176,7 +178,9 @@ def _verify(args, out: Console, err: Console) -> int:
         removed = {int(k): np.array(v, dtype=np.int64) for k, v in stored["removed"].items()}
         if any(k >= len(ma.groups) for k in removed):
             raise UsageError("the plan in the pruned model does not fit this original model")
-        reference = masked_model(ma.analysis.model, RemovalPlan.build(ma.groups, removed))
+        rebuilt = RemovalPlan.build(ma.groups, removed)
+        rebuilt.fills = {int(k): np.asarray(v) for k, v in stored.get("fills", {}).items()}
+        reference = masked_model(ma.analysis.model, rebuilt)
         how = "oracle: pruned == original with the removed channels masked at their consumers"
     verdict = compare(reference, pruned, feeds)
     status = "[green]passed[/]" if verdict.passed else "[red]FAILED[/]"
@@ -253,6 +257,12 @@ def build_parser() -> argparse.ArgumentParser:
                         "channels, in [0, 1)")
     target.add_argument("--target-macs", type=float, help="keep this fraction of the MACs "
                         "(0.5 halves them)")
+    target.add_argument("--target-params", type=float, help="keep this fraction of the "
+                        "parameters")
+    target.add_argument("--target-latency", type=float, help="keep this fraction of the "
+                        "onnxruntime latency (measured while searching; bind dims with --dim)")
+    target.add_argument("--plan", type=Path, help="re-apply a plan written by --plan-out "
+                        "(same model, same options)")
     p.add_argument("--criterion", choices=sorted(CRITERIA), help="importance criterion "
                    "(default: fluctuation with calibration data, else l2 weight magnitude)")
     p.add_argument("--calib", metavar="PATH", help="calibration data: an .npz keyed by input "
@@ -267,6 +277,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="node or tensor names (globs) whose groups are kept")
     p.add_argument("--allow-approximate", action="store_true", help="also prune groups that "
                    "LayerNorm/Softmax normalise over (labelled approximate)")
+    p.add_argument("--compensate", action="store_true", help="fold the calibration mean of "
+                   "removed channels into the consumers' biases (needs --calib or --random)")
     p.add_argument("--head-dim", action="store_true", help="prune inside every attention head "
                    "(head_dim) instead of removing whole heads; applies to every split dim")
     p.add_argument("--no-verify", action="store_true", help="skip the oracle (not recommended)")

@@ -31,6 +31,8 @@ class RemovalPlan:
     kept: dict[Dim, np.ndarray] = field(default_factory=dict)
     old_sizes: dict[Dim, int] = field(default_factory=dict)
     masks: list[Mask] = field(default_factory=list)
+    #: Mask index -> values the removed channels are replaced by (bias compensation).
+    fills: dict[int, np.ndarray] = field(default_factory=dict)
 
     @classmethod
     def build(cls, groups: list[Group], removed: dict[int, np.ndarray]) -> RemovalPlan:
@@ -70,7 +72,11 @@ class RemovalPlan:
             out.setdefault(dim.tensor, {})[dim.axis] = kept
         return out
 
+    def to_dict(self) -> dict:
+        """Removed atoms per group and compensation fills per mask, as plain data."""
+        return {"removed": {str(g): a.tolist() for g, a in self.removed.items()},
+                "fills": {str(i): v.tolist() for i, v in self.fills.items()}}  # fmt: skip
+
     def to_json(self, path: str | Path) -> None:
-        """Write the removed atoms per group (re-appliable to the same model)."""
-        data = {"removed": {str(g): a.tolist() for g, a in self.removed.items()}}
-        Path(path).write_text(json.dumps(data, indent=1))
+        """Write the plan (re-appliable to the same model with ``--plan``)."""
+        Path(path).write_text(json.dumps(self.to_dict(), indent=1))

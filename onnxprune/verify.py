@@ -48,8 +48,13 @@ class Verification:
         }
 
 
-def masked_model(original: ir.Model, plan: RemovalPlan) -> ir.Model:
-    """A copy of ``original`` with the plan's removed channels zeroed at their consumers."""
+def masked_model(
+    original: ir.Model, plan: RemovalPlan, fills: Mapping[int, np.ndarray] | None = None
+) -> ir.Model:
+    """A copy of ``original`` with the plan's removed channels zeroed at their consumers, or,
+    for mask ``i`` in ``fills`` (default: the plan's), set to the constants ``fills[i]``
+    (bias compensation)."""
+    fills = plan.fills if fills is None else fills
     model = original.clone()
     nodes = {node.name: node for node in model.graph}
     for i, mask in enumerate(plan.masks):
@@ -69,7 +74,19 @@ def masked_model(original: ir.Model, plan: RemovalPlan) -> ir.Model:
         mul.outputs[0].shape = x.shape
         mul.outputs[0].type = x.type
         model.graph.insert_before(node, mul)
-        node.replace_input_with(mask.consumer.input_index, mul.outputs[0])
+        masked = mul.outputs[0]
+        if fills and i in fills:
+            constant = np.zeros(mask.size, dtype=values.dtype)
+            constant[mask.removed] = fills[i]
+            fill_value = ir.Value(name=f"{name}_fill", shape=ir.Shape(shape), type=x.type)
+            fill_value.const_value = ir.Tensor(constant.reshape(shape), name=f"{name}_fill")
+            model.graph.register_initializer(fill_value)
+            add = ir.Node("", "Add", [masked, fill_value], name=f"{name}_fill_add", num_outputs=1)
+            add.outputs[0].name = f"{name}_filled"
+            add.outputs[0].shape, add.outputs[0].type = x.shape, x.type
+            model.graph.insert_before(node, add)
+            masked = add.outputs[0]
+        node.replace_input_with(mask.consumer.input_index, masked)
     return model
 
 
@@ -133,7 +150,10 @@ def _cosine(a: np.ndarray, b: np.ndarray) -> float:
 
 
 def verify_plan(
-    original: ir.Model, pruned: ir.Model, plan: RemovalPlan, feeds: list[Mapping[str, np.ndarray]]
+    original: ir.Model,
+    pruned: ir.Model,
+    plan: RemovalPlan,
+    feeds: list[Mapping[str, np.ndarray]],
 ) -> Verification:
-    """The oracle: compare the pruned model against the masked original."""
+    """The oracle: compare the pruned model against the masked (and filled) original."""
     return compare(masked_model(original, plan), pruned, feeds)

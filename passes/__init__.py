@@ -5,6 +5,8 @@
 - :class:`FoldShapeConstantsPass` turns statically known shape computations into literals.
 - :class:`ShrinkPass` slices tensors along removed channels and rewrites the attributes and
   shape constants that carry their sizes.
+- :class:`CompensatePass` folds the calibration mean of removed channels into the
+  consumers' biases.
 - :class:`CleanupPass` removes dead nodes and initializers, re-infers shapes and runs the
   full ONNX checker.
 
@@ -15,6 +17,7 @@ from importlib import import_module
 
 _MODULES = {
     "CleanupPass": "cleanup",
+    "CompensatePass": "compensate",
     "FoldShapeConstantsPass": "fold_constants",
     "ShrinkPass": "shrink",
     "UntieSharedConstantsPass": "untie",

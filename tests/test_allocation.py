@@ -103,3 +103,22 @@ def test_ratio_applies_to_each_branch_of_a_concat_even_when_one_scores_far_lower
     assert result.verification.passed
     shapes = {t.name: list(t.dims) for t in result.to_proto().graph.initializer}
     assert shapes["wa"] == [6, 4] and shapes["wb"] == [6, 4] and shapes["w2"] == [8, 3]
+
+
+def test_params_and_latency_targets_and_plan_reuse():
+    proto = mlp(64)
+    data = feeds(proto)
+    by_params = onnxprune.prune(proto, target_params=0.5, inputs=data)
+    kept = by_params.cost_after.params / by_params.cost_before.params
+    assert 0.35 < kept <= 0.5 and by_params.verification.passed
+    by_latency = onnxprune.prune(proto, target_latency=0.9, inputs=data)
+    assert by_latency.verification.passed and 0 < by_latency.ratio < 1
+    replay = onnxprune.prune(proto, plan=by_params.plan.to_dict(), inputs=data)
+    assert {k: v.tolist() for k, v in replay.plan.removed.items()} == {
+        k: v.tolist() for k, v in by_params.plan.removed.items()}
+    with pytest.raises(UsageError, match="exactly one"):
+        onnxprune.prune(proto, ratio=0.5, target_params=0.5)
+    with pytest.raises(UsageError, match="does not have as a prunable group"):
+        onnxprune.prune(proto, plan={"removed": {"99": [0]}})
+    with pytest.raises(UsageError, match="do not fit"):
+        onnxprune.prune(proto, plan={"removed": {str(next(iter(by_params.plan.removed))): [500]}})
