@@ -28,7 +28,8 @@ from onnxprune.latency import measure_latency, random_inputs
 from onnxprune.metrics import ModelCost, model_cost, node_macs, parameter_counts
 from onnxprune.model_io import ModelSource, load_model, save_model, uses_external_data
 from onnxprune.passes.cleanup import CleanupPass, drop_intermediate_shapes
-from onnxprune.passes.compensate import CompensatePass, compensable
+from onnxprune.passes.compensate import CompensatePass, compensable, weight_axes
+from onnxprune.passes.refit import apply_weight_updates, refit_updates
 from onnxprune.passes.shrink import ShrinkPass
 from onnxprune.plan import RemovalPlan
 from onnxprune.statistics import collect_statistics
@@ -130,6 +131,7 @@ def _copy(model: ir.Model) -> ir.Model:
 
 def _shrunk(original: ir.Model, plan: RemovalPlan, *, check: bool = True) -> ir.Model:
     model = _copy(original)
+    apply_weight_updates(model, plan.weight_updates)
     ShrinkPass(plan)(model)
     fills = plan.fills
     if fills:
@@ -137,7 +139,7 @@ def _shrunk(original: ir.Model, plan: RemovalPlan, *, check: bool = True) -> ir.
         weights = {}
         for index in fills:
             w = nodes[plan.masks[index].consumer.node].inputs[1]
-            weights[w.name] = w.const_value.numpy()
+            weights[w.name] = plan.weight_updates.get(w.name, w.const_value.numpy())
         CompensatePass(plan, fills, weights)(model)
     CleanupPass(check=check)(model)
     return model
@@ -178,6 +180,19 @@ def load_removed(data: Mapping, eligible: list[Group]) -> dict[int, np.ndarray]:
     return removed
 
 
+def refit_keys(analysis: Analysis, groups: list[Group]) -> set:
+    """(tensor, axis) of the compensable consumer inputs, where refit needs Gram matrices."""
+    keys = set()
+    for group in groups:
+        for dim, consumer in group.consumers:
+            node = analysis.nodes.get(consumer.node)
+            if node is None or dim.is_virtual or consumer.input_index != 0:
+                continue
+            if weight_axes(node) is not None:
+                keys.add((dim.tensor, dim.axis))
+    return keys
+
+
 def compensation_fills(
     original: ir.Model, plan: RemovalPlan, stats: Mapping
 ) -> dict[int, np.ndarray]:
@@ -209,6 +224,7 @@ def prune(
     allow_approximate: bool = False,
     head_dim: bool = False,
     compensate: bool | None = None,
+    refit: bool = False,
     calibration: Any = None,
     calibration_random: int = 0,
     providers: Sequence[str] | None = None,
@@ -248,6 +264,8 @@ def prune(
         providers: onnxruntime execution providers for the calibration runs.
         compensate: fold the calibration mean of removed channels into the consumers' biases
             (needs calibration data; off by default: on the digits CNN it did not help).
+        refit: least-squares refit of the consumers' kept weights from calibration Gram
+            matrices (MatMul/Gemm/1x1 Conv consumers; centred when ``compensate``).
         progress: callback ``(stage, done, total)``.
 
     Raises:
@@ -282,8 +300,10 @@ def prune(
         t = time.perf_counter()
         batches = calibration_batches(analysis.analysis.model, calibration,
                                       random=calibration_random, dims=dims)  # fmt: skip
+        keys = consumer_keys(eligible)
         stats = collect_statistics(
-            analysis.analysis.model, consumer_keys(eligible), batches, providers=providers,
+            analysis.analysis.model, keys, batches, providers=providers,
+            gram=refit_keys(analysis.analysis, eligible) if refit else (),
             progress=None if progress is None else (lambda i, n: progress("calibrate", i, n)),
         )
         timings["calibrate_s"] = time.perf_counter() - t
@@ -326,12 +346,16 @@ def prune(
         removal = plan_for(ratio)
     plan = removal
     timings["allocate_s"] = time.perf_counter() - t
-    if compensate and stats is None:
-        raise UsageError("compensation needs calibration data (calibration= or "
+    if (compensate or refit) and stats is None:
+        raise UsageError("compensation and refit need calibration data (calibration= or "
                          "calibration_random=)")  # fmt: skip
     compensate = bool(compensate)
     if compensate:
         plan.fills = compensation_fills(original, plan, stats)
+    if refit:
+        plan.weight_updates, refit_fills = refit_updates(original, plan, stats,
+                                                         centered=compensate)  # fmt: skip
+        plan.fills |= refit_fills
     fills = plan.fills
     t = time.perf_counter()
     step("rewrite", 0)
@@ -354,6 +378,10 @@ def prune(
             )
             if compensate:
                 exact_plan.fills = compensation_fills(original, exact_plan, stats)
+            if refit:
+                exact_plan.weight_updates, refit_fills = refit_updates(
+                    original, exact_plan, stats, centered=compensate)
+                exact_plan.fills |= refit_fills
             verification = verify_plan(original, _shrunk(original, exact_plan), exact_plan, feeds)
             verification.note = "oracle run on the exact groups; approximate groups by similarity"
             similarity = compare(original, pruned, feeds)
@@ -374,7 +402,8 @@ def prune(
         "target_latency": target_latency, "criterion": criterion,
         "calibration": _describe(calibration),
         "calibration_random": calibration_random, "compensate": bool(fills),
-        "compensated_consumers": len(fills),
+        "compensated_consumers": len(fills), "refit": refit,
+        "refit_weights": len(plan.weight_updates),
         "round_to": round_to, "min_channels": min_channels, "exclude": list(exclude),
         "allow_approximate": allow_approximate, "head_dim": head_dim,
     }  # fmt: skip

@@ -113,7 +113,7 @@ def _prune(args, out: Console, err: Console) -> int:
         result = prune(
             args.model, ratio=args.ratio, target_macs=args.target_macs,
             target_params=args.target_params, target_latency=args.target_latency,
-            plan=args.plan, compensate=args.compensate or None,
+            plan=args.plan, compensate=args.compensate or None, refit=args.refit,
             criterion=args.criterion, calibration=args.calib, calibration_random=args.random,
             providers=args.providers, round_to=args.round_to, min_channels=args.min_channels,
             exclude=args.exclude, allow_approximate=args.allow_approximate,
@@ -152,6 +152,27 @@ def _prune(args, out: Console, err: Console) -> int:
     return 0
 
 
+def _refit_weights(original, pruned, plan, names: list[str]) -> dict:
+    """Refit weights in the original's shape: the pruned model's values at kept positions
+    (removed positions are masked anyway), so the oracle checks the rewrite around them."""
+    from onnxprune.channel_graph import Dim
+
+    updates = {}
+    for name in names:
+        full = original.graph.initializers[name].const_value.numpy().copy()
+        small = pruned.graph.initializers[name].const_value.numpy()
+        index = tuple(plan.kept.get(Dim(name, axis), slice(None)) for axis in range(full.ndim))
+        full[_open_mesh(index, full.shape)] = small
+        updates[name] = full
+    return updates
+
+
+def _open_mesh(index: tuple, shape: tuple[int, ...]):
+    import numpy as np
+
+    return np.ix_(*[np.arange(n)[i] for i, n in zip(index, shape, strict=True)])
+
+
 def _verify(args, out: Console, err: Console) -> int:
     import numpy as np
     import onnx
@@ -180,6 +201,8 @@ def _verify(args, out: Console, err: Console) -> int:
             raise UsageError("the plan in the pruned model does not fit this original model")
         rebuilt = RemovalPlan.build(ma.groups, removed)
         rebuilt.fills = {int(k): np.asarray(v) for k, v in stored.get("fills", {}).items()}
+        rebuilt.weight_updates = _refit_weights(ma.analysis.model, pruned, rebuilt,
+                                                stored.get("refit_weights", []))  # fmt: skip
         reference = masked_model(ma.analysis.model, rebuilt)
         how = "oracle: pruned == original with the removed channels masked at their consumers"
     verdict = compare(reference, pruned, feeds)
@@ -279,6 +302,8 @@ def build_parser() -> argparse.ArgumentParser:
                    "LayerNorm/Softmax normalise over (labelled approximate)")
     p.add_argument("--compensate", action="store_true", help="fold the calibration mean of "
                    "removed channels into the consumers' biases (needs --calib or --random)")
+    p.add_argument("--refit", action="store_true", help="least-squares refit of the kept "
+                   "weights of MatMul/Gemm/1x1-Conv consumers from calibration data")
     p.add_argument("--head-dim", action="store_true", help="prune inside every attention head "
                    "(head_dim) instead of removing whole heads; applies to every split dim")
     p.add_argument("--no-verify", action="store_true", help="skip the oracle (not recommended)")

@@ -33,6 +33,8 @@ class RemovalPlan:
     masks: list[Mask] = field(default_factory=list)
     #: Mask index -> values the removed channels are replaced by (bias compensation).
     fills: dict[int, np.ndarray] = field(default_factory=dict)
+    #: Initializer name -> new value of the same shape (least-squares refit of kept weights).
+    weight_updates: dict[str, np.ndarray] = field(default_factory=dict)
 
     @classmethod
     def build(cls, groups: list[Group], removed: dict[int, np.ndarray]) -> RemovalPlan:
@@ -75,7 +77,8 @@ class RemovalPlan:
     def to_dict(self) -> dict:
         """Removed atoms per group and compensation fills per mask, as plain data."""
         return {"removed": {str(g): a.tolist() for g, a in self.removed.items()},
-                "fills": {str(i): v.tolist() for i, v in self.fills.items()}}  # fmt: skip
+                "fills": {str(i): v.tolist() for i, v in self.fills.items()},
+                "refit_weights": sorted(self.weight_updates)}  # fmt: skip
 
     def to_json(self, path: str | Path) -> None:
         """Write the plan (re-appliable to the same model with ``--plan``)."""

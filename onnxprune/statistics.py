@@ -2,7 +2,8 @@
 
 For every requested (tensor, axis) the tensor becomes an extra graph output; each calibration
 batch is run and reduced at once to per-channel count, sum, sum of squares and sum of
-absolute values (float64), so no activation outlives its batch. Tensors are requested at
+absolute values (float64), and where asked the channel Gram matrix, so no activation
+outlives its batch. Tensors are requested at
 most ``chunk`` at a time (a large model is run once per chunk over the same batches), which
 bounds the extra outputs held per run.
 """
@@ -31,6 +32,8 @@ class ChannelStats:
     sum: np.ndarray
     sum_sq: np.ndarray
     sum_abs: np.ndarray
+    #: sum of x xᵀ over channels (C x C), kept only where requested (refit)
+    gram: np.ndarray | None = None
 
     @property
     def mean(self) -> np.ndarray:
@@ -50,6 +53,8 @@ class ChannelStats:
         self.sum += rows.sum(axis=1)
         self.sum_sq += np.square(rows).sum(axis=1)
         self.sum_abs += np.abs(rows).sum(axis=1)
+        if self.gram is not None:
+            self.gram += rows @ rows.T
 
 
 def _session(proto: onnx.ModelProto, providers: Sequence[str] | None) -> ort.InferenceSession:
@@ -69,9 +74,12 @@ def collect_statistics(
     *,
     providers: Sequence[str] | None = None,
     chunk: int = 128,
+    gram: Iterable[Key] = (),
     progress: Callable[[int, int], None] | None = None,
 ) -> dict[Key, ChannelStats]:
-    """Statistics of every float (tensor, axis) in ``keys`` over ``batches``."""
+    """Statistics of every float (tensor, axis) in ``keys`` over ``batches``; for keys in
+    ``gram`` also the channel Gram matrix (memory: channels² per key)."""
+    gram = set(gram)
     values = all_values(model.graph)
     outputs = {v.name for v in model.graph.outputs}
     base = ir.to_proto(model)
@@ -104,7 +112,8 @@ def collect_statistics(
                     key = (name, axis % array.ndim)
                     if key not in stats:
                         n = array.shape[key[1]]
-                        stats[key] = ChannelStats(0, np.zeros(n), np.zeros(n), np.zeros(n))
+                        stats[key] = ChannelStats(0, np.zeros(n), np.zeros(n), np.zeros(n),
+                                                  np.zeros((n, n)) if key in gram else None)
                     stats[key].add(array, key[1])
             done += 1
             if progress is not None:

@@ -56,6 +56,9 @@ def masked_model(
     (bias compensation)."""
     fills = plan.fills if fills is None else fills
     model = original.clone()
+    for name, array in plan.weight_updates.items():  # refit weights, as in the pruned model
+        model.graph.initializers[name].const_value = ir.Tensor(np.ascontiguousarray(array),
+                                                               name=name)  # fmt: skip
     nodes = {node.name: node for node in model.graph}
     for i, mask in enumerate(plan.masks):
         node = nodes[mask.consumer.node]

@@ -1,0 +1,235 @@
+"""Accuracy versus kept MACs for every criterion, with and without compensation, no finetuning.
+
+Digits CNN (models/digits_cnn.onnx; calibration: 256 training images; metric: test accuracy)
+and all-MiniLM-L6-v2 (tests/minilm.py; calibration: 256 texts from outside the first 128 pairs;
+metric: retrieval top-1 over all pairs). Side by side on the digits CNN: Torch-Pruning 1.6.1
+(``MetaPruner`` + ``GroupMagnitudeImportance(p=2)``) on the same PyTorch model, retrained here
+with the bundled model's recipe (its predictions are checked against the bundled ONNX), with
+its ``pruning_ratio`` searched so that its MACs match onnxprune's at each point.
+
+    python tools/eval_criteria.py --out tools/results          # both models
+    python tools/eval_criteria.py --models digits
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "tests"))
+sys.path.insert(0, str(ROOT / "tools"))
+
+KEEP = (0.9, 0.8, 0.7, 0.6, 0.5, 0.4)
+#: (criterion, compensate, refit)
+CONFIGS = [("l2", False, False), ("l1", False, False), ("random", False, False),
+           ("activation", False, False), ("fluctuation", False, False),
+           ("fluctuation", True, False), ("fluctuation", False, True),
+           ("fluctuation", True, True), ("wanda", False, False), ("wanda", True, False)]  # fmt: skip
+
+
+def _label(row: dict) -> str:
+    extras = [name for name in ("compensate", "refit") if row.get(name)]
+    return row["criterion"] + "".join(f" + {e}" for e in extras)
+
+
+def _digits_accuracy(model, test) -> float:
+    data = model.SerializeToString() if hasattr(model, "SerializeToString") else str(model)
+    session = ort.InferenceSession(data, providers=["CPUExecutionProvider"])
+    logits = session.run(None, {"input": test["input"]})[0]
+    return float((logits.argmax(1) == test["label"]).mean())
+
+
+def torch_pruning_digits(keep_macs: list[float], test) -> list[dict]:
+    """Torch-Pruning magnitude pruning of the retrained DigitsCNN at each onnxprune MACs."""
+    import tempfile
+
+    import torch
+    import torch_pruning as tp
+    from train_digits import DigitsCNN, load_split, seed_everything, train
+
+    from onnxprune.metrics import model_cost
+
+    seed_everything(0)
+    x_train, x_test, y_train, _ = load_split()
+    base = DigitsCNN()
+    train(base, x_train, y_train, 30, 0)
+    bundled = ort.InferenceSession(str(ROOT / "models" / "digits_cnn.onnx"),
+                                   providers=["CPUExecutionProvider"])  # fmt: skip
+    with torch.no_grad():
+        same = (base(torch.from_numpy(x_test)).argmax(1).numpy()
+                == bundled.run(None, {"input": x_test})[0].argmax(1)).all()  # fmt: skip
+    example = torch.from_numpy(x_test[:1])
+    base_macs, _ = tp.utils.count_ops_and_params(base, example)
+    rows = []
+
+    def pruned_at(ratio: float):
+        model = DigitsCNN()
+        model.load_state_dict(base.state_dict())
+        model.eval()
+        pruner = tp.pruner.MetaPruner(
+            model, example, importance=tp.importance.GroupMagnitudeImportance(p=2),
+            pruning_ratio=ratio, ignored_layers=[model.fc2])
+        pruner.step()
+        macs, _ = tp.utils.count_ops_and_params(model, example)
+        return model, macs / base_macs
+
+    for target in keep_macs:
+        lo, hi = 0.0, 0.95
+        for _ in range(14):
+            mid = (lo + hi) / 2
+            _, kept = pruned_at(mid)
+            lo, hi = (mid, hi) if kept > target else (lo, mid)
+        ratio = min((lo, hi), key=lambda r: abs(pruned_at(r)[1] - target))  # closest MACs
+        model, kept = pruned_at(ratio)
+        with tempfile.TemporaryDirectory() as tmp:
+            path = Path(tmp) / "tp.onnx"
+            torch.onnx.export(model, (example,), str(path), dynamo=False, opset_version=17,
+                              input_names=["input"], output_names=["logits"],
+                              dynamic_axes={"input": {0: "batch"}})  # fmt: skip
+            proto = onnx.load(path)
+        macs = model_cost(proto, {"batch": 1}).macs
+        rows.append({"target_macs": target, "tp_kept_macs": kept, "macs": macs,
+                     "accuracy": _digits_accuracy(proto, test), "pruning_ratio": ratio,
+                     "same_model_as_bundled": bool(same)})  # fmt: skip
+        print(f"torch-pruning keep {target:.2f}: ratio {ratio:.3f} accuracy "
+              f"{rows[-1]['accuracy']:.1%}", flush=True)  # fmt: skip
+    return rows
+
+
+def digits() -> dict:
+    from train_digits import load_split
+
+    import onnxprune
+
+    path = ROOT / "models" / "digits_cnn.onnx"
+    test = np.load(ROOT / "models" / "digits_test.npz")
+    calibration = [{"input": load_split()[0][:256]}]
+    rows = []
+    for keep in KEEP:
+        for criterion, compensate, refit in CONFIGS:
+            data = calibration if criterion in ("activation", "fluctuation", "wanda") else None
+            result = onnxprune.prune(path, target_macs=keep, criterion=criterion,
+                                     calibration=data, compensate=compensate, refit=refit)
+            rows.append({"target_macs": keep, "criterion": criterion, "compensate": compensate,
+                         "refit": refit,
+                         "macs": result.cost_after.macs,
+                         "kept_macs": result.cost_after.macs / result.cost_before.macs,
+                         "accuracy": _digits_accuracy(result.to_proto(), test),
+                         "verified": result.verification.passed})  # fmt: skip
+        print(f"digits keep {keep}: " + ", ".join(
+            f"{_label(r)} {r['accuracy']:.1%}" for r in rows[-len(CONFIGS):]), flush=True)
+    kept = [next(r["kept_macs"] for r in rows if r["target_macs"] == k) for k in KEEP]
+    return {"model": "digits CNN", "metric": "test accuracy",
+            "original": _digits_accuracy(path, test), "rows": rows,
+            "torch_pruning": torch_pruning_digits(kept, test)}  # fmt: skip
+
+
+def minilm_eval() -> dict:
+    import minilm
+    import onnxprune
+
+    path = minilm.export()
+    pairs = minilm.pairs()
+    queries, documents = [q for q, _ in pairs], [d for _, d in pairs]
+    base = minilm.embed(path, queries), minilm.embed(path, documents)
+    texts = queries[128:256] + documents[128:256]
+    calibration = [minilm.tokenize(texts[i : i + 32]) for i in range(0, len(texts), 32)]
+    dims = {"batch": 1, "sequence": minilm.MAX_TOKENS}
+    configs = [("l2", False, False), ("activation", False, False),
+               ("fluctuation", False, False), ("fluctuation", True, False),
+               ("fluctuation", False, True), ("fluctuation", True, True),
+               ("wanda", False, False)]  # fmt: skip
+    rows = []
+    # A uniform ratio removes the same heads/neurons count whatever the criterion, so every
+    # configuration of a ratio has the same MACs (no search needed).
+    for ratio in (0.125, 0.25, 0.375, 0.5):
+        for criterion, compensate, refit in configs:
+            data = calibration if criterion != "l2" else None
+            result = onnxprune.prune(path, ratio=ratio, criterion=criterion, dims=dims,
+                                     calibration=data, compensate=compensate, refit=refit,
+                                     inputs=[minilm.tokenize(queries[:3])])  # fmt: skip
+            keep = round(result.cost_after.macs / result.cost_before.macs, 2)
+            pruned = result.to_proto()
+            emb = minilm.embed(pruned, queries), minilm.embed(pruned, documents)
+            cosine = float(np.mean(np.sum(np.concatenate(emb) * np.concatenate(base), axis=1)))
+            rows.append({"target_macs": keep, "criterion": criterion, "compensate": compensate,
+                         "refit": refit, "kept_macs": result.cost_after.macs / result.cost_before.macs,
+                         "accuracy": minilm.retrieval_accuracy(*emb), "mean_cosine": cosine,
+                         "verified": result.verification.passed})  # fmt: skip
+        print(f"minilm ratio {ratio}: " + ", ".join(
+            f"{_label(r)} {r['accuracy']:.1%}" for r in rows[-len(configs):]), flush=True)
+    return {"model": "all-MiniLM-L6-v2", "metric": "retrieval top-1",
+            "original": minilm.retrieval_accuracy(*base), "rows": rows}
+
+
+def markdown(report: dict) -> str:
+    rows = report["rows"]
+    keeps = sorted({r["target_macs"] for r in rows}, reverse=True)
+    labels = list(dict.fromkeys(_label(r) for r in rows))
+    head = " | ".join(f"{k:.0%}" for k in keeps)
+    lines = [f"{report['model']}: {report['metric']} (original {report['original']:.1%}) "
+             "at the kept share of MACs, no finetuning.", "",
+             f"| criterion | {head} |", "|---|" + "---:|" * len(keeps)]  # fmt: skip
+    for label in labels:
+        cells = [next(r["accuracy"] for r in rows if r["target_macs"] == k and _label(r) == label)
+                 for k in keeps]  # fmt: skip
+        lines.append(f"| {label} | " + " | ".join(f"{c:.1%}" for c in cells) + " |")
+    if report.get("torch_pruning"):
+        cells = [f"{r['accuracy']:.1%}" for r in report["torch_pruning"]]
+        lines.append("| Torch-Pruning 1.6.1 (group L2 magnitude, same MACs) | "
+                     + " | ".join(cells) + " |")  # fmt: skip
+    return "\n".join(lines) + "\n"
+
+
+def plot(report: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.4, 4.0))
+    rows = report["rows"]
+    for label in dict.fromkeys(_label(r) for r in rows):
+        mine = [r for r in rows if _label(r) == label]
+        ax.plot([r["kept_macs"] for r in mine], [r["accuracy"] for r in mine],
+                "o--" if "+" in label else "o-", label=label)
+    if report.get("torch_pruning"):
+        tp_rows = report["torch_pruning"]
+        ax.plot([r["tp_kept_macs"] for r in tp_rows], [r["accuracy"] for r in tp_rows], "k^-",
+                label="Torch-Pruning (magnitude)")  # fmt: skip
+    ax.axhline(report["original"], color="grey", lw=0.8)
+    ax.set_xlabel("MACs kept")
+    ax.set_ylabel(report["metric"])
+    ax.invert_xaxis()
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    ax.set_title(f"{report['model']}, no finetuning")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--models", nargs="+", default=["digits", "minilm"],
+                        choices=["digits", "minilm"])  # fmt: skip
+    parser.add_argument("--out", type=Path, default=ROOT / "tools" / "results")
+    args = parser.parse_args(argv)
+    args.out.mkdir(parents=True, exist_ok=True)
+    for name in args.models:
+        report = digits() if name == "digits" else minilm_eval()
+        (args.out / f"criteria_{name}.json").write_text(json.dumps(report, indent=1))
+        (args.out / f"criteria_{name}.md").write_text(markdown(report))
+        plot(report, args.out / f"criteria_{name}.png")
+        print(markdown(report))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
