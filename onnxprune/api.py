@@ -298,8 +298,13 @@ def prune(
             raise UsageError(f"criterion '{criterion}' needs calibration data "
                              "(calibration= or calibration_random=)")  # fmt: skip
         t = time.perf_counter()
-        batches = calibration_batches(analysis.analysis.model, calibration,
-                                      random=calibration_random, dims=dims)  # fmt: skip
+        def batches():
+            return calibration_batches(analysis.analysis.model, calibration,
+                                       random=calibration_random, dims=dims)  # fmt: skip
+
+        if not (calibration is None or isinstance(calibration, str | Path | list | tuple)):
+            once = list(batches())  # a reader object can be read only once
+            batches = lambda: once  # noqa: E731
         keys = consumer_keys(eligible)
         stats = collect_statistics(
             analysis.analysis.model, keys, batches, providers=providers,

@@ -54,6 +54,7 @@ def _progress(console: Console) -> Iterator:
         tasks: dict[str, int] = {}
 
         def update(stage: str, done: int, total: int) -> None:
+            total = total or None  # 0: unknown length (streamed calibration batches)
             if stage not in tasks:
                 tasks[stage] = bar.add_task(stage, total=total)
             bar.update(tasks[stage], completed=done, total=total)

@@ -70,7 +70,7 @@ def _session(proto: onnx.ModelProto, providers: Sequence[str] | None) -> ort.Inf
 def collect_statistics(
     model: ir.Model,
     keys: Iterable[Key],
-    batches: Iterable[Feed],
+    batches: Iterable[Feed] | Callable[[], Iterable[Feed]],
     *,
     providers: Sequence[str] | None = None,
     chunk: int = 128,
@@ -78,7 +78,11 @@ def collect_statistics(
     progress: Callable[[int, int], None] | None = None,
 ) -> dict[Key, ChannelStats]:
     """Statistics of every float (tensor, axis) in ``keys`` over ``batches``; for keys in
-    ``gram`` also the channel Gram matrix (memory: channels² per key)."""
+    ``gram`` also the channel Gram matrix (memory: channels² per key).
+
+    ``batches`` may be a function returning a fresh iterable: it is then called once per
+    chunk and never held in memory (peak memory independent of the sample count); a plain
+    iterable is kept in a list when more than one chunk needs it."""
     gram = set(gram)
     values = all_values(model.graph)
     outputs = {v.name for v in model.graph.outputs}
@@ -92,11 +96,15 @@ def collect_statistics(
     for tensor, axis in keys:
         if tensor in types and ir.DataType(types[tensor]).is_floating_point():
             wanted.setdefault(tensor, []).append(axis)
-    feeds = list(batches)
     names = sorted(wanted)
     stats: dict[Key, ChannelStats] = {}
     chunks = [names[i : i + chunk] for i in range(0, len(names), chunk)] or [[]]
-    steps, done = len(chunks) * len(feeds), 0
+    if callable(batches):
+        source = batches
+    else:
+        kept = batches if len(chunks) == 1 else list(batches)
+        source = lambda: kept  # noqa: E731
+    done = 0
     for part in chunks:
         proto = onnx.ModelProto()
         proto.CopyFrom(base)
@@ -105,7 +113,7 @@ def collect_statistics(
             onnx.helper.make_tensor_value_info(n, types[n], None) for n in extra
         )
         session = _session(proto, providers)
-        for feed in feeds:
+        for feed in source():
             arrays = dict(zip(part, session.run(part, feed), strict=True)) if part else {}
             for name, array in arrays.items():
                 for axis in wanted[name]:
@@ -117,5 +125,5 @@ def collect_statistics(
                     stats[key].add(array, key[1])
             done += 1
             if progress is not None:
-                progress(done, steps)
+                progress(done, 0)
     return stats

@@ -99,8 +99,8 @@ def test_streamed_statistics_match_numpy_in_any_chunking():
     h = x @ inits["w1"] + inits["b1"]
     r = np.maximum(h, 0)
     batches = [{"x": x[i : i + 7]} for i in range(0, 30, 7)]
-    for chunk in (1, 8):
-        stats = collect_statistics(_ir(proto), [("h", 1), ("r", 1)], batches, chunk=chunk)
+    for chunk, source in ((1, batches), (8, batches), (1, lambda: iter(batches))):
+        stats = collect_statistics(_ir(proto), [("h", 1), ("r", 1)], source, chunk=chunk)
         np.testing.assert_allclose(stats[("h", 1)].mean, h.mean(0), rtol=1e-5, atol=1e-6)
         np.testing.assert_allclose(stats[("r", 1)].var, r.var(0), rtol=1e-4, atol=1e-6)
         np.testing.assert_allclose(stats[("r", 1)].mean_abs, np.abs(r).mean(0), rtol=1e-5)

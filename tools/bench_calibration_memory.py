@@ -34,7 +34,8 @@ def _run(path: str, samples: int, queue) -> None:
     model = analysis.analysis.model
     keys = consumer_keys([g for g in analysis.groups if g.prunable])
     start = time.perf_counter()
-    stats = collect_statistics(model, keys, calibration_batches(model, random=samples, batch=8))
+    stats = collect_statistics(
+        model, keys, lambda: calibration_batches(model, random=samples, batch=8))
     queue.put({"samples": samples, "seconds": time.perf_counter() - start,
                "tensors": len(stats), "peak_rss_mb": _peak_rss_mb()})  # fmt: skip
 
