@@ -37,6 +37,9 @@ from onnxprune.verify import Verification, compare, verify_plan
 
 Progress = Callable[[str, int, int], None]
 
+#: Gram matrices for the default refit may take this many bytes (float64, channels² each).
+REFIT_MEMORY = 1 << 30
+
 
 @dataclass
 class ModelAnalysis:
@@ -224,7 +227,7 @@ def prune(
     allow_approximate: bool = False,
     head_dim: bool = False,
     compensate: bool | None = None,
-    refit: bool = False,
+    refit: bool | None = None,
     calibration: Any = None,
     calibration_random: int = 0,
     providers: Sequence[str] | None = None,
@@ -265,7 +268,8 @@ def prune(
         compensate: fold the calibration mean of removed channels into the consumers' biases
             (needs calibration data; off by default: on the digits CNN it did not help).
         refit: least-squares refit of the consumers' kept weights from calibration Gram
-            matrices (MatMul/Gemm/1x1 Conv consumers; centred when ``compensate``).
+            matrices (MatMul/Gemm/1x1 Conv consumers; centred when ``compensate``). Default:
+            on with calibration data when the Gram matrices fit in ``REFIT_MEMORY`` bytes.
         progress: callback ``(stage, done, total)``.
 
     Raises:
@@ -285,6 +289,15 @@ def prune(
         if progress is not None:
             progress(stage, done, total)
 
+    plan_data = json.loads(Path(plan).read_text()) if isinstance(plan, str | Path) else plan
+    if plan_data is not None and plan_data.get("refit_weights"):
+        if calibration is None and not calibration_random:
+            raise UsageError("the plan was made with a least-squares refit, which it does not "
+                             "store: give the same calibration data to recompute it, or "
+                             "--no-refit to apply only its channel choice")  # fmt: skip
+        refit = True if refit is None else refit
+        if compensate is None:
+            compensate = plan_data.get("options", {}).get("compensate")
     analysis = analyze(model, head_dim=head_dim, progress=progress)
     timings["analyse_s"] = time.perf_counter() - start
     groups = analysis.groups
@@ -306,9 +319,15 @@ def prune(
             once = list(batches())  # a reader object can be read only once
             batches = lambda: once  # noqa: E731
         keys = consumer_keys(eligible)
+        gram = refit_keys(analysis.analysis, eligible)
+        if refit is None:
+            sizes = {v.name: v.shape for v in analysis.analysis.values.values()}
+            need = sum(8 * int(sizes[t][a]) ** 2 for t, a in gram
+                       if sizes.get(t) is not None and isinstance(sizes[t][a], int))  # fmt: skip
+            refit = need <= REFIT_MEMORY
         stats = collect_statistics(
             analysis.analysis.model, keys, batches, providers=providers,
-            gram=refit_keys(analysis.analysis, eligible) if refit else (),
+            gram=gram if refit else (),
             progress=None if progress is None else (lambda i, n: progress("calibrate", i, n)),
         )
         timings["calibrate_s"] = time.perf_counter() - t
@@ -340,10 +359,11 @@ def prune(
 
         ratio = search_ratio(kept_fraction, target)
         step("search ratio", 13, 13)
-    if plan is not None:
-        data = json.loads(Path(plan).read_text()) if isinstance(plan, str | Path) else plan
-        removal = RemovalPlan.build(groups, load_removed(data, eligible))
-        removal.fills = {int(k): np.asarray(v) for k, v in data.get("fills", {}).items()}
+    if plan_data is not None:
+        removal = RemovalPlan.build(groups, load_removed(plan_data, eligible))
+        if not plan_data.get("refit_weights") or refit:  # refit fills go with refit weights
+            removal.fills = {int(k): np.asarray(v)
+                             for k, v in plan_data.get("fills", {}).items()}  # fmt: skip
         if any(k >= len(removal.masks) for k in removal.fills):
             raise UsageError("the plan's compensation does not fit this model's masks")
         ratio = float("nan")
@@ -351,6 +371,7 @@ def prune(
         removal = plan_for(ratio)
     plan = removal
     timings["allocate_s"] = time.perf_counter() - t
+    refit = bool(refit) and stats is not None if refit is None else refit
     if (compensate or refit) and stats is None:
         raise UsageError("compensation and refit need calibration data (calibration= or "
                          "calibration_random=)")  # fmt: skip

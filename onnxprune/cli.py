@@ -132,7 +132,10 @@ def _prune(args, out: Console, err: Console) -> int:
     source = result.options.get("calibration") or (
         f"{args.random} random samples" if args.random else None)
     if source:
-        out.print(f"importance: {result.options['criterion']} (calibration: {source})")
+        refit = " + least-squares refit" if result.options["refit"] else ""
+        comp = " + bias compensation" if result.options["compensate"] else ""
+        out.print(f"importance: {result.options['criterion']}{comp}{refit} (calibration: "
+                  f"{source})")
     else:
         name = result.options["criterion"]
         name += " weight magnitude" if name in ("l1", "l2") else ""
@@ -303,8 +306,10 @@ def build_parser() -> argparse.ArgumentParser:
                    "LayerNorm/Softmax normalise over (labelled approximate)")
     p.add_argument("--compensate", action="store_true", help="fold the calibration mean of "
                    "removed channels into the consumers' biases (needs --calib or --random)")
-    p.add_argument("--refit", action="store_true", help="least-squares refit of the kept "
-                   "weights of MatMul/Gemm/1x1-Conv consumers from calibration data")
+    p.add_argument("--refit", action=argparse.BooleanOptionalAction, default=None,
+                   help="least-squares refit of the kept weights of MatMul/Gemm/1x1-Conv "
+                   "consumers from calibration data (default: on with data when its Gram "
+                   "matrices fit in 1 GiB)")
     p.add_argument("--head-dim", action="store_true", help="prune inside every attention head "
                    "(head_dim) instead of removing whole heads; applies to every split dim")
     p.add_argument("--no-verify", action="store_true", help="skip the oracle (not recommended)")

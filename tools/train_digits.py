@@ -4,7 +4,8 @@ Reproducible: fixed seeds, deterministic algorithms, a stratified 75/25 split wi
 ``random_state=0`` (independent of ``--seed``, so the test set never changes). Writes
 ``models/digits_cnn.onnx`` (TorchScript exporter, opset 17, dynamic batch, BatchNorm folded
 by the exporter) and ``models/digits_test.npz`` (the held-out split: ``input`` float32
-(N, 1, 8, 8) in [0, 1], ``label`` int64), then checks that
+(N, 1, 8, 8) in [0, 1], ``label`` int64) and ``models/digits_calib.npz`` (the first 256
+training images, for calibration), then checks that
 onnxruntime reproduces the PyTorch predictions and test accuracy (exit status 1 if not).
 
     .venv/bin/python tools/train_digits.py   # needs the test extra (torch, scikit-learn)
@@ -119,6 +120,7 @@ def main(argv: list[str] | None = None) -> int:
             dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}},
         )  # fmt: skip
     np.savez_compressed(args.out_dir / "digits_test.npz", input=x_test, label=y_test)
+    np.savez_compressed(args.out_dir / "digits_calib.npz", input=x_train[:256])
     session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
     ort_logits = session.run(None, {"input": x_test})[0]
     ort_acc = float((ort_logits.argmax(1) == y_test).mean())
