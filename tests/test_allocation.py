@@ -9,6 +9,7 @@ from onnx import helper, numpy_helper
 import onnxprune
 from graphs import feeds, model, weight
 from onnxprune.errors import UsageError
+from onnxprune.importance import DATA_CRITERIA
 
 
 def mlp(width: int = 40):
@@ -67,10 +68,29 @@ def test_target_macs_keeps_about_that_fraction():
     assert 0.4 <= kept <= 0.5
 
 
-@pytest.mark.parametrize("criterion", ["l1", "l2", "random"])
+@pytest.mark.parametrize(
+    "criterion", ["l1", "l2", "random", "bn_scale", "activation", "fluctuation", "wanda"])
 def test_every_criterion_prunes_exactly(criterion):
-    result = onnxprune.prune(mlp(), ratio=0.5, criterion=criterion, inputs=feeds(mlp()))
+    data = feeds(mlp(), n=3, seed=4)
+    result = onnxprune.prune(mlp(), ratio=0.5, criterion=criterion, inputs=feeds(mlp()),
+                             calibration=data if criterion in DATA_CRITERIA else None)
     assert result.verification.passed and len(result.plan.removed) == 2
+
+
+def test_bn_scale_ranks_channels_by_batchnorm_gamma():
+    gamma = np.array([5, 0.1, 4, 0.2, 3, 0.3, 2, 0.4], dtype=np.float32)
+    nodes = [
+        helper.make_node("Conv", ["x", "w1"], ["a"], name="c1"),
+        helper.make_node("BatchNormalization", ["a", "g", "b", "m", "v"], ["n"], name="bn"),
+        helper.make_node("Relu", ["n"], ["r"], name="relu"),
+        helper.make_node("Conv", ["r", "w2"], ["y"], name="c2"),
+    ]
+    inits = {"w1": weight(8, 3, 1, 1), "g": gamma, "b": weight(8), "m": weight(8),
+             "v": np.ones(8, np.float32), "w2": weight(2, 8, 1, 1)}  # fmt: skip
+    proto = model(nodes, {"x": [1, 3, 4, 4]}, {"y": [1, 2, 4, 4]}, inits)
+    result = onnxprune.prune(proto, ratio=0.5, criterion="bn_scale", inputs=feeds(proto))
+    (removed,) = result.plan.removed.values()
+    assert removed.tolist() == [1, 3, 5, 7], "the four smallest |gamma| go"
 
 
 def test_magnitude_removes_the_smallest_channels():
