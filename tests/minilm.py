@@ -24,7 +24,8 @@ import numpy as np
 import transformer_zoo
 import zoo
 
-__all__ = ["MODULES", "embed", "export", "model_dir", "pairs", "retrieval_accuracy", "tokenize"]
+__all__ = ["MODULES", "embed", "export", "export_module", "load_bert", "model_dir", "pairs",
+           "retrieval_accuracy", "tokenize"]  # fmt: skip
 
 RECIPE = 1
 MAX_TOKENS = 64
@@ -108,14 +109,20 @@ def retrieval_accuracy(queries: np.ndarray, documents: np.ndarray) -> float:
     return float((best == np.arange(len(queries))).mean())
 
 
-def _export_to(exporter: str, path: Path) -> None:
-    import torch
+def load_bert():
+    """The pretrained encoder as a transformers ``BertModel`` (eager attention, eval mode)."""
     from transformers import BertModel
+
+    return BertModel.from_pretrained(str(model_dir()), attn_implementation="eager").eval()
+
+
+def _export_to(exporter: str, path: Path, bert=None) -> None:
+    import torch
 
     class Encoder(torch.nn.Module):
         def __init__(self) -> None:
             super().__init__()
-            self.bert = BertModel.from_pretrained(str(model_dir()), attn_implementation="eager")
+            self.bert = load_bert() if bert is None else bert
 
         def forward(self, input_ids, attention_mask):
             return self.bert(input_ids=input_ids, attention_mask=attention_mask,
@@ -138,6 +145,12 @@ def _export_to(exporter: str, path: Path) -> None:
             torch.onnx.export(model, args, str(path), dynamo=True, input_names=names,
                               output_names=["last_hidden_state"], dynamic_shapes=shapes,
                               opset_version=zoo.EXPORTERS[exporter], external_data=False)  # fmt: skip
+
+
+def export_module(bert, path: Path, exporter: str = "torchscript") -> Path:
+    """Export a (modified) ``BertModel`` with the same interface as :func:`export`."""
+    _export_to(exporter, path, bert)
+    return path
 
 
 def export(exporter: str = "torchscript") -> Path:

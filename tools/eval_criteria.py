@@ -131,6 +131,50 @@ def digits() -> dict:
             "torch_pruning": torch_pruning_digits(kept, test)}  # fmt: skip
 
 
+def torch_pruning_minilm(ratios, queries, documents, dims) -> list[dict]:
+    """Torch-Pruning on the same BertModel: heads (num_heads, prune_num_heads) and MLP at
+    each ratio, residual width kept (the layers writing it are ignored), as onnxprune does."""
+    import tempfile
+
+    import onnx
+    import torch
+    import torch_pruning as tp
+    from transformers.models.bert.modeling_bert import BertSelfAttention
+
+    import minilm
+    from onnxprune.metrics import model_cost
+
+    example = {k: torch.from_numpy(v) for k, v in minilm.tokenize(queries[:2]).items()}
+    base_macs = model_cost(onnx.load(minilm.export()), dims).macs
+    rows = []
+    for ratio in ratios:
+        bert = minilm.load_bert()
+        heads = {}
+        for m in bert.modules():
+            if isinstance(m, BertSelfAttention):
+                heads[m.query] = heads[m.key] = heads[m.value] = m.num_attention_heads
+        ignored = [bert.embeddings, bert.pooler]
+        for layer in bert.encoder.layer:
+            ignored += [layer.attention.output.dense, layer.output.dense]
+        pruner = tp.pruner.MetaPruner(
+            bert, example, importance=tp.importance.GroupMagnitudeImportance(p=2),
+            pruning_ratio=ratio, ignored_layers=ignored, num_heads=heads, prune_num_heads=True,
+            prune_head_dims=False, head_pruning_ratio=ratio)
+        pruner.step()
+        for m in bert.modules():
+            if isinstance(m, BertSelfAttention):
+                m.num_attention_heads = pruner.num_heads[m.query]
+                m.all_head_size = m.query.out_features
+        with tempfile.TemporaryDirectory() as tmp:
+            path = minilm.export_module(bert, Path(tmp) / "tp.onnx")
+            macs = model_cost(onnx.load(path), dims).macs
+            emb = minilm.embed(path, queries), minilm.embed(path, documents)
+        rows.append({"ratio": ratio, "kept_macs": macs / base_macs,
+                     "accuracy": minilm.retrieval_accuracy(*emb)})  # fmt: skip
+        print(f"torch-pruning ratio {ratio}: retrieval {rows[-1]['accuracy']:.1%}", flush=True)
+    return rows
+
+
 def minilm_eval() -> dict:
     import minilm
     import onnxprune
@@ -149,7 +193,7 @@ def minilm_eval() -> dict:
     rows = []
     # A uniform ratio removes the same heads/neurons count whatever the criterion, so every
     # configuration of a ratio has the same MACs (no search needed).
-    for ratio in (0.125, 0.25, 0.375, 0.5):
+    for ratio in (0.125, 0.25, 0.375, 0.5):  # the Torch-Pruning rows use the same ratios
         for criterion, compensate, refit in configs:
             data = calibration if criterion != "l2" else None
             result = onnxprune.prune(path, ratio=ratio, criterion=criterion, dims=dims,
@@ -165,8 +209,14 @@ def minilm_eval() -> dict:
                          "verified": result.verification.passed})  # fmt: skip
         print(f"minilm ratio {ratio}: " + ", ".join(
             f"{_label(r)} {r['accuracy']:.1%}" for r in rows[-len(configs):]), flush=True)
+    ratios = (0.125, 0.25, 0.375, 0.5)
+    tp_rows = torch_pruning_minilm(ratios, queries, documents, dims)
+    keeps = sorted({r["target_macs"] for r in rows}, reverse=True)
+    for row, keep in zip(tp_rows, keeps, strict=True):
+        row["target_macs"] = keep
     return {"model": "all-MiniLM-L6-v2", "metric": "retrieval top-1",
-            "original": minilm.retrieval_accuracy(*base), "rows": rows}
+            "original": minilm.retrieval_accuracy(*base), "rows": rows,
+            "torch_pruning": tp_rows}
 
 
 def markdown(report: dict) -> str:
@@ -202,7 +252,8 @@ def plot(report: dict, path: Path) -> None:
                 "o--" if "+" in label else "o-", label=label)
     if report.get("torch_pruning"):
         tp_rows = report["torch_pruning"]
-        ax.plot([r["tp_kept_macs"] for r in tp_rows], [r["accuracy"] for r in tp_rows], "k^-",
+        ax.plot([r.get("tp_kept_macs", r["kept_macs"]) for r in tp_rows],
+                [r["accuracy"] for r in tp_rows], "k^-",
                 label="Torch-Pruning (magnitude)")  # fmt: skip
     ax.axhline(report["original"], color="grey", lw=0.8)
     ax.set_xlabel("MACs kept")

@@ -1,0 +1,56 @@
+"""scikit-learn: an MLPClassifier trained on digits, converted by skl2onnx, pruned.
+
+skl2onnx writes MatMul/Add/Relu hidden layers and a Softmax/ArgMax head (outputs ``label`` and
+``probabilities``): both hidden layers are prunable groups, the 10-class output is blocked by
+the model's outputs (and ArgMax, which has no channel rule). Accuracy before/after is measured
+on the held-out split, with magnitude and with calibration on training data.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+
+import onnxprune
+
+pytest.importorskip("skl2onnx")
+
+
+@pytest.fixture(scope="module")
+def digits_mlp():
+    from skl2onnx import to_onnx
+    from sklearn.datasets import load_digits
+    from sklearn.model_selection import train_test_split
+    from sklearn.neural_network import MLPClassifier
+
+    x, y = load_digits(return_X_y=True)
+    x = (x / 16).astype(np.float32)
+    x_train, x_test, y_train, y_test = train_test_split(x, y, test_size=0.25, stratify=y,
+                                                        random_state=0)  # fmt: skip
+    clf = MLPClassifier(hidden_layer_sizes=(128, 64), max_iter=400, random_state=0)
+    clf.fit(x_train, y_train)
+    proto = to_onnx(clf, x_train[:1], options={"zipmap": False}, target_opset=17)
+    return proto, x_train, x_test, y_test
+
+
+def _accuracy(proto, x, y) -> float:
+    session = ort.InferenceSession(proto.SerializeToString(), providers=["CPUExecutionProvider"])
+    return float((session.run(None, {"X": x})[0] == y).mean())
+
+
+def test_sklearn_mlp_hidden_units_prune_with_accuracy(digits_mlp):
+    proto, x_train, x_test, y_test = digits_mlp
+    analysis = onnxprune.analyze(proto)
+    assert sorted(g.n_atoms for g in analysis.groups if g.exact) == [64, 128]
+    before = _accuracy(proto, x_test, y_test)
+    magnitude = onnxprune.prune(proto, target_macs=0.5, inputs=[{"X": x_test[:32]}])
+    calibrated = onnxprune.prune(proto, target_macs=0.5, inputs=[{"X": x_test[:32]}],
+                                 calibration=[{"X": x_train[:512]}])  # fmt: skip
+    for result in (magnitude, calibrated):
+        assert result.verification.passed
+        assert result.cost_after.macs <= 0.5 * result.cost_before.macs
+    a_mag = _accuracy(magnitude.to_proto(), x_test, y_test)
+    a_cal = _accuracy(calibrated.to_proto(), x_test, y_test)
+    print(f"sklearn MLP digits: {before:.1%} -> magnitude {a_mag:.1%}, calibrated {a_cal:.1%}")
+    assert before > 0.95 and a_cal > before - 0.02 and a_cal > a_mag
