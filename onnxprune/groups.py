@@ -1,7 +1,9 @@
 """Form zero-invariant groups from the channel graph.
 
 1. Factor blocks choose one factor to prune along. Factors are ranked by: their component is
-   free of blocks, how often they are the outermost factor (heads before head_dim, C before
+   free of blocks, it holds a dim that a node with a constant weight produces (so opening it
+   can make a group: an embedding inside a reshaped axis), how often
+   they are the outermost factor (heads before head_dim, C before
    H x W; with ``inner=True`` the innermost: head_dim before heads), then size; a factor opens when no other factor of its blocks is open, and the
    remaining factors are kept whole. The merged dim is then related to the open factor:
    position p ~ index of p along that factor, so removals are always rectangular.
@@ -77,6 +79,19 @@ def _is_clean(graph: ChannelGraph, analysis: Analysis, dims: set[Dim]) -> bool:
     return True
 
 
+def _weight_produced(graph: ChannelGraph, analysis: Analysis, dims: set[Dim]) -> bool:
+    """Some dim of ``dims`` is produced by a node with a constant input (a weight)."""
+    for d in dims:
+        if not graph.info(d).produced:
+            continue
+        value = analysis.value(d.tensor)
+        node = value.producer() if value is not None else None
+        if node is not None and any(i is not None and i.const_value is not None
+                                    for i in node.inputs):  # fmt: skip
+            return True
+    return False
+
+
 def _choose_factors(
     analysis: Analysis, components: list[set[Dim]], comp_of: dict[Dim, int], inner: bool = False
 ) -> tuple[list[tuple[FactorBlock, int]], list[tuple[Dim, Reason]]]:
@@ -87,9 +102,11 @@ def _choose_factors(
         real = [k for k, s in enumerate(block.sizes) if s != 1]
         for pos, k in enumerate(real):
             c = comp_of[block.factors[k]]
-            entry = rank.setdefault(c, [_is_clean(graph, analysis, components[c]), 0, 0])
-            entry[1] += pos == (len(real) - 1 if inner else 0)
-            entry[2] = max(entry[2], block.sizes[k])
+            entry = rank.setdefault(c, [_is_clean(graph, analysis, components[c]),
+                                        _weight_produced(graph, analysis, components[c]),
+                                        0, 0])  # fmt: skip
+            entry[2] += pos == (len(real) - 1 if inner else 0)
+            entry[3] = max(entry[3], block.sizes[k])
     opened: set[int] = set()
     fixed: set[int] = set()
     blocks_of: dict[int, list[FactorBlock]] = {}

@@ -38,8 +38,11 @@ def _silenced(name: str) -> Iterator[None]:
         logger.setLevel(level)
 
 
-def _unknown(dim: int | str | None) -> bool:
-    return dim is None or (isinstance(dim, str) and (not dim or dim.startswith("unk__")))
+def _unknown(dim: int | str | None, declared: frozenset[str] = frozenset()) -> bool:
+    """No size, or a name ONNX inference made up (``unk__N``) that no graph input declares."""
+    if dim is None:
+        return True
+    return isinstance(dim, str) and (not dim or (dim.startswith("unk__") and dim not in declared))
 
 
 def _proto_types(proto: onnx.ModelProto) -> dict[str, int]:
@@ -160,7 +163,10 @@ def _ir_skeleton(model: ir.Model) -> onnx.ModelProto:
 def complete_shapes(model: ir.Model) -> int:
     """Replace shapes with unknown dims by onnxruntime's symbolic ones; returns how many."""
     values = all_values(model.graph)
-    if not any(v.shape is None or any(_unknown(_dim(d)) for d in v.shape) for v in values.values()):
+    declared = frozenset(str(d.value) for v in model.graph.inputs if v.shape is not None
+                         for d in v.shape if not isinstance(d, int) and d.value)  # fmt: skip
+    if not any(v.shape is None or any(_unknown(_dim(d), declared) for d in v.shape)
+               for v in values.values()):  # fmt: skip
         return 0
     types: dict[str, int] = {}
     shapes = infer_symbolic_shapes(_ir_skeleton(model), types)
@@ -173,10 +179,14 @@ def complete_shapes(model: ir.Model) -> int:
             value.type = ir.TensorType(ir.DataType(elem_type))
     for name, shape in shapes.items():
         value = values.get(name)
-        if value is None or value.const_value is not None or any(_unknown(d) for d in shape):
+        if value is None or value.const_value is not None or any(
+            _unknown(d, declared) for d in shape
+        ):
             continue
         old = None if value.shape is None else [_dim(d) for d in value.shape]
-        if old is not None and (len(old) != len(shape) or not any(_unknown(d) for d in old)):
+        if old is not None and (
+            len(old) != len(shape) or not any(_unknown(d, declared) for d in old)
+        ):
             continue
         if old is not None and any(
             isinstance(a, int) and a != b for a, b in zip(old, shape, strict=True)

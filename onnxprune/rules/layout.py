@@ -153,9 +153,42 @@ def couple_reshaped(ctx: RuleContext, x: ir.Value, y: ir.Value) -> None:
             merge(ctx, dx[0], dy)
         elif len(dy) == 1:
             merge(ctx, dy[0], dx)
-        else:
+        elif not _refine(ctx, dx, dy):
             for d in (*dx, *dy):
                 ctx.block_dim(d, "Reshape regroups several axes into several others")
+
+
+def _refine(ctx: RuleContext, dx: list[Dim], dy: list[Dim]) -> bool:
+    """Relate two groupings of the same static axes through their common refinement:
+    (2048, 64) -> (512, 256) is (512, 4 | 64) -> (512 | 4, 64), so axis 2048 = 512 x 4,
+    axis 256 = 4 x 64 and the pieces pair up in order. False when sizes do not nest."""
+    sx, sy = [ctx.size(d) for d in dx], [ctx.size(d) for d in dy]
+    if not all(isinstance(n, int) and n > 1 for n in (*sx, *sy)):
+        return False
+    px: list[list[int]] = [[] for _ in sx]
+    py: list[list[int]] = [[] for _ in sy]
+    order: list[tuple[int, int, int, int]] = []  # (x axis, piece k, y axis, piece k)
+    i = j = 0
+    rx, ry = sx[0], sy[0]
+    while i < len(sx) and j < len(sy):
+        piece = min(rx, ry)
+        if max(rx, ry) % piece:
+            return False
+        order.append((i, len(px[i]), j, len(py[j])))
+        px[i].append(piece)
+        py[j].append(piece)
+        rx, ry = rx // piece, ry // piece
+        if rx == 1:
+            i += 1
+            rx = sx[i] if i < len(sx) else 1
+        if ry == 1:
+            j += 1
+            ry = sy[j] if j < len(sy) else 1
+    parts_x = [ctx.factor(d, p) if len(p) > 1 else [d] for d, p in zip(dx, px, strict=True)]
+    parts_y = [ctx.factor(d, p) if len(p) > 1 else [d] for d, p in zip(dy, py, strict=True)]
+    for a, ka, b, kb in order:
+        ctx.same(parts_x[a][ka], parts_y[b][kb])
+    return True
 
 
 def bind_shape_vector(ctx: RuleContext, target: ir.Value | None, out: ir.Value, what: str) -> None:
