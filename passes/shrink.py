@@ -50,9 +50,13 @@ class _Writer:
 
 
 def _replace_input(graph: ir.Graph, node: ir.Node, index: int, array: np.ndarray, tag: str) -> None:
+    """A new int initializer as input ``index``, in the dtype of the input it replaces (Slice
+    wants starts/ends/axes of one type; tf2onnx writes int32)."""
     name = f"{node.name}_{tag}"
-    value = ir.Value(name=name, shape=ir.Shape(array.shape), type=ir.TensorType(ir.DataType.INT64))
-    value.const_value = ir.Tensor(array.astype(np.int64), name=name)
+    old = node.inputs[index] if index < len(node.inputs) else None
+    dtype = old.dtype if old is not None and old.dtype is not None else ir.DataType.INT64
+    value = ir.Value(name=name, shape=ir.Shape(array.shape), type=ir.TensorType(dtype))
+    value.const_value = ir.Tensor(array.astype(dtype.numpy()), name=name)
     graph.register_initializer(value)
     if index >= len(node.inputs):
         node.resize_inputs(index + 1)

@@ -8,10 +8,10 @@ on the held-out split, with magnitude and with calibration on training data.
 
 from __future__ import annotations
 
-import numpy as np
 import onnxruntime as ort
 import pytest
 
+import frameworks
 import onnxprune
 
 pytest.importorskip("skl2onnx")
@@ -19,19 +19,7 @@ pytest.importorskip("skl2onnx")
 
 @pytest.fixture(scope="module")
 def digits_mlp():
-    from skl2onnx import to_onnx
-    from sklearn.datasets import load_digits
-    from sklearn.model_selection import train_test_split
-    from sklearn.neural_network import MLPClassifier
-
-    x, y = load_digits(return_X_y=True)
-    x = (x / 16).astype(np.float32)
-    x_train, x_test, y_train, y_test = train_test_split(x, y, test_size=0.25, stratify=y,
-                                                        random_state=0)  # fmt: skip
-    clf = MLPClassifier(hidden_layer_sizes=(128, 64), max_iter=400, random_state=0)
-    clf.fit(x_train, y_train)
-    proto = to_onnx(clf, x_train[:1], options={"zipmap": False}, target_opset=17)
-    return proto, x_train, x_test, y_test
+    return frameworks.sklearn_digits_mlp()
 
 
 def _accuracy(proto, x, y) -> float:

@@ -1,0 +1,104 @@
+"""Models from other frameworks and their tasks, for tests/test_frameworks_*.py and
+tools/eval_frameworks.py.
+
+- scikit-learn: an ``MLPClassifier`` (128, 64) trained on digits (the bundled model's split),
+  converted by skl2onnx (``zipmap`` off: outputs ``label`` and ``probabilities``).
+- magika (Keras/JAX origin, converted by tf2onnx, shipped in the PyPI package): its content-
+  type model, judged on real files of this machine with an unambiguous type. Files come from
+  the Python standard library and /usr/share, chosen by extension (the expected label),
+  larger than 512 bytes, in sorted path order; ``split`` 0 and 1 interleave, so calibration
+  and evaluation never share a file.
+"""
+
+from __future__ import annotations
+
+import shutil
+import sysconfig
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+__all__ = ["EXPECTED", "files", "magika_features", "magika_labels", "magika_model_dir",
+           "sklearn_digits_mlp"]  # fmt: skip
+
+#: file extension -> magika content-type label
+EXPECTED = {
+    ".py": "python", ".json": "json", ".xml": "xml", ".html": "html", ".svg": "svg",
+    ".png": "png", ".gz": "gzip", ".c": "c", ".css": "css", ".pl": "perl", ".sql": "sql",
+    ".md": "markdown", ".rst": "rst", ".sh": "shell", ".csv": "csv", ".gif": "gif",
+    ".ttf": "ttf", ".jar": "jar", ".pem": "pem", ".vim": "vba",
+}  # fmt: skip
+
+
+def files(per_label: int = 12, split: int = 0) -> list[tuple[Path, str]]:
+    """Up to ``per_label`` files per expected label, from split 0 or 1."""
+    roots = [Path(sysconfig.get_paths()["stdlib"]), Path("/usr/share")]
+    found: dict[str, list[Path]] = {label: [] for label in EXPECTED.values()}
+    for root in roots:
+        for path in sorted(root.rglob("*")):
+            label = EXPECTED.get(path.suffix.lower())
+            if label is None or len(found[label]) >= 2 * per_label:
+                continue
+            try:
+                if path.is_file() and not path.is_symlink() and path.stat().st_size > 512:
+                    found[label].append(path)
+            except OSError:
+                continue
+    return [(p, label) for label, paths in found.items() for p in paths[split::2][:per_label]]
+
+
+def magika_model_dir() -> Path:
+    """The folder of magika's bundled model (model.onnx and its config)."""
+    import magika
+
+    return next((Path(magika.__file__).parent / "models").glob("standard_v*"))
+
+
+def magika_labels(paths: list[Path], model: Path | None = None) -> list[str]:
+    """The model's own label for each path (``dl.label``, before magika's thresholds), with
+    ``model`` (an .onnx file) in place of the bundled one when given."""
+    import magika
+
+    if model is None:
+        return [str(r.dl.label) for r in magika.Magika().identify_paths(paths)]
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp) / "model"
+        shutil.copytree(magika_model_dir(), folder)
+        shutil.copyfile(model, folder / "model.onnx")
+        return [str(r.dl.label) for r in magika.Magika(model_dir=folder).identify_paths(paths)]
+
+
+def magika_features(paths: list[Path]) -> list[dict[str, np.ndarray]]:
+    """The model inputs magika computes for ``paths`` (calibration feeds), captured at its
+    onnxruntime session (magika has no public feature API)."""
+    import magika
+
+    m = magika.Magika()
+    feeds: list[dict[str, np.ndarray]] = []
+    run = m._onnx_session.run
+
+    def capture(names, feed):
+        feeds.append({"bytes": np.asarray(feed["bytes"], dtype=np.int32)})
+        return run(names, feed)
+
+    m._onnx_session.run = capture
+    m.identify_paths(paths)
+    return feeds
+
+
+def sklearn_digits_mlp():
+    """(ONNX model, x_train, x_test, y_test) of a digits MLPClassifier via skl2onnx."""
+    from skl2onnx import to_onnx
+    from sklearn.datasets import load_digits
+    from sklearn.model_selection import train_test_split
+    from sklearn.neural_network import MLPClassifier
+
+    x, y = load_digits(return_X_y=True)
+    x = (x / 16).astype(np.float32)
+    x_train, x_test, y_train, y_test = train_test_split(x, y, test_size=0.25, stratify=y,
+                                                        random_state=0)  # fmt: skip
+    clf = MLPClassifier(hidden_layer_sizes=(128, 64), max_iter=400, random_state=0)
+    clf.fit(x_train, y_train)
+    proto = to_onnx(clf, x_train[:1], options={"zipmap": False}, target_opset=17)
+    return proto, x_train, x_test, y_test
