@@ -311,6 +311,7 @@ def prune(
             raise UsageError(f"criterion '{criterion}' needs calibration data "
                              "(calibration= or calibration_random=)")  # fmt: skip
         t = time.perf_counter()
+
         def batches():
             return calibration_batches(analysis.analysis.model, calibration,
                                        random=calibration_random, dims=dims)  # fmt: skip
@@ -322,8 +323,9 @@ def prune(
         gram = refit_keys(analysis.analysis, eligible)
         if refit is None:
             sizes = {v.name: v.shape for v in analysis.analysis.values.values()}
-            need = sum(8 * int(sizes[t][a]) ** 2 for t, a in gram
-                       if sizes.get(t) is not None and isinstance(sizes[t][a], int))  # fmt: skip
+            need = sum(8 * sizes[name][axis] ** 2 for name, axis in gram
+                       if sizes.get(name) is not None
+                       and isinstance(sizes[name][axis], int))  # fmt: skip
             refit = need <= REFIT_MEMORY
         stats = collect_statistics(
             analysis.analysis.model, keys, batches, providers=providers,
@@ -376,12 +378,17 @@ def prune(
         raise UsageError("compensation and refit need calibration data (calibration= or "
                          "calibration_random=)")  # fmt: skip
     compensate = bool(compensate)
-    if compensate:
-        plan.fills = compensation_fills(original, plan, stats)
-    if refit:
-        plan.weight_updates, refit_fills = refit_updates(original, plan, stats,
-                                                         centered=compensate)  # fmt: skip
-        plan.fills |= refit_fills
+
+    def correct(removal: RemovalPlan) -> None:
+        """Attach compensation fills and refit weights (computed for this plan's masks)."""
+        if compensate:
+            removal.fills = compensation_fills(original, removal, stats)
+        if refit:
+            removal.weight_updates, refit_fills = refit_updates(original, removal, stats,
+                                                                centered=compensate)  # fmt: skip
+            removal.fills |= refit_fills
+
+    correct(plan)
     fills = plan.fills
     t = time.perf_counter()
     step("rewrite", 0)
@@ -402,12 +409,7 @@ def prune(
             exact_plan = RemovalPlan.build(
                 groups, {k: v for k, v in plan.removed.items() if k not in approximate_ids}
             )
-            if compensate:
-                exact_plan.fills = compensation_fills(original, exact_plan, stats)
-            if refit:
-                exact_plan.weight_updates, refit_fills = refit_updates(
-                    original, exact_plan, stats, centered=compensate)
-                exact_plan.fills |= refit_fills
+            correct(exact_plan)
             verification = verify_plan(original, _shrunk(original, exact_plan), exact_plan, feeds)
             verification.note = "oracle run on the exact groups; approximate groups by similarity"
             similarity = compare(original, pruned, feeds)
