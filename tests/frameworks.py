@@ -102,3 +102,53 @@ def sklearn_digits_mlp():
     clf.fit(x_train, y_train)
     proto = to_onnx(clf, x_train[:1], options={"zipmap": False}, target_opset=17)
     return proto, x_train, x_test, y_test
+
+
+#: Keras models built here (random weights, fixed seed) and converted by tf2onnx.
+KERAS_MODELS = {
+    "mobilenet_v2": "keras.applications.MobileNetV2(weights=None, alpha=0.35, "
+                    "input_shape=(96, 96, 3), classes=10, classifier_activation=None)",
+    "resnet50": "keras.applications.ResNet50(weights=None, input_shape=(64, 64, 3), classes=10, "
+                "classifier_activation=None)",
+    "mha_block": "mha_block()",
+}  # fmt: skip
+
+_KERAS_SCRIPT = """
+import sys, keras, tensorflow as tf, tf2onnx, onnx
+keras.utils.set_random_seed(0)
+def mha_block():
+    x = keras.Input((16, 32), name="input")
+    a = keras.layers.MultiHeadAttention(num_heads=4, key_dim=8)(x, x)
+    h = keras.layers.LayerNormalization()(x + a)
+    f = keras.layers.Dense(32)(keras.layers.Dense(64, activation="relu")(h))
+    y = keras.layers.LayerNormalization()(h + f)
+    out = keras.layers.Dense(10)(keras.layers.GlobalAveragePooling1D()(y))
+    return keras.Model(x, out)
+model = eval(sys.argv[1])
+shape = (None, *model.inputs[0].shape[1:])
+spec = (tf.TensorSpec(shape, tf.float32, name="input"),)
+proto, _ = tf2onnx.convert.from_keras(model, input_signature=spec, opset=17)
+onnx.save(proto, sys.argv[2])
+"""
+
+
+def keras_export(name: str) -> Path:
+    """Cached tf2onnx export of Keras model ``name`` (built and converted in a subprocess,
+    so TensorFlow never shares a process with torch)."""
+    import os
+    import subprocess
+    import sys
+    from importlib import metadata
+
+    import zoo
+
+    def write(tmp: Path) -> None:
+        done = subprocess.run(
+            [sys.executable, "-c", _KERAS_SCRIPT, KERAS_MODELS[name], str(tmp)],
+            capture_output=True, text=True, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
+        if done.returncode:
+            raise RuntimeError(f"Keras export of {name} failed:\n{done.stderr[-4000:]}")
+
+    folder = zoo.cache_dir().parent / (f"tensorflow-{metadata.version('tensorflow-cpu')}_"
+                                       f"tf2onnx-{metadata.version('tf2onnx')}")
+    return zoo.cached(f"keras-{name}.onnx", write, folder)
