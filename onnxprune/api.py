@@ -28,7 +28,7 @@ from onnxprune.latency import measure_latency, random_inputs
 from onnxprune.metrics import ModelCost, model_cost, node_macs, parameter_counts
 from onnxprune.model_io import ModelSource, load_model, save_model, uses_external_data
 from onnxprune.passes.cleanup import CleanupPass, drop_intermediate_shapes
-from onnxprune.passes.compensate import CompensatePass, compensable, weight_axes
+from onnxprune.passes.compensate import CompensatePass, compensation_fills, weight_axes
 from onnxprune.passes.refit import apply_weight_updates, refit_updates
 from onnxprune.passes.shrink import ShrinkPass
 from onnxprune.plan import RemovalPlan
@@ -194,22 +194,6 @@ def refit_keys(analysis: Analysis, groups: list[Group]) -> set:
             if weight_axes(node) is not None:
                 keys.add((dim.tensor, dim.axis))
     return keys
-
-
-def compensation_fills(
-    original: ir.Model, plan: RemovalPlan, stats: Mapping
-) -> dict[int, np.ndarray]:
-    """Calibration means of the removed channels at every consumer that can absorb them."""
-    nodes = {node.name: node for node in original.graph}
-    fills: dict[int, np.ndarray] = {}
-    for index, mask in enumerate(plan.masks):
-        node = nodes.get(mask.consumer.node)
-        if node is None or not compensable(node, mask):
-            continue
-        channel = stats.get((node.inputs[0].name, mask.consumer.axis))
-        if channel is not None and channel.sum.size == mask.size:
-            fills[index] = channel.mean[mask.removed]
-    return fills
 
 
 def prune(

@@ -12,7 +12,7 @@ from the original weights it is given.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 
 import numpy as np
 import onnx_ir as ir
@@ -21,6 +21,7 @@ from onnx_ir.passes import InPlacePass, PassResult
 from onnxprune.channel_graph import Dim
 from onnxprune.plan import Mask, RemovalPlan
 from onnxprune.shape_values import constant_array
+from onnxprune.statistics import ChannelStats, Key
 
 
 def weight_axes(node: ir.Node) -> tuple[int, int] | None:
@@ -58,6 +59,29 @@ def compensable(node: ir.Node, mask: Mask) -> bool:
         trans = node.attributes.get("transA")
         return mask.consumer.axis == (0 if trans is not None and trans.value else 1)
     return rank is not None and mask.consumer.axis == rank - 1
+
+
+def compensable_masks(
+    model: ir.Model, plan: RemovalPlan, stats: Mapping[Key, ChannelStats]
+) -> Iterator[tuple[int, Mask, ir.Node, ChannelStats]]:
+    """(mask index, mask, consumer, statistics of its input) for every mask whose consumer
+    can absorb a bias and whose input was calibrated."""
+    nodes = {node.name: node for node in model.graph}
+    for index, mask in enumerate(plan.masks):
+        node = nodes.get(mask.consumer.node)
+        if node is None or not compensable(node, mask):
+            continue
+        channel = stats.get((node.inputs[0].name, mask.consumer.axis))
+        if channel is not None and channel.sum.size == mask.size:
+            yield index, mask, node, channel
+
+
+def compensation_fills(
+    model: ir.Model, plan: RemovalPlan, stats: Mapping[Key, ChannelStats]
+) -> dict[int, np.ndarray]:
+    """Calibration means of the removed channels at every consumer that can absorb them."""
+    return {index: channel.mean[mask.removed]
+            for index, mask, _, channel in compensable_masks(model, plan, stats)}  # fmt: skip
 
 
 class CompensatePass(InPlacePass):

@@ -20,7 +20,7 @@ from collections.abc import Mapping
 import numpy as np
 import onnx_ir as ir
 
-from onnxprune.passes.compensate import compensable, weight_axes
+from onnxprune.passes.compensate import compensable_masks, weight_axes
 from onnxprune.plan import RemovalPlan
 from onnxprune.statistics import ChannelStats, Key
 
@@ -34,15 +34,10 @@ def refit_updates(
     ridge: float = 1e-2,
 ) -> tuple[dict[str, np.ndarray], dict[int, np.ndarray]]:
     """(weight name -> refit weight of the original shape, mask index -> fill values)."""
-    nodes = {node.name: node for node in model.graph}
     updates: dict[str, np.ndarray] = {}
     fills: dict[int, np.ndarray] = {}
-    for index, mask in enumerate(plan.masks):
-        node = nodes.get(mask.consumer.node)
-        if node is None or not compensable(node, mask):
-            continue
-        channel = stats.get((node.inputs[0].name, mask.consumer.axis))
-        if channel is None or channel.gram is None or channel.count == 0:
+    for index, mask, node, channel in compensable_masks(model, plan, stats):
+        if channel.gram is None or channel.count == 0:
             continue
         removed = mask.removed
         kept = np.setdiff1d(np.arange(mask.size), removed)
