@@ -19,8 +19,8 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["EXPECTED", "files", "magika_features", "magika_labels", "magika_model_dir",
-           "sklearn_digits_mlp"]  # fmt: skip
+__all__ = ["EXPECTED", "KERAS_MODELS", "TFLITE_MODELS", "files", "keras_export",
+           "magika_features", "magika_labels", "magika_model_dir", "sklearn_digits_mlp"]  # fmt: skip
 
 #: file extension -> magika content-type label
 EXPECTED = {
@@ -112,6 +112,8 @@ KERAS_MODELS = {
                 "classifier_activation=None)",
     "mha_block": "mha_block()",
 }  # fmt: skip
+#: Models that go Keras -> TFLite (TFLiteConverter) -> ONNX (tf2onnx.convert.from_tflite).
+TFLITE_MODELS = {"mobilenet_v2_tflite": KERAS_MODELS["mobilenet_v2"]}
 
 _KERAS_SCRIPT = """
 import sys, keras, tensorflow as tf, tf2onnx, onnx
@@ -125,16 +127,23 @@ def mha_block():
     out = keras.layers.Dense(10)(keras.layers.GlobalAveragePooling1D()(y))
     return keras.Model(x, out)
 model = eval(sys.argv[1])
-shape = (None, *model.inputs[0].shape[1:])
-spec = (tf.TensorSpec(shape, tf.float32, name="input"),)
-proto, _ = tf2onnx.convert.from_keras(model, input_signature=spec, opset=17)
+if sys.argv[3] == "tflite":
+    flat = sys.argv[2] + ".tflite"
+    with open(flat, "wb") as f:
+        f.write(tf.lite.TFLiteConverter.from_keras_model(model).convert())
+    proto, _ = tf2onnx.convert.from_tflite(flat, opset=17)
+else:
+    shape = (None, *model.inputs[0].shape[1:])
+    spec = (tf.TensorSpec(shape, tf.float32, name="input"),)
+    proto, _ = tf2onnx.convert.from_keras(model, input_signature=spec, opset=17)
 onnx.save(proto, sys.argv[2])
 """
 
 
 def keras_export(name: str) -> Path:
-    """Cached tf2onnx export of Keras model ``name`` (built and converted in a subprocess,
-    so TensorFlow never shares a process with torch)."""
+    """Cached tf2onnx export of Keras model ``name`` (a key of KERAS_MODELS, or of
+    TFLITE_MODELS to go through a .tflite file), built and converted in a subprocess so
+    TensorFlow never shares a process with torch."""
     import os
     import subprocess
     import sys
@@ -143,9 +152,12 @@ def keras_export(name: str) -> Path:
     import zoo
 
     def write(tmp: Path) -> None:
+        mode = "tflite" if name in TFLITE_MODELS else "keras"
+        source = TFLITE_MODELS.get(name) or KERAS_MODELS[name]
         done = subprocess.run(
-            [sys.executable, "-c", _KERAS_SCRIPT, KERAS_MODELS[name], str(tmp)],
+            [sys.executable, "-c", _KERAS_SCRIPT, source, str(tmp), mode],
             capture_output=True, text=True, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
+        Path(f"{tmp}.tflite").unlink(missing_ok=True)
         if done.returncode:
             raise RuntimeError(f"Keras export of {name} failed:\n{done.stderr[-4000:]}")
 

@@ -1,4 +1,5 @@
-"""Keras via tf2onnx: applications and a MultiHeadAttention block, pruned and verified.
+"""Keras via tf2onnx (directly, and through a TFLite flatbuffer): applications and a
+MultiHeadAttention block, pruned and verified.
 
 tf2onnx writes NHWC models with a Transpose at the boundary and folds batch norm into the
 convolutions; the applications prune completely. It lowers Keras MultiHeadAttention's einsums
@@ -27,15 +28,18 @@ if importlib.util.find_spec("tf2onnx") is None or importlib.util.find_spec("tens
     pytest.skip("tensorflow/tf2onnx not installed (the test extra installs them)",
                 allow_module_level=True)
 
-SHAPES = {"mobilenet_v2": (1, 96, 96, 3), "resnet50": (1, 64, 64, 3), "mha_block": (1, 16, 32)}
+SHAPES = {"mobilenet_v2": (1, 96, 96, 3), "resnet50": (1, 64, 64, 3), "mha_block": (1, 16, 32),
+          "mobilenet_v2_tflite": (1, 96, 96, 3)}  # fmt: skip
 
 
 @pytest.mark.zoo
-@pytest.mark.parametrize("name", sorted(frameworks.KERAS_MODELS))
+@pytest.mark.parametrize("name", sorted(frameworks.KERAS_MODELS | frameworks.TFLITE_MODELS))
 def test_keras_model_prunes_and_verifies(name: str) -> None:
     path = frameworks.keras_export(name)
     rng = np.random.default_rng(0)
-    feeds = [{"input": rng.standard_normal(SHAPES[name]).astype(np.float32)} for _ in range(2)]
+    input_name = onnx.load(path).graph.input[0].name  # TFLite names it after the signature
+    feeds = [{input_name: rng.standard_normal(SHAPES[name]).astype(np.float32)}
+             for _ in range(2)]
     analysis = onnxprune.analyze(path)
     share = analysis.prunable_share()
     ops = Counter(n.op_type for n in onnx.load(path).graph.node)
