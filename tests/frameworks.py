@@ -8,6 +8,9 @@ tools/eval_frameworks.py.
   the Python standard library and /usr/share, chosen by extension (the expected label),
   larger than 512 bytes, in sorted path order; ``split`` 0 and 1 interleave, so calibration
   and evaluation never share a file.
+- Keras (random weights, seed 0): applications and a MultiHeadAttention block, converted by
+  tf2onnx directly or through a TFLite flatbuffer, in a subprocess (TensorFlow must not load
+  into a process that has torch).
 """
 
 from __future__ import annotations
