@@ -136,14 +136,13 @@ def _shrunk(original: ir.Model, plan: RemovalPlan, *, check: bool = True) -> ir.
     model = _copy(original)
     apply_weight_updates(model, plan.weight_updates)
     ShrinkPass(plan)(model)
-    fills = plan.fills
-    if fills:
+    if plan.fills:
         nodes = {node.name: node for node in original.graph}
         weights = {}
-        for index in fills:
+        for index in plan.fills:
             w = nodes[plan.masks[index].consumer.node].inputs[1]
             weights[w.name] = plan.weight_updates.get(w.name, w.const_value.numpy())
-        CompensatePass(plan, fills, weights)(model)
+        CompensatePass(plan, weights)(model)
     CleanupPass(check=check)(model)
     return model
 
@@ -348,8 +347,7 @@ def prune(
     if plan_data is not None:
         removal = RemovalPlan.build(groups, load_removed(plan_data, eligible))
         if not plan_data.get("refit_weights") or refit:  # refit fills go with refit weights
-            removal.fills = {int(k): np.asarray(v)
-                             for k, v in plan_data.get("fills", {}).items()}  # fmt: skip
+            removal.fills = RemovalPlan.read_fills(plan_data)
         if any(k >= len(removal.masks) for k in removal.fills):
             raise UsageError("the plan's compensation does not fit this model's masks")
         ratio = float("nan")
@@ -357,7 +355,7 @@ def prune(
         removal = plan_for(ratio)
     plan = removal
     timings["allocate_s"] = time.perf_counter() - t
-    refit = bool(refit) and stats is not None if refit is None else refit
+    refit = bool(refit)  # unset only where no data was read
     if (compensate or refit) and stats is None:
         raise UsageError("compensation and refit need calibration data (calibration= or "
                          "calibration_random=)")  # fmt: skip

@@ -204,7 +204,7 @@ def _verify(args, out: Console, err: Console) -> int:
         if any(k >= len(ma.groups) for k in removed):
             raise UsageError("the plan in the pruned model does not fit this original model")
         rebuilt = RemovalPlan.build(ma.groups, removed)
-        rebuilt.fills = {int(k): np.asarray(v) for k, v in stored.get("fills", {}).items()}
+        rebuilt.fills = RemovalPlan.read_fills(stored)
         rebuilt.weight_updates = _refit_weights(ma.analysis.model, pruned, rebuilt,
                                                 stored.get("refit_weights", []))  # fmt: skip
         reference = masked_model(ma.analysis.model, rebuilt)

@@ -80,6 +80,11 @@ class RemovalPlan:
                 "fills": {str(i): v.tolist() for i, v in self.fills.items()},
                 "refit_weights": sorted(self.weight_updates)}  # fmt: skip
 
+    @staticmethod
+    def read_fills(data: dict) -> dict[int, np.ndarray]:
+        """The compensation fills of a plan written by :meth:`to_dict`."""
+        return {int(k): np.asarray(v) for k, v in data.get("fills", {}).items()}
+
     def to_json(self, path: str | Path) -> None:
         """Write the plan (re-appliable to the same model with ``--plan``)."""
         Path(path).write_text(json.dumps(self.to_dict(), indent=1))

@@ -48,13 +48,11 @@ class Verification:
         }
 
 
-def masked_model(
-    original: ir.Model, plan: RemovalPlan, fills: Mapping[int, np.ndarray] | None = None
-) -> ir.Model:
+def masked_model(original: ir.Model, plan: RemovalPlan) -> ir.Model:
     """A copy of ``original`` with the plan's removed channels zeroed at their consumers, or,
-    for mask ``i`` in ``fills`` (default: the plan's), set to the constants ``fills[i]``
-    (bias compensation)."""
-    fills = plan.fills if fills is None else fills
+    for mask ``i`` in ``plan.fills``, set to the constants ``plan.fills[i]`` (bias
+    compensation); initializers in ``plan.weight_updates`` carry their refit values."""
+    fills = plan.fills
     model = original.clone()
     for name, array in plan.weight_updates.items():  # refit weights, as in the pruned model
         model.graph.initializers[name].const_value = ir.Tensor(np.ascontiguousarray(array),
@@ -78,7 +76,7 @@ def masked_model(
         mul.outputs[0].type = x.type
         model.graph.insert_before(node, mul)
         masked = mul.outputs[0]
-        if fills and i in fills:
+        if i in fills:
             constant = np.zeros(mask.size, dtype=values.dtype)
             constant[mask.removed] = fills[i]
             fill_value = ir.Value(name=f"{name}_fill", shape=ir.Shape(shape), type=x.type)

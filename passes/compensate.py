@@ -85,19 +85,18 @@ def compensation_fills(
 
 
 class CompensatePass(InPlacePass):
-    """Add ``sum_c fill_c W[c, kept]`` to the bias of every consumer with a fill."""
+    """Add ``sum_c fill_c W[c, kept]`` to the bias of every consumer with a fill in
+    ``plan.fills``; ``weights`` holds the unsliced weights of those consumers."""
 
-    def __init__(self, plan: RemovalPlan, fills: Mapping[int, np.ndarray],
-                 weights: Mapping[str, np.ndarray]) -> None:  # fmt: skip
+    def __init__(self, plan: RemovalPlan, weights: Mapping[str, np.ndarray]) -> None:
         super().__init__()
         self.plan = plan
-        self.fills = fills
         self.weights = weights
 
     def call(self, model: ir.Model) -> PassResult:
         nodes = {node.name: node for node in model.graph}
         deltas: dict[str, np.ndarray] = {}
-        for index, fill in self.fills.items():
+        for index, fill in self.plan.fills.items():
             mask = self.plan.masks[index]
             node = nodes[mask.consumer.node]
             w_name = node.inputs[1].name
