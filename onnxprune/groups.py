@@ -1,11 +1,11 @@
 """Form zero-invariant groups from the channel graph.
 
 1. Factor blocks choose one factor to prune along. Factors are ranked by: their component is
-   free of blocks, it holds a dim that a node with a constant weight produces (so opening it
-   can make a group: an embedding inside a reshaped axis), how often
-   they are the outermost factor (heads before head_dim, C before
-   H x W; with ``inner=True`` the innermost: head_dim before heads), then size; a factor opens when no other factor of its blocks is open, and the
-   remaining factors are kept whole. The merged dim is then related to the open factor:
+   free of blocks; it holds a dim that a node with a constant weight produces (so opening it
+   can make a group: an embedding inside a reshaped axis); how often they are the outermost
+   factor (heads before head_dim, C before H x W; with ``inner=True`` the innermost: head_dim
+   before heads); then size. A factor opens when no other factor of its blocks is open, and
+   the remaining factors are kept whole. The merged dim is then related to the open factor:
    position p ~ index of p along that factor, so removals are always rectangular.
 2. Dims connected by relations form a component; positions related (transitively) form one
    canonical channel (an *atom*). Removing atom k removes its positions from every member.

@@ -15,14 +15,15 @@ from onnxprune.errors import VerificationError
 from onnxprune.model_io import PROTOBUF_LIMIT, model_nbytes
 
 
-def drop_intermediate_shapes(model: ir.Model) -> None:
-    """Forget inferred shapes of intermediate values (not of custom-domain op outputs, which
-    no runtime can infer). Written models then carry what exporters write: onnxruntime
-    re-infers shapes, and with full ``value_info`` it chooses fusions (SkipLayerNormalization
-    in BERT) that measured ~8% slower on 2 CPU threads than the exported model's."""
+def drop_intermediate_shapes(model: ir.Model, *, keep_custom: bool = True) -> None:
+    """Forget inferred shapes of intermediate values (with ``keep_custom``, not those of
+    custom-domain op outputs, which no runtime can infer). Written models then carry what
+    exporters write: onnxruntime re-infers shapes, and with full ``value_info`` it chooses
+    fusions (SkipLayerNormalization in BERT) that measured ~8% slower on 2 CPU threads than
+    the exported model's."""
     interface = {id(v) for v in (*model.graph.inputs, *model.graph.outputs)}
     for node in model.graph:
-        if node.domain not in ("", "ai.onnx"):
+        if keep_custom and node.domain not in ("", "ai.onnx"):
             continue
         for value in node.outputs:
             if value is not None and id(value) not in interface:
@@ -38,12 +39,7 @@ class CleanupPass(InPlacePass):
 
     def call(self, model: ir.Model) -> PassResult:
         RemoveUnusedNodesPass()(model)
-        graph = model.graph
-        interface = {id(v) for v in (*graph.inputs, *graph.outputs)}
-        for node in graph:
-            for value in node.outputs:
-                if value is not None and id(value) not in interface:
-                    value.shape = None
+        drop_intermediate_shapes(model, keep_custom=False)
         ShapeInferencePass()(model)
         if self.check and model_nbytes(model) < PROTOBUF_LIMIT:
             try:
