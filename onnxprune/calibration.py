@@ -27,19 +27,14 @@ import numpy as np
 import onnx_ir as ir
 
 from onnxprune.errors import CalibrationDataError
-from onnxprune.latency import _NUMPY, random_inputs
+from onnxprune.latency import _NUMPY, declared_inputs, random_inputs
 
 Feed = dict[str, np.ndarray]
 
 
-def _declared(model: ir.Model) -> dict[str, ir.Value]:
-    initializers = set(model.graph.initializers)
-    return {v.name: v for v in model.graph.inputs if v.name not in initializers}
-
-
 def check_feed(model: ir.Model, feed: Mapping[str, Any], where: str = "") -> Feed:
     """``feed`` as arrays of the declared dtypes; raises CalibrationDataError on mismatch."""
-    declared = _declared(model)
+    declared = declared_inputs(model)
     at = f" ({where})" if where else ""
     unknown = sorted(set(feed) - set(declared))
     if unknown:
@@ -123,7 +118,7 @@ def calibration_batches(
     if source is None and not random:
         raise CalibrationDataError("no calibration data: give a source or random=N")
     if source is None:
-        declared = _declared(model).values()
+        declared = declared_inputs(model).values()
         leading = {str(v.shape[0].value) for v in declared
                    if v.shape is not None and len(v.shape) and not isinstance(v.shape[0], int)}
         # Samples go along the symbolic leading (batch) axes; other symbols come from dims.
@@ -134,7 +129,7 @@ def calibration_batches(
             yield check_feed(model, random_inputs(model, dims, batch=n, seed=start), "random")
         return
     if isinstance(source, str | Path):
-        leading = {v.shape[0] for v in _declared(model).values()
+        leading = {v.shape[0] for v in declared_inputs(model).values()
                    if v.shape is not None and len(v.shape)}  # fmt: skip
         if len(leading) == 1 and isinstance(next(iter(leading)), int):
             batch = next(iter(leading))  # a static batch: samples are cut to its size

@@ -5,6 +5,11 @@ from __future__ import annotations
 import onnx_ir as ir
 
 
+def reads_constant(node: ir.Node) -> bool:
+    """The node has an initializer (or lifted Constant) among its inputs: a weight."""
+    return any(v is not None and v.const_value is not None for v in node.inputs)
+
+
 def all_values(graph: ir.Graph) -> dict[str, ir.Value]:
     """Every named value of the main graph: inputs, initializers and node outputs."""
     values: dict[str, ir.Value] = {}

@@ -25,6 +25,7 @@ from scipy.sparse.csgraph import connected_components
 
 from onnxprune.analysis import Analysis
 from onnxprune.channel_graph import ChannelGraph, Consumer, Dim, FactorBlock, Reason
+from onnxprune.graph_values import reads_constant
 
 
 @dataclass
@@ -86,8 +87,7 @@ def _weight_produced(graph: ChannelGraph, analysis: Analysis, dims: set[Dim]) ->
             continue
         value = analysis.value(d.tensor)
         node = value.producer() if value is not None else None
-        if node is not None and any(i is not None and i.const_value is not None
-                                    for i in node.inputs):  # fmt: skip
+        if node is not None and reads_constant(node):
             return True
     return False
 

@@ -81,6 +81,12 @@ def measure_latency(
     ]
 
 
+def declared_inputs(model: ir.Model) -> dict[str, ir.Value]:
+    """The graph inputs a caller must feed (not those that double as initializers)."""
+    initializers = set(model.graph.initializers)
+    return {v.name: v for v in model.graph.inputs if v.name not in initializers}
+
+
 def random_inputs(
     model: onnx.ModelProto | ir.Model,
     dims: Mapping[str, int] | None = None,
@@ -97,11 +103,8 @@ def random_inputs(
         model = ir.from_proto(model)
     dims = dict(dims or {})
     rng = np.random.default_rng(seed)
-    initializers = set(model.graph.initializers)
     feed: dict[str, np.ndarray] = {}
-    for value in model.graph.inputs:
-        if value.name in initializers:
-            continue
+    for value in declared_inputs(model).values():
         shape = []
         for axis, d in enumerate(value.shape or []):
             if isinstance(d, int):

@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from onnxprune.api import ModelAnalysis, PruneResult
+from onnxprune.graph_values import reads_constant
 from onnxprune.groups import Group
 
 
@@ -42,9 +43,7 @@ def _kind(ma: ModelAnalysis, group: Group) -> str:
         for node, _ in value.uses():
             if node.op_type in ATTENTION_OPS:
                 return "heads"
-            if node.op_type == "MatMul" and not any(
-                i is not None and i.const_value is not None for i in node.inputs
-            ):
+            if node.op_type == "MatMul" and not reads_constant(node):
                 if dim.axis < len(value.shape) - 2:
                     return "heads"
                 kind = "head_dim"
