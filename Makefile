@@ -16,7 +16,7 @@ $(VENV)/.runtime: pyproject.toml | $(BIN)/python
 	touch $@
 
 $(VENV)/.test: pyproject.toml | $(BIN)/python
-	$(BIN)/python -m pip install -q -e '.[test]'
+	$(BIN)/python -m pip install -q -e '.[test,frameworks]'
 	touch $@ $(VENV)/.runtime
 
 demo: $(VENV)/.runtime

@@ -24,7 +24,7 @@ from onnxprune.calibration import calibration_batches
 from onnxprune.errors import UsageError, VerificationError
 from onnxprune.groups import Group, form_groups
 from onnxprune.importance import DATA_CRITERIA, consumer_keys, score_groups
-from onnxprune.latency import measure_latency, random_inputs
+from onnxprune.latency import fed_dims, measure_latency, random_inputs
 from onnxprune.metrics import ModelCost, model_cost, node_macs, parameter_counts
 from onnxprune.model_io import ModelSource, load_model, save_model, uses_external_data
 from onnxprune.passes.cleanup import CleanupPass, drop_intermediate_shapes
@@ -243,7 +243,10 @@ def prune(
             (d, d + D/2) stay together because RoPE's rotate-half relates them.
         verify: run the oracle (pruned == masked original) and raise if it fails.
         inputs: feeds for verification; random ones from the declared shapes otherwise.
-        dims: values for symbolic input dims (e.g. ``{"batch": 1}``).
+        dims: sizes for symbolic input dims by name (``{"batch": 1}``), or an input's whole
+            shape by input name (``{"x": (1, 3, 736, 1280)}``). Costs count at these sizes;
+            axes they leave open take the first of ``inputs`` (else of the calibration data),
+            else 1.
         calibration: calibration data: a ``CalibrationDataReader``-like object, an iterable of
             feeds, an ``.npz`` file or a folder (see :mod:`onnxprune.calibration`).
         calibration_random: or this many random samples from the declared input shapes.
@@ -322,7 +325,12 @@ def prune(
     step("score", 1)
     timings["score_s"] = time.perf_counter() - t
     original = _copy(analysis.analysis.model)
-    cost_before = model_cost(ir.to_proto(original), dims)
+    # costs count at the input sizes that run: the first check input, else calibration batch
+    first = inputs[0] if inputs else None
+    if first is None and calibration is not None:
+        first = next(iter(batches()), None)
+    cost_dims = fed_dims(original, dims, first)
+    cost_before = model_cost(ir.to_proto(original), cost_dims)
 
     def plan_for(r: float) -> RemovalPlan:
         removed = allocate_ratio(
@@ -333,7 +341,7 @@ def prune(
     t = time.perf_counter()
     target = next((v for v in (target_macs, target_params, target_latency) if v is not None), None)
     if target is not None:
-        measure = _target_measure(original, dims, cost_before, target_macs, target_params)
+        measure = _target_measure(original, cost_dims, cost_before, target_macs, target_params)
         searched = 0
 
         def kept_fraction(r: float) -> float:
@@ -377,7 +385,7 @@ def prune(
     pruned = _shrunk(original, plan)
     step("rewrite", 1)
     timings["rewrite_s"] = time.perf_counter() - t
-    cost_after = model_cost(ir.to_proto(pruned), dims)
+    cost_after = model_cost(ir.to_proto(pruned), cost_dims)
 
     verification = similarity = None
     if verify:
@@ -393,7 +401,9 @@ def prune(
             )
             correct(exact_plan)
             verification = verify_plan(original, _shrunk(original, exact_plan), exact_plan, feeds)
-            verification.note = "oracle run on the exact groups; approximate groups by similarity"
+            verification.note = "; ".join(filter(None, [
+                verification.note,
+                "oracle run on the exact groups; approximate groups by similarity"]))
             similarity = compare(original, pruned, feeds)
             similarity.note = "approximate: pruned versus the unpruned original"
         else:

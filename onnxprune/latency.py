@@ -17,6 +17,7 @@ import onnx
 import onnx_ir as ir
 import onnxruntime as ort
 
+from onnxprune.metrics import Dims, dim_size
 from onnxprune.model_io import runtime_bytes
 
 _NUMPY = {
@@ -87,17 +88,33 @@ def declared_inputs(model: ir.Model) -> dict[str, ir.Value]:
     return {v.name: v for v in model.graph.inputs if v.name not in initializers}
 
 
+def fed_dims(model: ir.Model, dims: Dims, feed: Mapping[str, np.ndarray] | None) -> dict:
+    """``dims`` plus the whole shape of each input in ``feed`` that has symbolic axes (sized
+    by ``dims`` where it names them, else as fed), so costs count at the sizes that run."""
+    out = dict(dims)
+    for name, value in declared_inputs(model).items():
+        shape = value.shape
+        if feed is None or name in dims or name not in feed or shape is None:
+            continue
+        fed = np.shape(feed[name])
+        if len(fed) == len(shape) and not all(isinstance(d, int) for d in shape):
+            out[name] = tuple(d if isinstance(d, int) else dim_size(dims, name, axis, d.value or "",
+                                                                    fed[axis])
+                              for axis, d in enumerate(shape))  # fmt: skip
+    return out
+
+
 def random_inputs(
     model: onnx.ModelProto | ir.Model,
-    dims: Mapping[str, int] | None = None,
+    dims: Dims | None = None,
     batch: int = 1,
     seed: int = 0,
 ) -> dict[str, np.ndarray]:
     """A feed for every declared graph input: floats ~ N(0, 1), integers in {0, 1} (valid token
     ids, attention masks and indices alike), bools.
 
-    Symbolic dims take their value from ``dims`` by name, else ``batch`` for the first axis
-    and 1 elsewhere.
+    Symbolic dims take their value from ``dims`` (an input's whole shape or a dim name, as in
+    ``metrics.Dims``), else ``batch`` for the first axis and 1 elsewhere.
     """
     if isinstance(model, onnx.ModelProto):
         model = ir.from_proto(model)
@@ -110,7 +127,8 @@ def random_inputs(
             if isinstance(d, int):
                 shape.append(d)
             else:
-                shape.append(dims.get(str(d.value), batch if axis == 0 else 1))
+                shape.append(dim_size(dims, value.name, axis, d.value or "",
+                                      batch if axis == 0 else 1))  # fmt: skip
         dtype = _NUMPY.get(value.dtype, np.float32)
         if np.issubdtype(dtype, np.floating):
             feed[value.name] = rng.standard_normal(shape).astype(dtype)

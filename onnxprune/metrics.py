@@ -7,17 +7,24 @@ Conv N·Cout·prod(out spatial)·Cin/group·prod(kernel); ConvTranspose
 N·Cin·prod(in spatial)·Cout/group·prod(kernel); Gemm M·N·K; MatMul prod(batch)·M·N·K.
 Elementwise ops, normalisations and pools count 0. Nodes whose shapes stay unknown count 0
 and are listed in ``unknown``.
+
+Binding (``Dims``): a key that names a graph input gives that input's whole shape, and its
+symbolic axes take those sizes (the only way to size unnamed axes); any other key names a
+symbolic dim; what is left takes 1.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 
 import onnx
 from onnx import TensorProto
 
 from onnxprune.symbolic_shapes import infer_symbolic_shapes
+
+Dims = Mapping[str, "int | Sequence[int]"]
 
 FLOAT_TYPES = {TensorProto.FLOAT, TensorProto.FLOAT16, TensorProto.DOUBLE, TensorProto.BFLOAT16}
 
@@ -36,13 +43,22 @@ class ModelCost:
         return asdict(self)
 
 
-def _bind(model: onnx.ModelProto, dims: dict[str, int]) -> onnx.ModelProto:
+def dim_size(dims: Dims, input_name: str, axis: int, name: str, default: int = 1) -> int:
+    """The size bound to symbolic ``axis`` (dim name ``name``) of graph input ``input_name``."""
+    whole = dims.get(input_name)
+    if whole is not None and not isinstance(whole, int) and axis < len(whole):
+        return int(whole[axis])
+    named = dims.get(name) if name else None
+    return named if isinstance(named, int) else default
+
+
+def _bind(model: onnx.ModelProto, dims: Dims) -> onnx.ModelProto:
     bound = onnx.ModelProto()
     bound.CopyFrom(model)
     for value in bound.graph.input:
-        for d in value.type.tensor_type.shape.dim:
+        for axis, d in enumerate(value.type.tensor_type.shape.dim):
             if not d.HasField("dim_value"):
-                d.dim_value = dims.get(d.dim_param, 1)
+                d.dim_value = dim_size(dims, value.name, axis, d.dim_param)
     # Shapes of custom-op outputs are only known from what the exporter declared; the rest
     # are inferred again with the dims bound.
     custom = {o for n in bound.graph.node if n.domain not in ("", "ai.onnx") for o in n.output}
@@ -70,7 +86,7 @@ def _shapes(model: onnx.ModelProto) -> dict[str, list[int] | None]:
 
 
 def _bound_shapes(
-    model: onnx.ModelProto, dims: dict[str, int]
+    model: onnx.ModelProto, dims: Dims
 ) -> tuple[onnx.ModelProto, dict[str, list[int] | None]]:
     """The model with dims bound and static shapes of its values. Where ONNX inference
     leaves a contraction's shapes unknown, onnxruntime's symbolic inference fills them in."""
@@ -132,13 +148,13 @@ def parameter_counts(model: onnx.ModelProto) -> dict[str, int]:
             if name in read and t.data_type in FLOAT_TYPES}  # fmt: skip
 
 
-def node_macs(model: onnx.ModelProto, dims: dict[str, int] | None = None) -> dict[str, int | None]:
+def node_macs(model: onnx.ModelProto, dims: Dims | None = None) -> dict[str, int | None]:
     """MACs of every node by node name (None where shapes stay unknown), dims bound."""
     inferred, shapes = _bound_shapes(model, dict(dims or {}))
     return {node.name: _node_macs(node, shapes) for node in inferred.graph.node}
 
 
-def model_cost(model: onnx.ModelProto, dims: dict[str, int] | None = None) -> ModelCost:
+def model_cost(model: onnx.ModelProto, dims: Dims | None = None) -> ModelCost:
     """Count parameters and MACs of ``model`` (not modified) with symbolic dims bound."""
     inferred, shapes = _bound_shapes(model, dict(dims or {}))
     counts = parameter_counts(model)

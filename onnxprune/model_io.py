@@ -4,6 +4,10 @@ Sources: a path, an ``onnx.ModelProto`` or an ``onnx_ir.Model``. External data i
 memory-mapped by onnx-ir, so analysis never materialises weights it does not read. The
 input file is never written to; output goes to a temporary file in the destination folder
 and is renamed into place, so a failure leaves no half-written model behind.
+
+A negative dimension in a declared shape (Paddle2ONNX writes ``-1`` for a dynamic batch)
+becomes an unnamed symbolic dimension on load: ONNX defines dimension values as
+non-negative, and every reader here takes an ``int`` dimension as a fixed size.
 """
 
 from __future__ import annotations
@@ -27,9 +31,9 @@ PROTOBUF_LIMIT = 2**31 - 1 - 64 * 2**20
 def load_model(source: ModelSource) -> ir.Model:
     """Return an onnx-ir model for ``source``; a given ``ir.Model`` is copied, never mutated."""
     if isinstance(source, ir.Model):
-        return source.clone()
+        return _dynamic_negative_dims(source.clone())
     if isinstance(source, onnx.ModelProto):
-        return ir.from_proto(source)
+        return _dynamic_negative_dims(ir.from_proto(source))
     path = Path(source)
     if not path.exists():
         raise ModelLoadError(f"model file '{path}' does not exist; check the path")
@@ -47,6 +51,16 @@ def load_model(source: ModelSource) -> ir.Model:
     if len(model.graph) == 0 and not model.graph.outputs:
         raise ModelLoadError(f"'{path}' holds no graph; it is not an ONNX model export")
     _check_external_data_readable(model, path)
+    return _dynamic_negative_dims(model)
+
+
+def _dynamic_negative_dims(model: ir.Model) -> ir.Model:
+    values = [*model.graph.inputs, *model.graph.outputs]
+    values += [v for node in model.graph.all_nodes() for v in node.outputs]
+    for value in values:
+        shape = value.shape
+        if shape is not None and any(isinstance(d, int) and d < 0 for d in shape):
+            value.shape = ir.Shape([None if isinstance(d, int) and d < 0 else d for d in shape])
     return model
 
 

@@ -3,7 +3,15 @@
 The masked model is built from the original by an independent, simple path: for every
 consumer that contracts a removed channel, a ``Mul`` by a 0/1 mask is inserted on that
 input; nothing is sliced. Both models run in onnxruntime on the same inputs and every output
-must agree to float tolerance.
+must agree to float tolerance: ``|diff| <= ATOL * max(1, scale) + RTOL * scale``, ``scale``
+the output's largest magnitude.
+
+Rounding noise: some outputs move more than that tolerance under rounding alone (a softmax
+over logits in the hundreds turns relative float error of 1e-6 into probability changes of
+1e-4). An output beyond the tolerance still passes when its difference is within
+``NOISE_FACTOR`` times the masked model's own rounding noise: the largest difference between
+running it without and with onnxruntime's graph optimisations, whose fusions reorder the
+same float arithmetic. A wrong rewrite moves outputs by their own scale, far beyond that.
 """
 
 from __future__ import annotations
@@ -22,6 +30,7 @@ from onnxprune.plan import RemovalPlan
 
 RTOL = 1e-4
 ATOL = 1e-5
+NOISE_FACTOR = 4.0
 
 
 @dataclass
@@ -35,9 +44,11 @@ class Verification:
     samples: int = 0
     note: str = ""
     min_cosine: float = 1.0
+    failed: list[str] = field(default_factory=list)  # outputs beyond the tolerance
 
     def to_dict(self) -> dict:
         return {
+            "failed": self.failed,
             "passed": self.passed,
             "max_abs_diff": self.max_abs_diff,
             "max_rel_diff": self.max_rel_diff,
@@ -91,10 +102,13 @@ def masked_model(original: ir.Model, plan: RemovalPlan) -> ir.Model:
     return model
 
 
-def session(model: ir.Model | onnx.ModelProto | bytes | str, threads: int = 2):
-    """An onnxruntime CPU session without graph rewrites (so both sides run the same ops)."""
+def session(model: ir.Model | onnx.ModelProto | bytes | str, threads: int = 2,
+            optimized: bool = False):  # fmt: skip
+    """An onnxruntime CPU session, by default without graph rewrites (so both sides run the
+    same ops)."""
     options = ort.SessionOptions()
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    options.graph_optimization_level = (ort.GraphOptimizationLevel.ORT_ENABLE_ALL if optimized
+                                        else ort.GraphOptimizationLevel.ORT_DISABLE_ALL)  # fmt: skip
     options.intra_op_num_threads = threads
     options.log_severity_level = 3
     try:
@@ -121,7 +135,7 @@ def compare(
     worst_abs = worst_rel = 0.0
     min_cosine = 1.0
     per_output: dict[str, float] = {n: 0.0 for n in names}
-    passed = True
+    failed: list[str] = []
     for feed in feeds:
         expected = ref.run(names, dict(feed))
         actual = cand.run(names, dict(feed))
@@ -138,10 +152,32 @@ def compare(
                 ok = diff <= atol * max(1.0, scale) + rtol * scale
                 worst_rel = max(worst_rel, diff / scale if scale > 0 else diff)
                 min_cosine = min(min_cosine, _cosine(e, a))
-            passed &= bool(ok)
+            if not ok and name not in failed:
+                failed.append(name)
             worst_abs = max(worst_abs, diff)
             per_output[name] = max(per_output[name], diff)
-    return Verification(passed, worst_abs, worst_rel, per_output, len(feeds), "", min_cosine)
+    return Verification(not failed, worst_abs, worst_rel, per_output, len(feeds), "", min_cosine,
+                        failed)  # fmt: skip
+
+
+def rounding_noise(
+    model: ir.Model | onnx.ModelProto, feeds: list[Mapping[str, np.ndarray]]
+) -> dict[str, float] | None:
+    """Per float output, the largest difference between ``model`` run without and with
+    onnxruntime's graph optimisations (None where the optimised session cannot be built)."""
+    try:
+        optimized = session(model, optimized=True)
+    except UnsupportedModelError:
+        return None
+    plain = session(model)
+    names = [o.name for o in plain.get_outputs()]
+    noise = dict.fromkeys(names, 0.0)
+    for feed in feeds:
+        for name, a, b in zip(names, plain.run(names, dict(feed)),
+                              optimized.run(names, dict(feed)), strict=True):  # fmt: skip
+            if a.dtype.kind in "fc" and a.shape == b.shape and a.size:
+                noise[name] = max(noise[name], float(np.max(np.abs(a - b))))
+    return noise
 
 
 def _cosine(a: np.ndarray, b: np.ndarray) -> float:
@@ -157,4 +193,22 @@ def verify_plan(
     feeds: list[Mapping[str, np.ndarray]],
 ) -> Verification:
     """The oracle: compare the pruned model against the masked (and filled) original."""
-    return compare(masked_model(original, plan), pruned, feeds)
+    return against_masked(masked_model(original, plan), pruned, feeds)
+
+
+def against_masked(
+    masked: ir.Model | onnx.ModelProto, pruned: ir.Model, feeds: list[Mapping[str, np.ndarray]]
+) -> Verification:
+    """``compare``, where outputs beyond the tolerance pass within ``NOISE_FACTOR`` times the
+    masked model's rounding noise."""
+    result = compare(masked, pruned, feeds)
+    if result.passed or not all(np.isfinite(result.outputs[n]) for n in result.failed):
+        return result
+    noise = rounding_noise(masked, feeds)
+    if noise and all(result.outputs[n] <= NOISE_FACTOR * noise[n] for n in result.failed):
+        result.passed = True
+        result.note = ("beyond the float tolerance but within the model's own rounding noise: "
+                       + ", ".join(f"'{n}' differs by {result.outputs[n]:.2g}, its optimised "
+                                   f"and plain runs by {noise[n]:.2g}" for n in result.failed))
+        result.failed = []
+    return result
