@@ -30,11 +30,11 @@ from onnxprune.rules.context import RuleContext, _RankUnknown
 from onnxprune.shape_refine import refine_reshape_shapes
 from onnxprune.shape_values import (
     SHAPE_ARITHMETIC,
-    Scaled,
-    SizeOf,
+    SIZE_COMBINERS,
     int_vector,
     is_size_guard,
     shape_entries,
+    sizes_in,
 )
 from onnxprune.symbolic_shapes import complete_shapes
 
@@ -217,7 +217,8 @@ def _follows_sizes(user: ir.Node, index: int) -> bool:
     out = user.outputs[0] if user.outputs else None
     vector = out is not None and out.shape is not None and len(out.shape) <= 1
     return vector and (
-        (op == "Reshape" and index == 0)
+        op in SIZE_COMBINERS
+        or (op == "Reshape" and index == 0)
         or (op == "Where" and index == 2 and _guarded_by(user, user.inputs[2]))
         or (op == "Mul" and int_vector(user.inputs[1 - index]) is not None)
     )  # fmt: skip
@@ -239,7 +240,6 @@ def _block_read_axes(analysis: Analysis, data: ir.Value, value: ir.Value, user: 
         _block_value(analysis, data, reason)
         return
     for entry in entries:
-        if isinstance(entry, Scaled):
-            entry = entry.size
-        if isinstance(entry, SizeOf) and entry.tensor == data.name:
-            analysis.graph.add_dim(Dim(data.name, entry.axis), None).blocked.append(reason)
+        for size in sizes_in(entry):
+            if size.tensor == data.name:
+                analysis.graph.add_dim(Dim(data.name, size.axis), None).blocked.append(reason)

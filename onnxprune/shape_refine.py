@@ -2,8 +2,8 @@
 
 With a symbolic batch, ONNX cannot infer the ``-1`` of ``Reshape(x, [N, -1])``. The target
 entries say what each output axis is: a literal, 0 (copy input axis), the size of some
-tensor's axis (``SizeOf``), or -1; symbolic sizes cancel between input and output, so the -1
-is the quotient of the static parts. Refined shapes are written back and shape inference is
+tensor's axis (``SizeOf``) or a product of such sizes (``SizeProduct``), or -1; symbolic sizes
+cancel between input and output, so the -1 is the quotient of the static parts. Refined shapes are written back and shape inference is
 run again so that they reach downstream nodes.
 """
 
@@ -15,7 +15,7 @@ import onnx_ir as ir
 from onnx_ir.passes.common import ShapeInferencePass
 
 from onnxprune.graph_values import all_values
-from onnxprune.shape_values import Literal, SizeOf, shape_entries
+from onnxprune.shape_values import Literal, SizeOf, SizeProduct, shape_entries, sizes_in
 
 
 def _refined(node: ir.Node, values: dict[str, ir.Value]) -> list | None:
@@ -25,32 +25,49 @@ def _refined(node: ir.Node, values: dict[str, ir.Value]) -> list | None:
     entries = shape_entries(target)
     if entries is None or len(entries) != len(y.shape):
         return None
-    out: list = []
+    factors: list[list | None] = []  # per output axis: its ints and symbols, or None for -1
     for axis, entry in enumerate(entries):
         if isinstance(entry, Literal) and entry.value > 0:
-            out.append(entry.value)
+            factors.append([entry.value])
         elif isinstance(entry, Literal) and entry.value == 0 and axis < len(x.shape):
-            out.append(x.shape[axis])
-        elif isinstance(entry, SizeOf) and entry.tensor in values:
-            shape = values[entry.tensor].shape
-            out.append(shape[entry.axis] if shape is not None else None)
+            factors.append([x.shape[axis]])
+        elif isinstance(entry, SizeOf | SizeProduct):
+            sizes = [values.get(s.tensor) for s in sizes_in(entry)]
+            if any(v is None or v.shape is None for v in sizes):
+                return None
+            factors.append([v.shape[s.axis] for v, s in zip(sizes, sizes_in(entry), strict=True)])
         elif isinstance(entry, Literal) and entry.value == -1:
-            out.append(-1)
+            factors.append(None)
         else:
-            out.append(None)
-    if None in out or out.count(-1) > 1:
+            return None
+    if factors.count(None) > 1:
         return None
+    out = [_product(f) if f is not None else -1 for f in factors]
+    out = [y.shape[k] if d is None else d for k, d in enumerate(out)]
     if -1 in out:
+        given = [d for f in factors if f is not None for d in f]
         inner = [d for d in x.shape if not isinstance(d, int)]
-        outer = [d for d in out if not isinstance(d, int)]
+        outer = [d for d in given if not isinstance(d, int)]
         if sorted(map(str, inner)) != sorted(map(str, outer)):
             return None
         known_in = math.prod(d for d in x.shape if isinstance(d, int))
-        known_out = math.prod(d for d in out if isinstance(d, int) and d != -1)
+        known_out = math.prod(d for d in given if isinstance(d, int))
         if known_out == 0 or known_in % known_out:
             return None
         out[out.index(-1)] = known_in // known_out
     return out
+
+
+def _product(dims: list) -> int | str | None:
+    """Ints multiplied; with symbols, ``coefficient*a*b`` as a symbolic size; None with a
+    symbol ONNX inference made up (onnxruntime's inference renames those later)."""
+    number = math.prod(d for d in dims if isinstance(d, int))
+    symbols = [str(d) for d in dims if not isinstance(d, int)]
+    if not symbols:
+        return number
+    if len(dims) > 1 and not all(_known(d) for d in dims):
+        return None
+    return "*".join(([str(number)] if number != 1 else []) + symbols)
 
 
 def _known(dim: int | ir.SymbolicDim) -> bool:

@@ -4,21 +4,26 @@ and ConstantOfShape take as inputs.
 A shape vector is resolved to a list of :class:`Entry` values, one per element:
 ``Literal`` (a number stored in an initializer at a known position, so a pass can rewrite it),
 ``SizeOf`` (the run-time size of some tensor's axis, read through ``Shape``), ``Scaled``
-(such a size times a constant, TorchScript's ``x.reshape(b, kv * n_rep, s, d)``) or
-``Unknown`` (computed in a way we do not follow). Followed: Shape/Gather/Slice/Concat/
-Unsqueeze/Squeeze/Cast/Identity, a 1-D Reshape of a shape vector, Mul by a constant, and
+(such a size times a constant, TorchScript's ``x.reshape(b, kv * n_rep, s, d)``),
+``SizeProduct`` (several sizes multiplied: ``ReduceProd`` over a shape slice, tf2onnx's
+einsum lowering merging batch axes), ``Broadcast`` (``Max`` of sizes that broadcast
+together: each is the result or 1) or ``Unknown`` (computed in a way we do not follow).
+Followed: Shape/Gather/Slice/Concat/Unsqueeze/Squeeze/Cast/Identity, a 1-D Reshape of a
+shape vector, Mul by a constant, ReduceProd over a whole vector, elementwise Max, and
 TorchScript's ``Where(Equal(s, -1), ones, s)`` guard (sizes are never -1, so it is ``s``);
 anything else gives ``Unknown`` and rules block what depends on it.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import onnx_ir as ir
 
 SHAPE_ARITHMETIC = {"Shape", "Gather", "Slice", "Concat", "Unsqueeze", "Squeeze", "Cast", "Identity"}
+#: Ops that combine sizes into vectors; followed where their output is a vector or scalar.
+SIZE_COMBINERS = {"ReduceProd", "Max"}
 
 
 @dataclass(frozen=True)
@@ -32,10 +37,12 @@ class Literal:
 
 @dataclass(frozen=True)
 class SizeOf:
-    """The run-time size of axis ``axis`` of tensor ``tensor``."""
+    """The run-time size of axis ``axis`` of tensor ``tensor``; ``static`` is its size in the
+    inferred shape (an int, a symbol, or None), not part of its identity."""
 
     tensor: str
     axis: int
+    static: int | str | None = field(default=None, compare=False)
 
 
 @dataclass(frozen=True)
@@ -53,7 +60,35 @@ class Scaled:
     factor: int
 
 
-Entry = Literal | SizeOf | Scaled | Unknown
+@dataclass(frozen=True)
+class SizeProduct:
+    """The product of ``sizes`` (two or more), outermost first."""
+
+    sizes: tuple[SizeOf, ...]
+
+
+@dataclass(frozen=True)
+class Broadcast:
+    """The largest of ``sizes`` and ``literals`` (none of them 1), which broadcast together:
+    at run time each size is the result or 1; the literals equal the sizes' static value (a
+    shape the folding pass made constant on one side), so a pass rewrites them with the axis."""
+
+    sizes: tuple[SizeOf, ...]
+    literals: tuple[Literal, ...] = ()
+
+
+Entry = Literal | SizeOf | Scaled | SizeProduct | Broadcast | Unknown
+
+
+def sizes_in(entry: Entry) -> tuple[SizeOf, ...]:
+    """The run-time sizes an entry is computed from."""
+    if isinstance(entry, SizeOf):
+        return (entry,)
+    if isinstance(entry, Scaled):
+        return (entry.size,)
+    if isinstance(entry, SizeProduct | Broadcast):
+        return entry.sizes
+    return ()
 
 
 def _negative_constant(value: ir.Value | None) -> bool:
@@ -149,6 +184,10 @@ def shape_entries(value: ir.Value | None, depth: int = 0) -> list[Entry] | None:
         return _guarded_entries(producer, depth)
     if op == "Mul":
         return _scaled_entries(producer, value, depth)
+    if op == "ReduceProd":
+        return _product_entries(producer, depth)
+    if op == "Max":
+        return _broadcast_entries(producer, depth)
     shape = value.shape
     if shape is not None and len(shape) == 1 and isinstance(shape[0], int):
         return [Unknown(f"{op} node '{producer.name}'")] * shape[0]
@@ -165,7 +204,56 @@ def _shape_of(node: ir.Node) -> list[Entry] | None:
     lo = start.value if start is not None else 0
     hi = end.value if end is not None else rank
     axes = range(rank)[slice(lo, hi)]
-    return [SizeOf(data.name, axis) for axis in axes]
+    return [SizeOf(data.name, axis, _static(data.shape[axis])) for axis in axes]
+
+
+def _static(dim) -> int | str | None:
+    return dim if isinstance(dim, int) else dim.value
+
+
+def _product_entries(node: ir.Node, depth: int) -> list[Entry]:
+    """ReduceProd of a whole vector of sizes (size-1 ones dropped) is one ``SizeProduct``."""
+    axes = node.inputs[1] if len(node.inputs) > 1 else None
+    attr = node.attributes.get("axes")
+    listed = int_vector(axes) if axes is not None else (list(attr.value) if attr else None)
+    entries = shape_entries(node.inputs[0], depth + 1)
+    unknown = [Unknown(f"ReduceProd node '{node.name}'")]
+    if entries is None or listed not in (None, [], [0], [-1]):
+        return unknown
+    sizes = [e for e in entries if not (isinstance(e, Literal) and e.value == 1)
+             and not (isinstance(e, SizeOf) and e.static == 1)]  # fmt: skip
+    if not sizes or not all(isinstance(e, SizeOf) for e in sizes):
+        return unknown
+    return [sizes[0] if len(sizes) == 1 else SizeProduct(tuple(sizes))]
+
+
+def _broadcast_entries(node: ir.Node, depth: int) -> list[Entry] | None:
+    """Elementwise Max of size vectors, per position over the entries that are not 1: one
+    size is that size; several sizes, or sizes and literals of their static value, are a
+    ``Broadcast``; sizes that are all statically 1 give the first of them."""
+    vectors = [shape_entries(v, depth + 1) for v in node.inputs]
+    if any(v is None for v in vectors):
+        return None
+    length = max(len(v) for v in vectors)
+    if any(len(v) not in (1, length) for v in vectors):
+        return None
+    out: list[Entry] = []
+    for k in range(length):
+        column = [v[k if len(v) > 1 else 0] for v in vectors]
+        ones = [e for e in column if isinstance(e, SizeOf) and e.static == 1]
+        rest = [e for e in column if e not in ones and not (isinstance(e, Literal) and e.value == 1)]
+        sizes = list(dict.fromkeys(e for e in rest if isinstance(e, SizeOf)))
+        literals = list(dict.fromkeys(e for e in rest if isinstance(e, Literal)))
+        values = {e.value for e in literals} | {e.static for e in sizes if literals}
+        if sum(isinstance(e, SizeOf | Literal) for e in rest) != len(rest) or len(values) > 1:
+            out.append(Unknown(f"Max node '{node.name}'"))
+        elif not rest:
+            out.append(ones[0] if ones else Unknown(f"Max node '{node.name}'"))
+        elif len(sizes) + len(literals) == 1:
+            out.append(sizes[0] if sizes else literals[0])
+        else:
+            out.append(Broadcast(tuple(sizes), tuple(literals)))
+    return out
 
 
 def _slice_entries(node: ir.Node, depth: int) -> list[Entry] | None:

@@ -103,13 +103,13 @@ def infer_symbolic_shapes(
     """Value name -> shape from onnxruntime's symbolic inference; None when it cannot run.
     ``types``, when given, receives the element types it inferred."""
     try:
-        from onnxruntime.tools.symbolic_shape_infer import SymbolicShapeInference
+        from onnxruntime.tools import symbolic_shape_infer
     except ImportError:  # onnxruntime without its tools, or sympy missing
         return None
     skeleton = _declare_large_initializers(proto)
     try:
         with _silenced("onnxruntime"), contextlib.redirect_stdout(io.StringIO()):
-            inferred = _run(SymbolicShapeInference, skeleton)
+            inferred = _run(_size_products(symbolic_shape_infer), skeleton)
     except Exception:  # noqa: BLE001 - an op it does not know; ONNX's shapes stand
         return None
     if inferred is None:
@@ -117,6 +117,23 @@ def infer_symbolic_shapes(
     if types is not None:
         types.update(_proto_types(inferred))
     return _proto_shapes(inferred)
+
+
+def _size_products(module):
+    """onnxruntime's inference, also following ``ReduceProd`` of a whole size vector kept as
+    a 1-vector (tf2onnx's einsum lowering); onnxruntime follows only keepdims=0, axes=[0]."""
+
+    class Inference(module.SymbolicShapeInference):
+        def _infer_ReduceProd(self, node):  # noqa: N802
+            super()._infer_ReduceProd(node)
+            axes = module.get_attribute(node, "axes")
+            if (module.get_attribute(node, "keepdims", 1) == 1 and axes in (None, [0])
+                    and len(node.input) == 1):  # fmt: skip
+                data = self._get_int_or_float_values(node)[0]
+                if isinstance(data, list) and data:
+                    self.sympy_data_[node.output[0]] = [module.sympy_reduce_product(data)]
+
+    return Inference
 
 
 def _run(inference_class, proto: onnx.ModelProto) -> onnx.ModelProto | None:

@@ -18,7 +18,7 @@ from onnx_ir.passes import InPlacePass, PassResult
 from onnxprune.errors import UnsupportedModelError
 from onnxprune.graph_values import all_values
 from onnxprune.plan import RemovalPlan
-from onnxprune.shape_values import Literal, int_vector, shape_entries
+from onnxprune.shape_values import Broadcast, Literal, int_vector, shape_entries
 
 
 class _Writer:
@@ -162,23 +162,26 @@ def _attention_heads(node: ir.Node, shrink: ShrinkPass) -> None:
 
 
 def _rewrite_shape_input(node: ir.Node, shrink: ShrinkPass, index: int, out: ir.Value) -> None:
-    """Literal entry k > 0 of a shape input becomes the new size of output axis k."""
+    """Literal entry k > 0 of a shape input (or the literals of a ``Broadcast`` entry)
+    becomes the new size of output axis k."""
     if index >= len(node.inputs) or node.inputs[index] is None:
         return
     entries = shape_entries(node.inputs[index]) or []
     if out.shape is None or len(entries) != len(out.shape):
         return
     for axis, entry in enumerate(entries):
-        if not isinstance(entry, Literal) or entry.value <= 0:
-            continue
-        old, new = shrink.old_size(out, axis), shrink.new_size(out, axis)
-        if old is not None and new != old:
-            if entry.value != old:
-                raise UnsupportedModelError(
-                    f"{node.op_type} '{node.name}' sets axis {axis} to {entry.value} but the "
-                    f"axis has size {old}; cannot rewrite it"
-                )
-            shrink.writer.set(entry, new, node)
+        literals = entry.literals if isinstance(entry, Broadcast) else (entry,)
+        for literal in literals:
+            if not isinstance(literal, Literal) or literal.value <= 0:
+                continue
+            old, new = shrink.old_size(out, axis), shrink.new_size(out, axis)
+            if old is not None and new != old:
+                if literal.value != old:
+                    raise UnsupportedModelError(
+                        f"{node.op_type} '{node.name}' sets axis {axis} to {literal.value} but "
+                        f"the axis has size {old}; cannot rewrite it"
+                    )
+                shrink.writer.set(literal, new, node)
 
 
 @rewriter("Reshape", "Expand")

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["EXPECTED", "KERAS_MODELS", "TFLITE_MODELS", "files", "keras_export",
+__all__ = ["EXPECTED", "KERAS_BATCH", "KERAS_MODELS", "TFLITE_MODELS", "files", "keras_export",
            "magika_features", "magika_labels", "magika_model_dir", "sklearn_digits_mlp"]  # fmt: skip
 
 #: file extension -> magika content-type label
@@ -114,7 +114,10 @@ KERAS_MODELS = {
     "resnet50": "keras.applications.ResNet50(weights=None, input_shape=(64, 64, 3), classes=10, "
                 "classifier_activation=None)",
     "mha_block": "mha_block()",
+    "mha_block_batch1": "mha_block()",
 }  # fmt: skip
+#: Models exported with a static batch (others declare it dynamic).
+KERAS_BATCH = {"mha_block_batch1": 1}
 #: Models that go Keras -> TFLite (TFLiteConverter) -> ONNX (tf2onnx.convert.from_tflite).
 TFLITE_MODELS = {"mobilenet_v2_tflite": KERAS_MODELS["mobilenet_v2"]}
 
@@ -136,7 +139,7 @@ if sys.argv[3] == "tflite":
         f.write(tf.lite.TFLiteConverter.from_keras_model(model).convert())
     proto, _ = tf2onnx.convert.from_tflite(flat, opset=17)
 else:
-    shape = (None, *model.inputs[0].shape[1:])
+    shape = (None if sys.argv[4] == "None" else int(sys.argv[4]), *model.inputs[0].shape[1:])
     spec = (tf.TensorSpec(shape, tf.float32, name="input"),)
     proto, _ = tf2onnx.convert.from_keras(model, input_signature=spec, opset=17)
 onnx.save(proto, sys.argv[2])
@@ -158,7 +161,8 @@ def keras_export(name: str) -> Path:
         mode = "tflite" if name in TFLITE_MODELS else "keras"
         source = TFLITE_MODELS.get(name) or KERAS_MODELS[name]
         done = subprocess.run(
-            [sys.executable, "-c", _KERAS_SCRIPT, source, str(tmp), mode],
+            [sys.executable, "-c", _KERAS_SCRIPT, source, str(tmp), mode,
+             str(KERAS_BATCH.get(name))],
             capture_output=True, text=True, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
         Path(f"{tmp}.tflite").unlink(missing_ok=True)
         if done.returncode:

@@ -116,3 +116,37 @@ def test_dynamic_batch_reshape_from_shape_prunes():
     proto = model(nodes, {"x": ["batch", 3, 2, 2]}, {"y": ["batch", 2]}, inits)
     result = assert_prunes_exactly(proto, 0.5)
     assert any(n.op_type == "Shape" for n in result.to_proto().graph.node)
+
+
+def test_reshape_targets_from_reduceprod_and_max_of_shapes():
+    """tf2onnx's einsum lowering, with a symbolic batch: merge (channels, height) with
+    ReduceProd over a shape slice, split them again with Max of two shapes' entries; the
+    channels prune through both. (This ReduceProd reads static sizes and folds to a constant;
+    test_frameworks_keras's attention block has one over symbolic sizes.)"""
+    nodes = [
+        conv("c1", "x", "w1", "b1", "a"),
+        helper.make_node("Relu", ["a"], ["r"], name="relu"),
+        helper.make_node("Shape", ["a"], ["sa"], name="shape_a"),
+        helper.make_node("Shape", ["r"], ["sr"], name="shape_r"),
+        helper.make_node("Slice", ["sa", "zero", "one"], ["batch"], name="batch"),
+        helper.make_node("Slice", ["sa", "one", "three"], ["mid"], name="mid"),
+        helper.make_node("Slice", ["sa", "three", "four"], ["tail"], name="tail"),
+        helper.make_node("ReduceProd", ["mid"], ["merged"], name="prod", keepdims=1),
+        helper.make_node("Concat", ["batch", "merged", "tail"], ["t1"], name="t1", axis=0),
+        helper.make_node("Reshape", ["r", "t1"], ["f"], name="merge"),
+        helper.make_node("Slice", ["sa", "zero", "three"], ["lead_a"], name="lead_a"),
+        helper.make_node("Slice", ["sr", "zero", "three"], ["lead_r"], name="lead_r"),
+        helper.make_node("Max", ["lead_a", "lead_r"], ["lead"], name="max"),
+        helper.make_node("Concat", ["lead", "tail"], ["t2"], name="t2", axis=0),
+        helper.make_node("Reshape", ["f", "t2"], ["back"], name="split"),
+        conv("c2", "back", "w2", "b2", "y"),
+    ]
+    inits = {
+        "w1": weight(6, 3, 1, 1), "b1": weight(6), "w2": weight(4, 6, 1, 1), "b2": weight(4),
+        "zero": np.array([0], dtype=np.int64), "one": np.array([1], dtype=np.int64),
+        "three": np.array([3], dtype=np.int64), "four": np.array([4], dtype=np.int64),
+    }  # fmt: skip
+    proto = model(nodes, {"x": ["batch", 3, 2, 2]}, {"y": ["batch", 4, 2, 2]}, inits)
+    result = assert_prunes_exactly(proto, 0.5)
+    w2 = next(i for i in result.to_proto().graph.initializer if i.name == "w2")
+    assert list(w2.dims) == [4, 3, 1, 1]

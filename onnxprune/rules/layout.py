@@ -16,7 +16,17 @@ import onnx_ir as ir
 from onnxprune.channel_graph import Dim
 from onnxprune.rules.context import RuleContext, Size
 from onnxprune.rules.registry import channel_rule
-from onnxprune.shape_values import Literal, Scaled, SizeOf, Unknown, int_vector, shape_entries
+from onnxprune.shape_values import (
+    Broadcast,
+    Literal,
+    Scaled,
+    SizeOf,
+    SizeProduct,
+    Unknown,
+    int_vector,
+    shape_entries,
+    sizes_in,
+)
 
 
 @channel_rule("Transpose")
@@ -196,8 +206,10 @@ def bind_shape_vector(ctx: RuleContext, target: ir.Value | None, out: ir.Value, 
 
     Literals are rewritten by the shrink pass; ``SizeOf(t, k)`` couples the output axis with
     axis k of t (they must keep the same size); ``Scaled(SizeOf(t, k), c)`` makes the output
-    axis the row-major product (axis k of t) x (c, kept whole); other computed entries block
-    the axis.
+    axis the row-major product (axis k of t) x (c, kept whole); ``Broadcast`` couples it with
+    each of its sizes; ``SizeProduct`` of consecutive axes of a Reshape's own input says
+    what :func:`couple_reshaped` derives from the shapes (nothing to add), of any other axes
+    makes the output axis their row-major product; other computed entries block the axis.
     """
     if target is None:
         return
@@ -209,11 +221,23 @@ def bind_shape_vector(ctx: RuleContext, target: ir.Value | None, out: ir.Value, 
         for d in yd:
             ctx.block_dim(d, f"{what} is computed at run time")
         return
+    source = ctx.input(0) if ctx.node.op_type == "Reshape" else None
     for d, entry in zip(yd, entries, strict=True):
-        if isinstance(entry, SizeOf) and entry.tensor != out.name:
-            other = Dim(entry.tensor, entry.axis)
-            ctx.sizes.setdefault(other, ctx.size(d))
-            ctx.same(other, d)
+        if isinstance(entry, SizeOf | Broadcast):
+            for size in sizes_in(entry):
+                if size.tensor != out.name:
+                    other = Dim(size.tensor, size.axis)
+                    ctx.sizes.setdefault(other, ctx.size(d))
+                    ctx.same(other, d)
+        elif isinstance(entry, SizeProduct):
+            axes = [s.axis for s in entry.sizes]
+            own = source is not None and {s.tensor for s in entry.sizes} == {source.name}
+            if own and axes == list(range(axes[0], axes[0] + len(axes))):
+                continue
+            factors = [Dim(s.tensor, s.axis) for s in entry.sizes]
+            for f, size in zip(factors, entry.sizes, strict=True):
+                ctx.sizes.setdefault(f, size.static)
+            merge(ctx, d, factors)
         elif isinstance(entry, Scaled) and entry.size.tensor != out.name:
             other = Dim(entry.size.tensor, entry.size.axis)
             size = ctx.size(d)
