@@ -75,6 +75,8 @@ def normalize(model: ir.Model) -> UntieRecord:
     NameFixPass()(model)
     LiftConstantsToInitializersPass(lift_all_constants=True, size_limit=0)(model)
     ShapeInferencePass()(model)
+    if _positive_concat_axes(model):
+        ShapeInferencePass()(model)
     FoldShapeConstantsPass()(model)
     record = UntieRecord()
     UntieSharedConstantsPass(record)(model)
@@ -82,6 +84,22 @@ def normalize(model: ir.Model) -> UntieRecord:
     refine_reshape_shapes(model)
     complete_shapes(model)
     return record
+
+
+def _positive_concat_axes(model: ir.Model) -> bool:
+    """Concat axis -k of rank-r inputs becomes r - k (the same axis): data propagation in ONNX
+    and onnxruntime shape inference follows shape vectors joined on axis 0 only (paddle2onnx
+    writes -1). True if any changed."""
+    changed = False
+    for node in model.graph:
+        axis = node.attributes.get("axis")
+        if node.op_type != "Concat" or node.domain not in ("", "ai.onnx") or axis is None:
+            continue
+        ranks = {len(v.shape) for v in node.inputs if v is not None and v.shape is not None}
+        if axis.value < 0 and len(ranks) == 1:
+            node.attributes["axis"] = ir.AttrInt64("axis", axis.value + ranks.pop())
+            changed = True
+    return changed
 
 
 def model_opset(model: ir.Model) -> int:
