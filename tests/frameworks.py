@@ -8,9 +8,10 @@ tools/eval_frameworks.py.
   the Python standard library and /usr/share, chosen by extension (the expected label),
   larger than 512 bytes, in sorted path order; ``split`` 0 and 1 interleave, so calibration
   and evaluation never share a file.
-- Keras (random weights, seed 0): applications and a MultiHeadAttention block, converted by
-  tf2onnx directly or through a TFLite flatbuffer, in a subprocess (TensorFlow must not load
-  into a process that has torch).
+- Keras (random weights, seed 0): applications and a MultiHeadAttention block; and a small
+  CNN trained on the digits split (40 epochs, seed 0). Converted by tf2onnx directly or
+  through a TFLite flatbuffer, in a subprocess (TensorFlow must not load into a process that
+  has torch).
 """
 
 from __future__ import annotations
@@ -22,8 +23,9 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["EXPECTED", "KERAS_BATCH", "KERAS_MODELS", "TFLITE_MODELS", "files", "keras_export",
-           "magika_features", "magika_labels", "magika_model_dir", "sklearn_digits_mlp"]  # fmt: skip
+__all__ = ["EXPECTED", "KERAS_BATCH", "KERAS_MODELS", "TFLITE_MODELS", "digits_split", "files",
+           "keras_export", "magika_features", "magika_labels", "magika_model_dir",
+           "sklearn_digits_mlp"]  # fmt: skip
 
 #: file extension -> magika content-type label
 EXPECTED = {
@@ -90,17 +92,23 @@ def magika_features(paths: list[Path]) -> list[dict[str, np.ndarray]]:
     return feeds
 
 
-def sklearn_digits_mlp():
-    """(ONNX model, x_train, x_test, y_test) of a digits MLPClassifier via skl2onnx."""
-    from skl2onnx import to_onnx
+def digits_split() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """scikit-learn's digits as (x_train, x_test, y_train, y_test): 64 pixels in [0, 1],
+    a stratified quarter held out (the bundled model's split)."""
     from sklearn.datasets import load_digits
     from sklearn.model_selection import train_test_split
-    from sklearn.neural_network import MLPClassifier
 
     x, y = load_digits(return_X_y=True)
     x = (x / 16).astype(np.float32)
-    x_train, x_test, y_train, y_test = train_test_split(x, y, test_size=0.25, stratify=y,
-                                                        random_state=0)  # fmt: skip
+    return tuple(train_test_split(x, y, test_size=0.25, stratify=y, random_state=0))
+
+
+def sklearn_digits_mlp():
+    """(ONNX model, x_train, x_test, y_test) of a digits MLPClassifier via skl2onnx."""
+    from skl2onnx import to_onnx
+    from sklearn.neural_network import MLPClassifier
+
+    x_train, x_test, y_train, y_test = digits_split()
     clf = MLPClassifier(hidden_layer_sizes=(128, 64), max_iter=400, random_state=0)
     clf.fit(x_train, y_train)
     proto = to_onnx(clf, x_train[:1], options={"zipmap": False}, target_opset=17)
@@ -115,11 +123,13 @@ KERAS_MODELS = {
                 "classifier_activation=None)",
     "mha_block": "mha_block()",
     "mha_block_batch1": "mha_block()",
+    "digits_cnn": "digits_cnn()",
 }  # fmt: skip
 #: Models exported with a static batch (others declare it dynamic).
 KERAS_BATCH = {"mha_block_batch1": 1}
 #: Models that go Keras -> TFLite (TFLiteConverter) -> ONNX (tf2onnx.convert.from_tflite).
-TFLITE_MODELS = {"mobilenet_v2_tflite": KERAS_MODELS["mobilenet_v2"]}
+TFLITE_MODELS = {"mobilenet_v2_tflite": KERAS_MODELS["mobilenet_v2"],
+                 "digits_cnn_tflite": KERAS_MODELS["digits_cnn"]}  # fmt: skip
 
 _KERAS_SCRIPT = """
 import sys, keras, tensorflow as tf, tf2onnx, onnx
@@ -132,6 +142,19 @@ def mha_block():
     y = keras.layers.LayerNormalization()(h + f)
     out = keras.layers.Dense(10)(keras.layers.GlobalAveragePooling1D()(y))
     return keras.Model(x, out)
+def digits_cnn():
+    sys.path.insert(0, sys.argv[5])
+    from frameworks import digits_split
+    x_train, _, y_train, _ = digits_split()
+    x = keras.Input((8, 8, 1), name="input")  # functional: tf2onnx misses Sequential outputs
+    h = keras.layers.Conv2D(32, 3, padding="same", activation="relu")(x)
+    h = keras.layers.Conv2D(64, 3, padding="same", activation="relu")(h)
+    h = keras.layers.Flatten()(keras.layers.MaxPooling2D()(h))
+    h = keras.layers.Dense(128, activation="relu")(h)
+    model = keras.Model(x, keras.layers.Dense(10)(h))
+    model.compile("adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    model.fit(x_train.reshape(-1, 8, 8, 1), y_train, epochs=40, batch_size=32, verbose=0)
+    return model
 model = eval(sys.argv[1])
 if sys.argv[3] == "tflite":
     flat = sys.argv[2] + ".tflite"
@@ -162,7 +185,7 @@ def keras_export(name: str) -> Path:
         source = TFLITE_MODELS.get(name) or KERAS_MODELS[name]
         done = subprocess.run(
             [sys.executable, "-c", _KERAS_SCRIPT, source, str(tmp), mode,
-             str(KERAS_BATCH.get(name))],
+             str(KERAS_BATCH.get(name)), str(Path(__file__).parent)],
             capture_output=True, text=True, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
         Path(f"{tmp}.tflite").unlink(missing_ok=True)
         if done.returncode:

@@ -9,9 +9,10 @@ and tools/eval_frameworks.py.
   the page's own size), rendered offline with PIL in a DejaVu system font (sans, serif and
   mono in turn), or PIL's bundled font where DejaVu is missing. Even pages and odd pages
   never share a line: one set calibrates, the other judges.
-- Accuracy: 1 - (Levenshtein distance / length) of the page's text against what the whole
-  pipeline (detection -> direction -> recognition) reads, lines joined in its reading order,
-  spaces ignored (the recogniser, trained on Chinese, often drops English word spaces).
+- Accuracy: 1 - (Levenshtein distance / length), at least 0, of the page's text against what
+  the whole pipeline (detection -> direction -> recognition) reads, lines joined in its
+  reading order, spaces ignored (the recogniser, trained on Chinese, often drops English
+  word spaces).
 """
 
 from __future__ import annotations
@@ -128,13 +129,14 @@ def _levenshtein(a: str, b: str) -> int:
 
 
 def character_accuracy(page_list: list[Page], read: list[str]) -> float:
-    """1 - edit distance / characters over all pages, spaces ignored, lines joined."""
+    """1 - edit distance / characters over all pages (0 at worst: a model that reads garbage
+    can make more edits than there are characters), spaces ignored, lines joined."""
     errors = total = 0
     for (_, lines), got in zip(page_list, read, strict=True):
         want = "\n".join(lines).replace(" ", "")
         errors += _levenshtein(want, got.replace(" ", ""))
         total += len(want)
-    return 1 - errors / total
+    return max(0.0, 1 - errors / total)
 
 
 def model_feeds(page_list: list[Page]) -> dict[str, list[dict[str, np.ndarray]]]:

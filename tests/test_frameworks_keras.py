@@ -32,7 +32,8 @@ if importlib.util.find_spec("tf2onnx") is None or importlib.util.find_spec("tens
                 allow_module_level=True)
 
 SHAPES = {"mobilenet_v2": (1, 96, 96, 3), "resnet50": (1, 64, 64, 3), "mha_block": (1, 16, 32),
-          "mha_block_batch1": (1, 16, 32), "mobilenet_v2_tflite": (1, 96, 96, 3)}  # fmt: skip
+          "mha_block_batch1": (1, 16, 32), "mobilenet_v2_tflite": (1, 96, 96, 3),
+          "digits_cnn": (1, 8, 8, 1), "digits_cnn_tflite": (1, 8, 8, 1)}  # fmt: skip
 
 
 @pytest.mark.zoo
@@ -62,3 +63,22 @@ def test_keras_model_prunes_and_verifies(name: str) -> None:
     for feed in feeds:
         before, after = run(original, feed), run(result.to_proto(), feed)
         assert before[0].shape == after[0].shape and before[0].std() > 0
+
+
+@pytest.mark.zoo
+@pytest.mark.parametrize("name", ["digits_cnn", "digits_cnn_tflite"])
+def test_trained_keras_cnn_keeps_its_accuracy_at_half_the_macs(name: str) -> None:
+    """The CNN trained on digits, pruned to half its MACs with calibration from its training
+    split, judged on the held-out quarter."""
+    path = frameworks.keras_export(name)
+    x_train, x_test, _, y_test = frameworks.digits_split()
+    feed = onnx.load(path).graph.input[0].name
+    result = onnxprune.prune(path, target_macs=0.5, calibration=[{feed: x_train[:512].reshape(
+        -1, 8, 8, 1)}], inputs=[{feed: x_test[:8].reshape(-1, 8, 8, 1)}])  # fmt: skip
+    assert result.verification.passed
+    assert result.cost_after.macs <= 0.52 * result.cost_before.macs
+    x = {feed: x_test.reshape(-1, 8, 8, 1)}
+    before = (run(onnx.load(path), x)[0].argmax(1) == y_test).mean()
+    after = (run(result.to_proto(), x)[0].argmax(1) == y_test).mean()
+    print(f"keras {name}: digits accuracy {before:.1%} -> {after:.1%} at half the MACs")
+    assert before > 0.95 and after > before - 0.03

@@ -16,16 +16,27 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
+import onnx
 import onnxruntime as ort
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
 
 
+def _groups(result) -> str:
+    """Exact groups by size (units; heads as "8 heads x 45"); long lists as a count and range."""
+    groups = sorted((g for g in result.groups if g.exact), key=lambda g: g.n_atoms)
+    plain = [g.n_atoms for g in groups if g.atom_size == 1]
+    multi = [f"{g.n_atoms} heads x {g.atom_size}" for g in groups if g.atom_size > 1]
+    if len(plain) > 4:
+        plain_text = [f"{len(plain)} groups of {plain[0]}-{plain[-1]} channels"]
+    else:
+        plain_text = [str(n) for n in plain]
+    return ", ".join(plain_text + multi)
+
+
 def _row(framework, model, result, before, after, note) -> dict:
-    groups = [g for g in result.groups if g.exact]
-    return {"framework": framework, "model": model,
-            "groups": ", ".join(str(g.n_atoms) for g in sorted(groups, key=lambda g: g.n_atoms)),
+    return {"framework": framework, "model": model, "groups": _groups(result),
             "macs_kept": result.cost_after.macs / result.cost_before.macs,
             "accuracy_before": before, "accuracy_after": after,
             "verified": result.verification.passed, "note": note}  # fmt: skip
@@ -49,6 +60,34 @@ def sklearn_row() -> list[dict]:
                                  inputs=[{"X": x_test[:32]}])  # fmt: skip
         rows.append(_row("scikit-learn (skl2onnx)", "MLPClassifier 64-128-64-10, digits", result,
                          accuracy(proto), accuracy(result.to_proto()), note))  # fmt: skip
+    return rows
+
+
+def keras_rows() -> list[dict]:
+    """The Keras digits CNN (trained here) via tf2onnx, directly and through TFLite."""
+    import frameworks
+    import onnxprune
+
+    x_train, x_test, _, y_test = frameworks.digits_split()
+    x_test, x_train = x_test.reshape(-1, 8, 8, 1), x_train.reshape(-1, 8, 8, 1)
+
+    def accuracy(model, feed: str) -> float:
+        session = ort.InferenceSession(onnxprune.model_io.runtime_bytes(model),
+                                       providers=["CPUExecutionProvider"])  # fmt: skip
+        return float((session.run(None, {feed: x_test})[0].argmax(1) == y_test).mean())
+
+    rows = []
+    for name, framework in (("digits_cnn", "Keras via tf2onnx"),
+                            ("digits_cnn_tflite", "TFLite via tf2onnx")):  # fmt: skip
+        path = frameworks.keras_export(name)
+        feed = onnx.load(path).graph.input[0].name
+        for data, note in ((None, "magnitude (no data)"),
+                           ([{feed: x_train[:512]}], "calibrated: 512 training images")):
+            result = onnxprune.prune(path, target_macs=0.5, calibration=data,
+                                     inputs=[{feed: x_test[:8]}])  # fmt: skip
+            rows.append(_row(framework, "CNN 32-64-128 trained here on digits (Keras 3)",
+                             result, accuracy(str(path), feed), accuracy(result.model, feed),
+                             note))  # fmt: skip
     return rows
 
 
@@ -99,14 +138,13 @@ def rapidocr_rows(pages: int = 8) -> list[dict]:
             after = ocr.character_accuracy(evaluate, ocr.read_pages(evaluate, {role: path}))
             note = (f"calibrated: {len(feeds)} batches from {pages} other pages" if data
                     else "magnitude (no data)")  # fmt: skip
-            rows.append(_row("Paddle via paddle2onnx", f"RapidOCR {names[role]}; character "
-                             f"accuracy of the pipeline on {pages} rendered pages", result,
+            rows.append(_row("Paddle via paddle2onnx", f"RapidOCR {names[role]}", result,
                              before, after, note))  # fmt: skip
         after = ocr.character_accuracy(
             evaluate, ocr.read_pages(evaluate, {r: p for r, (p, _) in pruned.items()}))
         macs = [(r.cost_before.macs, r.cost_after.macs) for _, r in pruned.values()]
         rows.append({"framework": "Paddle via paddle2onnx",
-                     "model": f"RapidOCR pipeline, all three models pruned; {pages} pages",
+                     "model": "RapidOCR pipeline, all three models pruned",
                      "groups": "as above", "macs_kept": sum(a for _, a in macs) / sum(
                          b for b, _ in macs), "accuracy_before": before, "accuracy_after": after,
                      "verified": all(r.verification.passed for _, r in pruned.values()),
@@ -115,7 +153,7 @@ def rapidocr_rows(pages: int = 8) -> list[dict]:
 
 
 def main() -> int:
-    rows = sklearn_row() + magika_rows() + rapidocr_rows()
+    rows = sklearn_row() + keras_rows() + magika_rows() + rapidocr_rows()
     lines = ["| framework | model | groups (exact) | MACs kept | accuracy before → after | "
              "importance | oracle |", "|---|---|---|---:|---:|---|---|"]  # fmt: skip
     for r in rows:
