@@ -9,9 +9,10 @@ the output's largest magnitude.
 Rounding noise: some outputs move more than that tolerance under rounding alone (a softmax
 over logits in the hundreds turns relative float error of 1e-6 into probability changes of
 1e-4). An output beyond the tolerance still passes when its difference is within
-``NOISE_FACTOR`` times the masked model's own rounding noise: the largest difference between
-running it without and with onnxruntime's graph optimisations, whose fusions reorder the
-same float arithmetic. A wrong rewrite moves outputs by their own scale, far beyond that.
+``NOISE_FACTOR`` times the masked model's own rounding noise: the larger difference of its
+plain run from (a) its run with onnxruntime's graph optimisations, whose fusions reorder the
+same float arithmetic, and (b) a run with every float weight moved by one unit in the last
+place, up or down at random. A wrong rewrite moves outputs by their own scale, far beyond.
 """
 
 from __future__ import annotations
@@ -163,21 +164,41 @@ def compare(
 def rounding_noise(
     model: ir.Model | onnx.ModelProto, feeds: list[Mapping[str, np.ndarray]]
 ) -> dict[str, float] | None:
-    """Per float output, the largest difference between ``model`` run without and with
-    onnxruntime's graph optimisations (None where the optimised session cannot be built)."""
+    """Per float output, the largest difference between ``model``'s plain run and its run
+    with graph optimisations or with every float weight one ulp off (see the module
+    docstring); None where those sessions cannot be built."""
     try:
-        optimized = session(model, optimized=True)
+        others = [session(model, optimized=True), session(_ulp_perturbed(model))]
     except UnsupportedModelError:
         return None
     plain = session(model)
     names = [o.name for o in plain.get_outputs()]
     noise = dict.fromkeys(names, 0.0)
     for feed in feeds:
-        for name, a, b in zip(names, plain.run(names, dict(feed)),
-                              optimized.run(names, dict(feed)), strict=True):  # fmt: skip
-            if a.dtype.kind in "fc" and a.shape == b.shape and a.size:
-                noise[name] = max(noise[name], float(np.max(np.abs(a - b))))
+        expected = plain.run(names, dict(feed))
+        for other in others:
+            for name, a, b in zip(names, expected, other.run(names, dict(feed)), strict=True):
+                if a.dtype.kind in "fc" and a.shape == b.shape and a.size:
+                    noise[name] = max(noise[name], float(np.max(np.abs(a - b))))
     return noise
+
+
+def _ulp_perturbed(model: ir.Model | onnx.ModelProto, seed: int = 0) -> ir.Model:
+    """A copy whose float16/32/64 initializers each move one ulp up or down at random."""
+    copy = model.clone() if isinstance(model, ir.Model) else ir.from_proto(model)
+    rng = np.random.default_rng(seed)
+    for name, value in copy.graph.initializers.items():
+        tensor = value.const_value
+        if tensor is None or tensor.dtype not in _IEEE_FLOATS:
+            continue
+        array = tensor.numpy()
+        up = rng.random(array.shape) < 0.5
+        moved = np.where(up, np.nextafter(array, np.inf), np.nextafter(array, -np.inf))
+        value.const_value = ir.Tensor(moved.astype(array.dtype), name=name)
+    return copy
+
+
+_IEEE_FLOATS = {ir.DataType.FLOAT16, ir.DataType.FLOAT, ir.DataType.DOUBLE}
 
 
 def _cosine(a: np.ndarray, b: np.ndarray) -> float:

@@ -8,7 +8,7 @@ from onnx import helper
 
 import onnxprune
 from graphs import conv, feeds, model, weight
-from onnxprune.verify import compare, masked_model, verify_plan
+from onnxprune.verify import against_masked, compare, masked_model, verify_plan
 
 
 def proto():
@@ -52,3 +52,48 @@ def test_compare_identical_models_is_exact():
     verdict = compare(model, model, feeds(model))
     assert verdict.passed and verdict.max_abs_diff == 0.0
     assert np.isfinite(verdict.max_rel_diff)
+
+
+def softmax_over_large_logits(fold_batch_norm: bool, drop_channel: bool = False):
+    """Conv -> BatchNorm -> Relu -> pool -> MatMul -> Softmax with logits near 50000 that
+    differ by ~1 (sensitive to rounding); with ``fold_batch_norm`` the BN is folded into the
+    conv by hand, as onnxruntime's optimiser does; ``drop_channel`` zeroes channel 0."""
+    rng = np.random.default_rng(0)
+    w = rng.standard_normal((64, 16, 3, 3)).astype(np.float32)
+    gamma, var = rng.uniform(0.5, 2, 64), rng.uniform(0.5, 2, 64)
+    beta, mean = rng.standard_normal(64), rng.standard_normal(64)
+    if fold_batch_norm:
+        s = gamma / np.sqrt(var + 1e-5)
+        folded = w * s[:, None, None, None].astype(np.float32)
+        if drop_channel:
+            folded[0] = 0
+        nodes = [conv("c", "x", "w", "b", "a", pads=[1, 1, 1, 1])]
+        inits = {"w": folded, "b": (beta - mean * s).astype(np.float32)}
+    else:
+        nodes = [conv("c", "x", "w", None, "a0", pads=[1, 1, 1, 1]),
+                 helper.make_node("BatchNormalization", ["a0", "g", "be", "m", "v"], ["a"],
+                                  name="bn")]  # fmt: skip
+        inits = {"w": w, **{k: v.astype(np.float32) for k, v in
+                            {"g": gamma, "be": beta, "m": mean, "v": var}.items()}}  # fmt: skip
+    nodes += [
+        helper.make_node("Relu", ["a"], ["r"], name="relu"),
+        helper.make_node("GlobalAveragePool", ["r"], ["p"], name="gap"),
+        helper.make_node("Flatten", ["p"], ["f"], name="flat"),
+        helper.make_node("MatMul", ["f", "wf"], ["logits"], name="fc"),
+        helper.make_node("Softmax", ["logits"], ["y"], name="softmax", axis=1),
+    ]
+    inits["wf"] = (1000 + rng.standard_normal((64, 10)) * 0.3).astype(np.float32)
+    return model(nodes, {"x": [1, 16, 8, 8]}, {"y": [1, 10]}, inits)
+
+
+def test_oracle_passes_rounding_noise_of_a_sensitive_output_but_not_an_error():
+    reference = softmax_over_large_logits(fold_batch_norm=False)
+    data = [{"x": np.random.default_rng(s).standard_normal((1, 16, 8, 8)).astype(np.float32)}
+            for s in range(16)]  # fmt: skip
+    same = softmax_over_large_logits(fold_batch_norm=True)
+    assert not compare(reference, same, data).passed  # beyond the plain float tolerance
+    verdict = against_masked(reference, same, data)
+    assert verdict.passed and "rounding noise" in verdict.note and not verdict.failed
+    wrong = softmax_over_large_logits(fold_batch_norm=True, drop_channel=True)
+    verdict = against_masked(reference, wrong, data)
+    assert not verdict.passed and verdict.failed == ["y"]
