@@ -17,7 +17,10 @@ def proto():
         helper.make_node("Relu", ["a"], ["r"], name="relu"),
         conv("c2", "r", "w2", "b2", "y"),
     ]
-    inits = {"w1": weight(8, 3, 1, 1), "b1": weight(8), "w2": weight(2, 8, 1, 1), "b2": weight(2)}
+    # seeded: with the shared generator the weights depended on test order, and some orders
+    # left the two swapped channels below dead at every input
+    inits = {"w1": weight(8, 3, 1, 1, seed=1), "b1": weight(8, seed=2),
+             "w2": weight(2, 8, 1, 1, seed=3), "b2": weight(2, seed=4)}  # fmt: skip
     return model(nodes, {"x": [1, 3, 2, 2]}, {"y": [1, 2, 2, 2]}, inits)
 
 
