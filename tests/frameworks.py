@@ -173,6 +173,7 @@ def keras_export(name: str) -> Path:
     """Cached tf2onnx export of Keras model ``name`` (a key of KERAS_MODELS, or of
     TFLITE_MODELS to go through a .tflite file), built and converted in a subprocess so
     TensorFlow never shares a process with torch."""
+    import hashlib
     import os
     import subprocess
     import sys
@@ -193,4 +194,6 @@ def keras_export(name: str) -> Path:
 
     folder = zoo.cache_dir().parent / (f"tensorflow-{metadata.version('tensorflow-cpu')}_"
                                        f"tf2onnx-{metadata.version('tf2onnx')}")
-    return zoo.cached(f"keras-{name}.onnx", write, folder)
+    recipe = f"{_KERAS_SCRIPT}{TFLITE_MODELS.get(name) or KERAS_MODELS[name]}{KERAS_BATCH.get(name)}"
+    digest = hashlib.sha256(recipe.encode()).hexdigest()[:8]  # a changed recipe re-exports
+    return zoo.cached(f"keras-{name}-{digest}.onnx", write, folder)

@@ -1,5 +1,5 @@
-"""Keras via tf2onnx (directly, and through a TFLite flatbuffer): applications and a
-MultiHeadAttention block, pruned and verified.
+"""Keras via tf2onnx (directly, and through a TFLite flatbuffer): applications, a
+MultiHeadAttention block and a trained CNN, pruned and verified.
 
 tf2onnx writes NHWC models with a Transpose at the boundary and folds batch norm into the
 convolutions; the applications prune completely. It lowers Keras MultiHeadAttention's einsums
@@ -9,7 +9,8 @@ attention's head_dim (query/key and value separately, 8 channels in each of the 
 prune, not the heads: positions on a batch x heads axis of unknown size cannot be mapped.
 Exported with batch 1, the 4 heads prune (one side of each Max is then a folded constant).
 Each export prunes at ratio 0.5, passes the oracle and runs in onnxruntime with unchanged
-outputs.
+outputs. A CNN trained here on digits keeps its accuracy at half its MACs, through tf2onnx
+directly and through TFLite.
 """
 
 from __future__ import annotations
