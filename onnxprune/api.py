@@ -24,7 +24,7 @@ from onnxprune.calibration import calibration_batches
 from onnxprune.errors import UsageError, VerificationError
 from onnxprune.groups import Group, form_groups
 from onnxprune.importance import DATA_CRITERIA, consumer_keys, score_groups
-from onnxprune.latency import fed_dims, measure_latency, random_inputs
+from onnxprune.latency import bound_input_shapes, fed_dims, measure_latency, random_inputs
 from onnxprune.metrics import ModelCost, model_cost, node_macs, parameter_counts
 from onnxprune.model_io import ModelSource, load_model, save_model, uses_external_data
 from onnxprune.passes.cleanup import CleanupPass, drop_intermediate_shapes
@@ -331,6 +331,7 @@ def prune(
         first = next(iter(batches()), None)
     cost_dims = fed_dims(original, dims, first)
     cost_before = model_cost(ir.to_proto(original), cost_dims)
+    cost_shapes, guessed = bound_input_shapes(original, cost_dims)
 
     def plan_for(r: float) -> RemovalPlan:
         removed = allocate_ratio(
@@ -426,6 +427,7 @@ def prune(
         "refit_weights": len(plan.weight_updates),
         "round_to": round_to, "min_channels": min_channels, "exclude": list(exclude),
         "allow_approximate": allow_approximate, "head_dim": head_dim,
+        "cost_input_shapes": cost_shapes, "cost_dims_taken_as_1": guessed,
     }  # fmt: skip
     return PruneResult(
         pruned, original, groups, plan, scores, float(ratio), cost_before, cost_after,

@@ -129,6 +129,14 @@ def _prune(args, out: Console, err: Console) -> int:
     b, a = result.cost_before, result.cost_after
     out.print(f"parameters {b.params:,} -> {a.params:,} ({a.params / max(b.params, 1):.1%}); "
               f"MACs {b.macs:,} -> {a.macs:,} ({a.macs / max(b.macs, 1):.1%})")
+    shapes = result.options["cost_input_shapes"]
+    out.print("counted at " + ", ".join(f"{k} {'x'.join(map(str, v))}" for k, v in shapes.items()))
+    declared = {v.name: v.shape for v in result.original.graph.inputs}
+    for name in result.options["cost_dims_taken_as_1"]:
+        hint = ",".join(str(d) if isinstance(d, int) else (d.value or "?") for d in declared[name])
+        out.print(f"[yellow]input '{name}' ({hint}) has symbolic dims counted as 1, so MACs are "
+                  f"not at a real size: give its whole shape with --dim {name}=INT,INT,... "
+                  "or give --calib[/]")
     out.print(f"pruned {len(result.plan.removed)} of {sum(g.prunable for g in result.groups)} "
               "prunable groups "
               + (f"from plan {args.plan}" if args.plan else f"at ratio {result.ratio:.3f}"))

@@ -104,6 +104,27 @@ def fed_dims(model: ir.Model, dims: Dims, feed: Mapping[str, np.ndarray] | None)
     return out
 
 
+def bound_input_shapes(model: ir.Model, dims: Dims) -> tuple[dict[str, list[int]], list[str]]:
+    """Each declared input's shape with ``dims`` bound (open symbolic axes 1), and the inputs
+    with an open axis after the first (a batch of 1 is the usual count; a height of 1 is not)."""
+    shapes: dict[str, list[int]] = {}
+    open_axes: list[str] = []
+    for name, value in declared_inputs(model).items():
+        if value.shape is None:
+            continue
+        shape = []
+        for axis, d in enumerate(value.shape):
+            if isinstance(d, int):
+                shape.append(d)
+                continue
+            size = dim_size(dims, name, axis, d.value or "", default=0)
+            if not size and axis > 0 and name not in open_axes:
+                open_axes.append(name)
+            shape.append(size or 1)
+        shapes[name] = shape
+    return shapes, open_axes
+
+
 def random_inputs(
     model: onnx.ModelProto | ir.Model,
     dims: Dims | None = None,

@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import onnx
 import pytest
 from onnx import helper, numpy_helper
@@ -152,3 +153,28 @@ def test_usage_error_exit_code_and_module_entry_point():
                               capture_output=True, text=True, check=True).stdout
     for command in ("analyze", "prune", "verify", "bench", "examples"):
         assert command in helptext
+
+
+def test_costs_are_counted_at_bound_or_fed_input_sizes(tmp_path, capsys):
+    """Symbolic spatial dims: MACs at 1x1 with a warning, at the --dim shape, or at the size
+    of the first calibration batch; a symbolic batch alone is counted as 1 without one."""
+    nodes = [conv("c1", "x", "w1", "b1", "a", pads=[1, 1, 1, 1]),
+             helper.make_node("Relu", ["a"], ["r"], name="relu"),
+             conv("c2", "r", "w2", "b2", "y", pads=[1, 1, 1, 1])]  # fmt: skip
+    inits = {"w1": weight(8, 3, 3, 3), "b1": weight(8), "w2": weight(4, 8, 3, 3), "b2": weight(4)}
+    path = tmp_path / "fcn.onnx"
+    onnx.save(model(nodes, {"x": ["n", 3, "h", "w"]}, {"y": ["n", 4, "h", "w"]}, inits), path)
+    out = tmp_path / "small.onnx"
+    assert main(["prune", str(path), "-o", str(out), "--ratio", "0.5"]) == 0
+    printed = " ".join(capsys.readouterr().out.split())
+    assert "counted at x 1x3x1x1" in printed and "symbolic dims counted as 1" in printed
+    assert main(["prune", str(path), "-o", str(out), "--ratio", "0.5", "--dim", "x=1,3,6,5"]) == 0
+    printed = " ".join(capsys.readouterr().out.split())
+    assert "counted at x 1x3x6x5" in printed and "counted as 1" not in printed
+    assert f"MACs {(8 * 27 + 4 * 72) * 30:,} ->" in printed
+    data = tmp_path / "calib.npz"
+    np.savez(data, x=np.random.default_rng(0).standard_normal((4, 3, 7, 7)).astype(np.float32))
+    assert main(["prune", str(path), "-o", str(out), "--ratio", "0.5", "--calib", str(data),
+                 "--dim", "n=1"]) == 0  # fmt: skip
+    printed = " ".join(capsys.readouterr().out.split())
+    assert "counted at x 1x3x7x7" in printed and "counted as 1" not in printed
