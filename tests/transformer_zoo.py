@@ -65,17 +65,24 @@ _TEXT_DYNAMIC = {"input_ids": {0: "batch", 1: "sequence"},
 _IMAGE_DYNAMIC = {"pixel_values": {0: "batch"}}
 
 
+def _hf_model(config_cls: str, model_cls: str, config: dict, **kwargs: Any) -> Any:
+    """A randomly initialised transformers model with eager attention."""
+    import transformers
+
+    cfg = getattr(transformers, config_cls)(**config)
+    cfg._attn_implementation = "eager"
+    return getattr(transformers, model_cls)(cfg, **kwargs)
+
+
+# The wrappers differ only in forward's signature, which names the exported inputs.
 def _hf(config_cls: str, model_cls: str, **config: Any) -> Callable[[], Any]:
     def build() -> Any:
         import torch
-        import transformers
 
         class TextModel(torch.nn.Module):
             def __init__(self) -> None:
                 super().__init__()
-                cfg = getattr(transformers, config_cls)(**config)
-                cfg._attn_implementation = "eager"
-                self.model = getattr(transformers, model_cls)(cfg)
+                self.model = _hf_model(config_cls, model_cls, config)
 
             def forward(self, input_ids, attention_mask):
                 kwargs = {"use_cache": False} if "use_cache" in self.model.config else {}
@@ -92,14 +99,11 @@ def _hf(config_cls: str, model_cls: str, **config: Any) -> Callable[[], Any]:
 def _hf_vision(config_cls: str, model_cls: str, **config: Any) -> Callable[[], Any]:
     def build() -> Any:
         import torch
-        import transformers
 
         class VisionModel(torch.nn.Module):
             def __init__(self) -> None:
                 super().__init__()
-                cfg = getattr(transformers, config_cls)(**config)
-                cfg._attn_implementation = "eager"
-                self.model = getattr(transformers, model_cls)(cfg, add_pooling_layer=False)
+                self.model = _hf_model(config_cls, model_cls, config, add_pooling_layer=False)
 
             def forward(self, pixel_values):
                 return self.model(pixel_values=pixel_values, return_dict=False)[0]
