@@ -20,3 +20,8 @@ def all_values(graph: ir.Graph) -> dict[str, ir.Value]:
             if v is not None and v.name:
                 values[v.name] = v
     return values
+
+
+def dim_value(dim: int | ir.SymbolicDim) -> int | str | None:
+    """A shape dimension as its size, its symbol's name, or None when unnamed."""
+    return dim if isinstance(dim, int) else dim.value

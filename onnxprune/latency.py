@@ -9,7 +9,7 @@ the session being timed (measured: up to 2x error on a 2-core machine).
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -88,6 +88,13 @@ def declared_inputs(model: ir.Model) -> dict[str, ir.Value]:
     return {v.name: v for v in model.graph.inputs if v.name not in initializers}
 
 
+def bound_shape(value: ir.Value, dims: Dims, default: Callable[[int], int]) -> list[int]:
+    """``value``'s declared shape, symbolic axis k sized by ``dims`` (``metrics.Dims``), else
+    ``default(k)``."""
+    return [d if isinstance(d, int) else dim_size(dims, value.name, k, d.value or "", default(k))
+            for k, d in enumerate(value.shape or [])]  # fmt: skip
+
+
 def fed_dims(model: ir.Model, dims: Dims, feed: Mapping[str, np.ndarray] | None) -> dict:
     """``dims`` plus the whole shape of each input in ``feed`` that has symbolic axes (sized
     by ``dims`` where it names them, else as fed), so costs count at the sizes that run."""
@@ -98,9 +105,7 @@ def fed_dims(model: ir.Model, dims: Dims, feed: Mapping[str, np.ndarray] | None)
             continue
         fed = np.shape(feed[name])
         if len(fed) == len(shape) and not all(isinstance(d, int) for d in shape):
-            out[name] = tuple(d if isinstance(d, int) else dim_size(dims, name, axis, d.value or "",
-                                                                    fed[axis])
-                              for axis, d in enumerate(shape))  # fmt: skip
+            out[name] = tuple(bound_shape(value, dims, lambda k, fed=fed: fed[k]))
     return out
 
 
@@ -112,16 +117,11 @@ def bound_input_shapes(model: ir.Model, dims: Dims) -> tuple[dict[str, list[int]
     for name, value in declared_inputs(model).items():
         if value.shape is None:
             continue
-        shape = []
-        for axis, d in enumerate(value.shape):
-            if isinstance(d, int):
-                shape.append(d)
-                continue
-            size = dim_size(dims, name, axis, d.value or "", default=0)
-            if not size and axis > 0 and name not in open_axes:
-                open_axes.append(name)
-            shape.append(size or 1)
-        shapes[name] = shape
+        sizes = bound_shape(value, dims, lambda k: 0)  # 0: left open
+        pairs = list(zip([not isinstance(d, int) for d in value.shape], sizes, strict=True))
+        if any(symbolic and not size for symbolic, size in pairs[1:]):
+            open_axes.append(name)
+        shapes[name] = [(size or 1) if symbolic else size for symbolic, size in pairs]
     return shapes, open_axes
 
 
@@ -143,13 +143,7 @@ def random_inputs(
     rng = np.random.default_rng(seed)
     feed: dict[str, np.ndarray] = {}
     for value in declared_inputs(model).values():
-        shape = []
-        for axis, d in enumerate(value.shape or []):
-            if isinstance(d, int):
-                shape.append(d)
-            else:
-                shape.append(dim_size(dims, value.name, axis, d.value or "",
-                                      batch if axis == 0 else 1))  # fmt: skip
+        shape = bound_shape(value, dims, lambda k: batch if k == 0 else 1)
         dtype = _NUMPY.get(value.dtype, np.float32)
         if np.issubdtype(dtype, np.floating):
             feed[value.name] = rng.standard_normal(shape).astype(dtype)

@@ -24,7 +24,7 @@ from onnx import TensorProto
 
 from onnxprune.symbolic_shapes import infer_symbolic_shapes
 
-Dims = Mapping[str, "int | Sequence[int]"]
+Dims = Mapping[str, int | Sequence[int]]
 
 FLOAT_TYPES = {TensorProto.FLOAT, TensorProto.FLOAT16, TensorProto.DOUBLE, TensorProto.BFLOAT16}
 

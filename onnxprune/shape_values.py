@@ -21,6 +21,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import onnx_ir as ir
 
+from onnxprune.graph_values import dim_value
+
 SHAPE_ARITHMETIC = {"Shape", "Gather", "Slice", "Concat", "Unsqueeze", "Squeeze", "Cast", "Identity"}
 #: Ops that combine sizes into vectors; followed where their output is a vector or scalar.
 SIZE_COMBINERS = {"ReduceProd", "Max"}
@@ -204,11 +206,7 @@ def _shape_of(node: ir.Node) -> list[Entry] | None:
     lo = start.value if start is not None else 0
     hi = end.value if end is not None else rank
     axes = range(rank)[slice(lo, hi)]
-    return [SizeOf(data.name, axis, _static(data.shape[axis])) for axis in axes]
-
-
-def _static(dim) -> int | str | None:
-    return dim if isinstance(dim, int) else dim.value
+    return [SizeOf(data.name, axis, dim_value(data.shape[axis])) for axis in axes]
 
 
 def _product_entries(node: ir.Node, depth: int) -> list[Entry]:

@@ -19,7 +19,7 @@ import onnx
 import onnx_ir as ir
 from onnx import TensorProto
 
-from onnxprune.graph_values import all_values
+from onnxprune.graph_values import all_values, dim_value
 
 #: Initializers with more elements than this are passed to the inference as declared inputs.
 _INLINE_LIMIT = 4096
@@ -182,7 +182,7 @@ def complete_shapes(model: ir.Model) -> int:
     values = all_values(model.graph)
     declared = frozenset(str(d.value) for v in model.graph.inputs if v.shape is not None
                          for d in v.shape if not isinstance(d, int) and d.value)  # fmt: skip
-    if not any(v.shape is None or any(_unknown(_dim(d), declared) for d in v.shape)
+    if not any(v.shape is None or any(_unknown(dim_value(d), declared) for d in v.shape)
                for v in values.values()):  # fmt: skip
         return 0
     types: dict[str, int] = {}
@@ -200,7 +200,7 @@ def complete_shapes(model: ir.Model) -> int:
             _unknown(d, declared) for d in shape
         ):
             continue
-        old = None if value.shape is None else [_dim(d) for d in value.shape]
+        old = None if value.shape is None else [dim_value(d) for d in value.shape]
         if old is not None and (
             len(old) != len(shape) or not any(_unknown(d, declared) for d in old)
         ):
@@ -212,7 +212,3 @@ def complete_shapes(model: ir.Model) -> int:
         value.shape = ir.Shape(shape)
         changed += 1
     return changed
-
-
-def _dim(d: int | ir.SymbolicDim) -> int | str | None:
-    return d if isinstance(d, int) else d.value
