@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -21,10 +22,11 @@ from onnxprune.allocation import allocate_ratio, excluded_groups, search_ratio
 from onnxprune.analysis import Analysis
 from onnxprune.analysis import analyze as build_channel_graph
 from onnxprune.calibration import calibration_batches
-from onnxprune.errors import UsageError, VerificationError
+from onnxprune.errors import UnsupportedModelError, UsageError, VerificationError
 from onnxprune.groups import Group, form_groups
 from onnxprune.importance import DATA_CRITERIA, consumer_keys, score_groups
-from onnxprune.latency import bound_input_shapes, fed_dims, measure_latency, random_inputs
+from onnxprune.input_sizes import decide_sizes, feeds_for_verification, random_inputs
+from onnxprune.latency import measure_latency
 from onnxprune.metrics import ModelCost, model_cost, node_macs, parameter_counts
 from onnxprune.model_io import ModelSource, load_model, save_model, uses_external_data
 from onnxprune.passes.cleanup import CleanupPass, drop_intermediate_shapes
@@ -32,8 +34,9 @@ from onnxprune.passes.compensate import CompensatePass, compensation_fills, weig
 from onnxprune.passes.refit import apply_weight_updates, refit_updates
 from onnxprune.passes.shrink import ShrinkPass
 from onnxprune.plan import RemovalPlan
+from onnxprune.sessions import open_session
 from onnxprune.statistics import collect_statistics
-from onnxprune.verify import Verification, compare, verify_plan
+from onnxprune.verify import Verification, compare, masked_model, similarity, verify_plan
 
 Progress = Callable[[str, int, int], None]
 
@@ -148,7 +151,8 @@ def _shrunk(original: ir.Model, plan: RemovalPlan, *, check: bool = True) -> ir.
 
 
 def _target_measure(original: ir.Model, dims: dict, cost: ModelCost,
-                    target_macs: float | None, target_params: float | None
+                    target_macs: float | None, target_params: float | None,
+                    providers: Sequence[str] | None = None,
                     ) -> Callable[[ir.Model], float]:  # fmt: skip
     """Kept fraction of MACs, params or onnxruntime latency of a candidate model."""
     if target_macs is not None:
@@ -156,9 +160,9 @@ def _target_measure(original: ir.Model, dims: dict, cost: ModelCost,
     if target_params is not None:
         return lambda m: model_cost(ir.to_proto(m), dims).params / max(cost.params, 1)
     feed = random_inputs(original, dims)
-    (base,) = measure_latency([original], feed, repeats=20, blocks=2)
-    return lambda m: measure_latency([m], feed, repeats=20, blocks=2)[0].median_ms / max(
-        base.median_ms, 1e-9)
+    (base,) = measure_latency([original], feed, repeats=20, blocks=2, providers=providers)
+    return lambda m: measure_latency([m], feed, repeats=20, blocks=2,
+                                     providers=providers)[0].median_ms / max(base.median_ms, 1e-9)
 
 
 def load_removed(data: Mapping, eligible: list[Group]) -> dict[int, np.ndarray]:
@@ -217,6 +221,7 @@ def prune(
     verify: bool = True,
     inputs: Sequence[Mapping[str, np.ndarray]] | None = None,
     dims: Mapping[str, int] | None = None,
+    approximate_min_cosine: float = 0.9,
     progress: Progress | None = None,
 ) -> PruneResult:
     """Prune ``model`` and verify the result.
@@ -242,11 +247,15 @@ def prune(
         head_dim: prune inside every head (head_dim) instead of whole heads; rotary pairs
             (d, d + D/2) stay together because RoPE's rotate-half relates them.
         verify: run the oracle (pruned == masked original) and raise if it fails.
-        inputs: feeds for verification; random ones from the declared shapes otherwise.
+        inputs: feeds for verification (as given); else up to two calibration batches plus
+            a random feed at a second size, else random feeds at two sizes
+            (:mod:`onnxprune.input_sizes`).
         dims: sizes for symbolic input dims by name (``{"batch": 1}``), or an input's whole
             shape by input name (``{"x": (1, 3, 736, 1280)}``). Costs count at these sizes;
             axes they leave open take the first of ``inputs`` (else of the calibration data),
-            else 1.
+            else a size the model runs at (tried: batch 1, 16.. tokens, 224.. pixels).
+        approximate_min_cosine: with approximate groups pruned, the written model's outputs
+            must keep at least this cosine to the masked original.
         calibration: calibration data: a ``CalibrationDataReader``-like object, an iterable of
             feeds, an ``.npz`` file or a folder (see :mod:`onnxprune.calibration`).
         calibration_random: or this many random samples from the declared input shapes.
@@ -267,7 +276,13 @@ def prune(
     given = [k for k, v in targets.items() if v is not None]
     if len(given) != 1:
         raise UsageError(f"give exactly one of {', '.join(targets)} (got {given or 'none'})")
+    if inputs is not None and len(inputs) == 0:
+        raise UsageError("inputs= is empty: give at least one feed to verify on, or leave it "
+                         "out to verify on generated inputs")  # fmt: skip
+    if not 0.0 < approximate_min_cosine <= 1.0:
+        raise UsageError(f"approximate_min_cosine must be in (0, 1], got {approximate_min_cosine}")
     timings: dict[str, float] = {}
+    warnings: list[str] = []
     start = time.perf_counter()
     dims = dict(dims or {})
 
@@ -291,27 +306,38 @@ def prune(
     eligible = [g for g in groups if g.prunable and (allow_approximate or g.exact)]
     has_data = calibration is not None or calibration_random > 0
     criterion = criterion or ("fluctuation" if has_data else "l2")
+    if criterion in DATA_CRITERIA and not has_data:
+        raise UsageError(f"criterion '{criterion}' needs calibration data "
+                         "(calibration= or calibration_random=)")  # fmt: skip
+    original = _copy(analysis.analysis.model)
+    warnings += nonfinite_weights(original, "the input model")
+
+    sizes = None
+
+    def batches():
+        return calibration_batches(analysis.analysis.model, calibration,
+                                   random=calibration_random,
+                                   dims=dims if sizes is None else sizes.dims)  # fmt: skip
+
+    if not (calibration is None or isinstance(calibration, str | Path | list | tuple)):
+        once = list(calibration_batches(analysis.analysis.model, calibration))  # read once
+        batches = lambda: once  # noqa: E731
+    # one decision of the input sizes: verification, costs and random calibration use it
+    real = [dict(f) for f in inputs] if inputs is not None else (
+        list(itertools.islice(batches(), 2)) if calibration is not None else [])
+    step("input sizes", 0)
+    sizes = decide_sizes(original, dims, real[0] if real else None, runs_on(original))
+    step("input sizes", 1)
     stats = None
-    if criterion in DATA_CRITERIA or has_data:
-        if not has_data:
-            raise UsageError(f"criterion '{criterion}' needs calibration data "
-                             "(calibration= or calibration_random=)")  # fmt: skip
+    if has_data:
         t = time.perf_counter()
-
-        def batches():
-            return calibration_batches(analysis.analysis.model, calibration,
-                                       random=calibration_random, dims=dims)  # fmt: skip
-
-        if not (calibration is None or isinstance(calibration, str | Path | list | tuple)):
-            once = list(batches())  # a reader object can be read only once
-            batches = lambda: once  # noqa: E731
         keys = consumer_keys(eligible)
         gram = refit_keys(analysis.analysis, eligible)
         if refit is None:
-            sizes = {v.name: v.shape for v in analysis.analysis.values.values()}
-            need = sum(8 * sizes[name][axis] ** 2 for name, axis in gram
-                       if sizes.get(name) is not None
-                       and isinstance(sizes[name][axis], int))  # fmt: skip
+            shapes = {v.name: v.shape for v in analysis.analysis.values.values()}
+            need = sum(8 * shapes[name][axis] ** 2 for name, axis in gram
+                       if shapes.get(name) is not None
+                       and isinstance(shapes[name][axis], int))  # fmt: skip
             refit = need <= REFIT_MEMORY
         stats = collect_statistics(
             analysis.analysis.model, keys, batches, providers=providers,
@@ -322,16 +348,16 @@ def prune(
     t = time.perf_counter()
     step("score", 0)
     scores = score_groups(analysis.analysis, eligible, criterion, stats)
+    for gid, values in scores.items():
+        if not np.all(np.isfinite(values)):
+            warnings.append(f"group {gid}: {int(np.sum(~np.isfinite(values)))} channel scores "
+                            "are not finite (NaN/inf weights or statistics); they rank as the "
+                            "least important")  # fmt: skip
+            scores[gid] = np.nan_to_num(values, nan=-np.inf, posinf=-np.inf)
     step("score", 1)
     timings["score_s"] = time.perf_counter() - t
-    original = _copy(analysis.analysis.model)
-    # costs count at the input sizes that run: the first check input, else calibration batch
-    first = inputs[0] if inputs else None
-    if first is None and calibration is not None:
-        first = next(iter(batches()), None)
-    cost_dims = fed_dims(original, dims, first)
+    cost_dims = sizes.dims
     cost_before = model_cost(ir.to_proto(original), cost_dims)
-    cost_shapes, guessed = bound_input_shapes(original, cost_dims)
 
     def plan_for(r: float) -> RemovalPlan:
         removed = allocate_ratio(
@@ -342,17 +368,23 @@ def prune(
     t = time.perf_counter()
     target = next((v for v in (target_macs, target_params, target_latency) if v is not None), None)
     if target is not None:
-        measure = _target_measure(original, cost_dims, cost_before, target_macs, target_params)
+        measure = _target_measure(original, cost_dims, cost_before, target_macs, target_params,
+                                  providers)  # fmt: skip
         searched = 0
+        reached: dict[float, float] = {}
 
         def kept_fraction(r: float) -> float:
             nonlocal searched
             searched += 1
             step("search ratio", searched, 13)
-            return measure(_shrunk(original, plan_for(r), check=False))
+            reached[r] = measure(_shrunk(original, plan_for(r), check=False))
+            return reached[r]
 
         ratio = search_ratio(kept_fraction, target)
         step("search ratio", 13, 13)
+        if reached.get(ratio, 0.0) > target:
+            warnings.append(f"target {target:g} is out of reach: removing the most this allows "
+                            f"(ratio {ratio:.2f}) keeps {reached[ratio]:.1%}")  # fmt: skip
     if plan_data is not None:
         removal = RemovalPlan.build(groups, load_removed(plan_data, eligible))
         if not plan_data.get("refit_weights") or refit:  # refit fills go with refit weights
@@ -362,6 +394,15 @@ def prune(
         ratio = float("nan")
     else:
         removal = plan_for(ratio)
+        untouched = [g.id for g in eligible if g.id in scores and g.id not in removal.removed
+                     and g.id not in skip]  # fmt: skip
+        if ratio > 0 and untouched:
+            warnings.append(f"{len(untouched)} of {len(eligible)} prunable groups lose no "
+                            f"channel at ratio {ratio:.3g} (too few channels or units to remove "
+                            f"a whole one; groups {untouched[:8]}"
+                            f"{' ...' if len(untouched) > 8 else ''})")  # fmt: skip
+    if not removal.removed and (ratio or 0) > 0:
+        warnings.append("nothing is removed: no prunable group can lose a channel")
     plan = removal
     timings["allocate_s"] = time.perf_counter() - t
     refit = bool(refit)  # unset only where no data was read
@@ -378,6 +419,7 @@ def prune(
             removal.weight_updates, refit_fills = refit_updates(original, removal, stats,
                                                                 centered=compensate)  # fmt: skip
             removal.fills |= refit_fills
+        check_finite_corrections(removal)
 
     correct(plan)
     fills = plan.fills
@@ -388,33 +430,32 @@ def prune(
     timings["rewrite_s"] = time.perf_counter() - t
     cost_after = model_cost(ir.to_proto(pruned), cost_dims)
 
-    verification = similarity = None
+    verification = similarity_check = None
     if verify:
         t = time.perf_counter()
         step("verify", 0)
-        feeds = list(inputs) if inputs is not None else [
-            random_inputs(original, dims, seed=s) for s in range(2)
-        ]
-        approximate_ids = {g.id for g in groups if g.approximate}
-        if approximate_ids & set(plan.removed):
-            exact_plan = RemovalPlan.build(
-                groups, {k: v for k, v in plan.removed.items() if k not in approximate_ids}
-            )
-            correct(exact_plan)
-            verification = verify_plan(original, _shrunk(original, exact_plan), exact_plan, feeds)
-            verification.note = "; ".join(filter(None, [
-                verification.note,
-                "oracle run on the exact groups; approximate groups by similarity"]))
-            similarity = compare(original, pruned, feeds)
-            similarity.note = "approximate: pruned versus the unpruned original"
-        else:
-            verification = verify_plan(original, pruned, plan, feeds)
+        feeds = feeds_for_verification(original, sizes, inputs, real)
+        try:
+            verification, similarity_check = _oracle(model, original, pruned, plan, groups,
+                                                     feeds, correct, approximate_min_cosine)
+        except UnsupportedModelError as exc:
+            raise UnsupportedModelError(f"{exc}; so the pruned model cannot be verified: prune "
+                                        "with --no-verify (verify=False) to write it "
+                                        "unverified") from exc
         step("verify", 1)
         timings["verify_s"] = time.perf_counter() - t
         if not verification.passed:
             raise VerificationError(
-                f"pruned model differs from the masked original by {verification.max_abs_diff:.3g} "
-                f"(outputs: {verification.outputs}); please report this model"
+                f"pruned model differs from the masked original: {verification.note} "
+                f"(max |diff| {verification.max_abs_diff:.3g}, at "
+                f"{'; '.join(_shapes_text(s) for s in verification.input_shapes)}); please "
+                "report this model"
+            )
+        if similarity_check is not None and not similarity_check.passed:
+            raise VerificationError(
+                f"approximate groups change the outputs too much: cosine "
+                f"{similarity_check.min_cosine:.4f} below the threshold {approximate_min_cosine} "
+                "(prune less, or lower approximate_min_cosine / --approximate-min-cosine)"
             )
     drop_intermediate_shapes(pruned)
     timings["total_s"] = time.perf_counter() - start
@@ -427,9 +468,107 @@ def prune(
         "refit_weights": len(plan.weight_updates),
         "round_to": round_to, "min_channels": min_channels, "exclude": list(exclude),
         "allow_approximate": allow_approximate, "head_dim": head_dim,
-        "cost_input_shapes": cost_shapes, "cost_dims_taken_as_1": guessed,
+        "approximate_min_cosine": approximate_min_cosine,
+        "approximate_pruned": bool(set(plan.removed) & {g.id for g in groups if g.approximate}),
+        "cost_input_shapes": {k: list(v) for k, v in sizes.shapes.items()},
+        "second_input_shapes": None if sizes.second is None
+        else {k: list(v) for k, v in sizes.second.items()},
+        "probed_dims": sizes.probed, "warnings": warnings,
     }  # fmt: skip
     return PruneResult(
         pruned, original, groups, plan, scores, float(ratio), cost_before, cost_after,
-        verification, similarity, analysis, options, timings,
+        verification, similarity_check, analysis, options, timings,
     )
+
+
+def _oracle(model: ModelSource, original: ir.Model, pruned: ir.Model, plan: RemovalPlan,
+            groups: list[Group], feeds: list, correct: Callable[[RemovalPlan], None],
+            min_cosine: float) -> tuple[Verification, Verification | None]:  # fmt: skip
+    """The oracle on ``feeds``: pruned == masked original for the exact groups (approximate
+    groups, when pruned, by cosine of the written model to the masked original), and the
+    normalised working copy == the model as the user gave it."""
+    approximate_ids = {g.id for g in groups if g.approximate}
+    similarity_check = None
+    if approximate_ids & set(plan.removed):
+        exact_plan = RemovalPlan.build(
+            groups, {k: v for k, v in plan.removed.items() if k not in approximate_ids}
+        )
+        correct(exact_plan)
+        verification = verify_plan(original, _shrunk(original, exact_plan), exact_plan, feeds)
+        verification.add_note("oracle run on the exact groups (the model written has the "
+                              "approximate groups pruned too)")  # fmt: skip
+        similarity_check = similarity(masked_model(original, plan), pruned, feeds, min_cosine)
+    else:
+        verification = verify_plan(original, pruned, plan, feeds)
+    reference = compare(_as_loaded(model), original, feeds)
+    if not reference.passed:
+        verification.passed = False
+        verification.add_note("the normalised working copy differs from the input model "
+                              f"({reference.note}); please report this model")  # fmt: skip
+    else:
+        verification.add_note("the working copy equals the input model")
+    return verification, similarity_check
+
+
+def _shapes_text(shapes: Mapping[str, Sequence[int]]) -> str:
+    return ", ".join(f"{k} {'x'.join(map(str, v))}" for k, v in shapes.items())
+
+
+def _as_loaded(model: ModelSource) -> ir.Model | onnx.ModelProto | str:
+    """The model as the user gave it, for the reference check: a path is opened by
+    onnxruntime from the file itself."""
+    if isinstance(model, onnx.ModelProto | ir.Model):
+        return model
+    return str(model)
+
+
+def runs_on(model: ir.Model) -> Callable[[dict[str, np.ndarray]], bool]:
+    """Whether ``model`` runs on a feed in onnxruntime (session built on first use). A model
+    onnxruntime cannot load at all (custom ops) cannot be probed: every size counts as
+    running, and verification, if asked for, reports the load error."""
+    holder: list = []
+
+    def runs(feed: dict[str, np.ndarray]) -> bool:
+        if not holder:
+            try:
+                holder.append(open_session(model))
+            except UnsupportedModelError:
+                holder.append(None)
+        if holder[0] is None:
+            return True
+        try:
+            holder[0].run(None, feed)
+        except Exception:  # onnxruntime's own exception types: the size does not run
+            return False
+        return True
+
+    return runs
+
+
+def nonfinite_weights(model: ir.Model, where: str) -> list[str]:
+    """A warning per float initializer of ``model`` holding NaN or inf (tensors held in
+    external data are read one at a time)."""
+    out = []
+    for name, value in model.graph.initializers.items():
+        tensor = value.const_value
+        if tensor is None or not tensor.dtype.is_floating_point():
+            continue
+        array = tensor.numpy()
+        if array.dtype.kind == "f" and not np.all(np.isfinite(array)):
+            out.append(f"{where} has non-finite values in initializer '{name}' "
+                       f"({int(np.sum(~np.isfinite(array)))} of {array.size})")  # fmt: skip
+    return out
+
+
+def check_finite_corrections(plan: RemovalPlan) -> None:
+    """Refit weights and compensation fills must be finite before anything is written."""
+    for name, array in plan.weight_updates.items():
+        if not np.all(np.isfinite(array)):
+            raise VerificationError(f"the least-squares refit of '{name}' is not finite (the "
+                                    "calibration statistics hold NaN/inf); check the data or "
+                                    "use --no-refit")  # fmt: skip
+    for index, fill in plan.fills.items():
+        if not np.all(np.isfinite(fill)):
+            node = plan.masks[index].consumer.node
+            raise VerificationError(f"the compensation of consumer '{node}' is not finite; "
+                                    "check the calibration data")  # fmt: skip

@@ -27,7 +27,7 @@ import numpy as np
 import onnx_ir as ir
 
 from onnxprune.errors import CalibrationDataError
-from onnxprune.latency import _NUMPY, declared_inputs, random_inputs
+from onnxprune.input_sizes import NUMPY_DTYPES, declared_inputs, random_inputs
 
 Feed = dict[str, np.ndarray]
 
@@ -48,7 +48,7 @@ def check_feed(model: ir.Model, feed: Mapping[str, Any], where: str = "") -> Fee
     out: Feed = {}
     for name, value in declared.items():
         array = np.asarray(feed[name])
-        want = np.dtype(_NUMPY.get(value.dtype, np.float32))
+        want = np.dtype(NUMPY_DTYPES.get(value.dtype, np.float32))
         if array.dtype.kind != want.kind and not (
             array.dtype.kind in "iub" and want.kind in "iu"
         ):
@@ -68,6 +68,13 @@ def check_feed(model: ir.Model, feed: Mapping[str, Any], where: str = "") -> Fee
                         f"input '{name}'{at} has size {got} on axis {axis}; the model "
                         f"declares {expected} ({shape})"
                     )
+        if array.dtype.kind in "fc" and not np.all(np.isfinite(array)):
+            bad = np.argwhere(~np.isfinite(array))[0]
+            raise CalibrationDataError(
+                f"input '{name}'{at} holds a non-finite value (sample {bad[0] if bad.size else 0}"
+                f", index {tuple(int(i) for i in bad)}: {array[tuple(bad)]}); clean the data "
+                "(NaN or inf would turn every statistic and refit weight into NaN)"
+            )
         out[name] = array.astype(want, copy=False)
     return out
 
@@ -119,14 +126,17 @@ def calibration_batches(
         raise CalibrationDataError("no calibration data: give a source or random=N")
     if source is None:
         declared = declared_inputs(model).values()
-        leading = {str(v.shape[0].value) for v in declared
+        batched = {v.name for v in declared
                    if v.shape is not None and len(v.shape) and not isinstance(v.shape[0], int)}
+        leading = {str(declared_inputs(model)[n].shape[0].value) for n in batched}
         # Samples go along the symbolic leading (batch) axes; other symbols come from dims.
         dims = {k: v for k, v in (dims or {}).items() if k not in leading}
-        step = batch if leading else 1
+        step = batch if batched else 1
         for start in range(0, random, step):
             n = min(step, random - start)
-            yield check_feed(model, random_inputs(model, dims, batch=n, seed=start), "random")
+            sized = {k: (n, *v[1:]) if k in batched and not isinstance(v, int) else v
+                     for k, v in dims.items()}  # fmt: skip
+            yield check_feed(model, random_inputs(model, sized, batch=n, seed=start), "random")
         return
     if isinstance(source, str | Path):
         leading = {v.shape[0] for v in declared_inputs(model).values()

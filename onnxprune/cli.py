@@ -8,7 +8,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import signal
 import sys
+import threading
+import traceback
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -18,6 +21,7 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from onnxprune.errors import OnnxPruneError, UsageError, VerificationError
+from onnxprune.model_io import check_destination
 
 PLAN_KEY = "onnxprune.plan"
 
@@ -42,7 +46,7 @@ def _dims(items: list[str]) -> dict[str, int | tuple[int, ...]]:
     for item in items:
         name, sep, value = item.partition("=")
         sizes = value.split(",")
-        if not sep or not all(s.isdigit() for s in sizes):
+        if not sep or not all(s.isascii() and s.isdigit() for s in sizes):
             raise UsageError(f"--dim expects NAME=INT (a symbolic dim) or INPUT=INT,INT,... "
                              f"(an input's whole shape), got '{item}'")  # fmt: skip
         dims[name] = int(value) if len(sizes) == 1 else tuple(int(s) for s in sizes)
@@ -113,6 +117,8 @@ def _prune(args, out: Console, err: Console) -> int:
         raise UsageError(f"output path '{args.output}' is the input model; choose another -o")
     if args.ratio is not None and not 0 <= args.ratio < 1:
         raise UsageError(f"--ratio must be in [0, 1), got {args.ratio}")
+    for path in filter(None, (args.output, args.plan_out)):
+        check_destination(Path(path))
     with _progress(err) as progress:
         result = prune(
             args.model, ratio=args.ratio, target_macs=args.target_macs,
@@ -121,7 +127,8 @@ def _prune(args, out: Console, err: Console) -> int:
             criterion=args.criterion, calibration=args.calib, calibration_random=args.random,
             providers=args.providers, round_to=args.round_to, min_channels=args.min_channels,
             exclude=args.exclude, allow_approximate=args.allow_approximate,
-            head_dim=args.head_dim, verify=not args.no_verify, dims=_dims(args.dim), progress=progress,
+            head_dim=args.head_dim, verify=not args.no_verify, dims=_dims(args.dim),
+            approximate_min_cosine=args.approximate_min_cosine, progress=progress,
         )  # fmt: skip
     plan = result.plan.to_dict() | {"options": result.options}
     result.model.metadata_props[PLAN_KEY] = json.dumps(plan)
@@ -130,13 +137,9 @@ def _prune(args, out: Console, err: Console) -> int:
     out.print(f"parameters {b.params:,} -> {a.params:,} ({a.params / max(b.params, 1):.1%}); "
               f"MACs {b.macs:,} -> {a.macs:,} ({a.macs / max(b.macs, 1):.1%})")
     shapes = result.options["cost_input_shapes"]
-    out.print("counted at " + ", ".join(f"{k} {'x'.join(map(str, v))}" for k, v in shapes.items()))
-    declared = {v.name: v.shape for v in result.original.graph.inputs}
-    for name in result.options["cost_dims_taken_as_1"]:
-        hint = ",".join(str(d) if isinstance(d, int) else (d.value or "?") for d in declared[name])
-        out.print(f"[yellow]input '{name}' ({hint}) has symbolic dims counted as 1, so MACs are "
-                  f"not at a real size: give its whole shape with --dim {name}=INT,INT,... "
-                  "or give --calib[/]")
+    out.print("counted at " + _shapes_text(shapes)
+              + (f" (sizes for {', '.join(result.options['probed_dims'])} chosen where the model"
+                 " runs; set them with --dim)" if result.options["probed_dims"] else ""))
     out.print(f"pruned {len(result.plan.removed)} of {sum(g.prunable for g in result.groups)} "
               "prunable groups "
               + (f"from plan {args.plan}" if args.plan else f"at ratio {result.ratio:.3f}"))
@@ -152,11 +155,17 @@ def _prune(args, out: Console, err: Console) -> int:
         name += " weight magnitude" if name in ("l1", "l2") else ""
         out.print(f"importance: {name} (no calibration data; --calib or --random enable the "
                   "data-driven criteria)")
+    for warning in result.options["warnings"]:
+        out.print(f"[yellow]warning: {warning}[/]")
     v = result.verification
     if v is None:
         out.print("[yellow]verification skipped (--no-verify): the result is unverified[/]")
     else:
-        out.print(f"verification: [green]passed[/] (max |diff| {v.max_abs_diff:.2e})")
+        _print_verdict(out, "oracle (pruned == masked original)", v)
+        if result.similarity is not None:
+            out.print(f"approximate groups: cosine {result.similarity.min_cosine:.4f} to the "
+                      f"masked original (threshold {result.options['approximate_min_cosine']}): "
+                      "[green]passed[/]")
     out.print(f"wrote {saved}")
     if args.report:
         for path in write_report(build_report(result), args.report):
@@ -165,6 +174,22 @@ def _prune(args, out: Console, err: Console) -> int:
         Path(args.plan_out).write_text(json.dumps(plan, indent=1))
         out.print(f"wrote {args.plan_out}")
     return 0
+
+
+def _shapes_text(shapes) -> str:
+    return ", ".join(f"{k} {'x'.join(map(str, v))}" for k, v in shapes.items()) or "no inputs"
+
+
+def _print_verdict(out: Console, what: str, v) -> None:
+    status = "[green]passed[/]" if v.passed else "[red]FAILED[/]"
+    out.print(f"verification: {status} ({what}); max |diff| {v.max_abs_diff:.2e}, worst relative L2 "
+              f"{v.max_rel_diff:.2e}, min cosine {v.min_cosine:.6f}, over {v.samples} input(s) "
+              f"at {'; '.join(_shapes_text(s) for s in v.input_shapes)}")
+    for name, check in v.checks.items():
+        out.print(f"  {name}: max |diff| {check.max_abs_diff:.3e}, rel. L2 {check.rel_l2:.2e}, "
+                  f"{'passed' if check.passed else 'FAILED'} ({check.rule})")
+    if v.note:
+        out.print(v.note)
 
 
 def _refit_weights(original, pruned, plan, names: list[str]) -> dict:
@@ -190,61 +215,87 @@ def _open_mesh(index: tuple, shape: tuple[int, ...]):
 
 def _verify(args, out: Console, err: Console) -> int:
     import numpy as np
-    import onnx
 
-    from onnxprune.api import analyze
-    from onnxprune.latency import random_inputs
+    from onnxprune.api import analyze, runs_on
+    from onnxprune.input_sizes import decide_sizes, random_inputs
     from onnxprune.model_io import load_model
     from onnxprune.plan import RemovalPlan
-    from onnxprune.verify import against_masked, compare, masked_model
+    from onnxprune.verify import against_masked, compare, masked_model, similarity
 
+    if args.samples < 1:
+        raise UsageError(f"--samples must be at least 1, got {args.samples}")
     pruned = load_model(args.pruned)
     raw = pruned.metadata_props.get(PLAN_KEY)
     original = load_model(args.original)
-    dims = _dims(args.dim)
-    feeds = [random_inputs(original, dims, seed=s) for s in range(args.samples)]
+    sizes = decide_sizes(original, _dims(args.dim), None, runs_on(original))
+    feeds = sizes.random_feeds(original, min(args.samples, 2)) + [
+        random_inputs(original, sizes.second or sizes.shapes, seed=k)
+        for k in range(2, args.samples)]  # fmt: skip
     if raw is None:
-        reference = onnx.load(args.original)
-        how = "plain comparison with the original (no onnxprune plan found in the model)"
-    else:
+        verdict = compare(args.original, args.pruned, feeds)
+        _print_verdict(out, "plain comparison with the original (no onnxprune plan in the "
+                       "model)", verdict)  # fmt: skip
+        return 0 if verdict.passed else 1
+    try:
         stored = json.loads(raw)
-        head_dim = bool(stored.get("options", {}).get("head_dim", False))
-        with _progress(err) as progress:
-            ma = analyze(args.original, head_dim=head_dim, progress=progress)
+        options = stored.get("options", {})
         removed = {int(k): np.array(v, dtype=np.int64) for k, v in stored["removed"].items()}
-        if any(k >= len(ma.groups) for k in removed):
-            raise UsageError("the plan in the pruned model does not fit this original model")
-        rebuilt = RemovalPlan.build(ma.groups, removed)
-        rebuilt.fills = RemovalPlan.read_fills(stored)
+    except (ValueError, TypeError, KeyError, AttributeError) as exc:
+        raise UsageError(f"the plan stored in '{args.pruned}' is not readable ({exc}); was it "
+                         "written by onnxprune?") from exc  # fmt: skip
+    with _progress(err) as progress:
+        ma = analyze(args.original, head_dim=bool(options.get("head_dim", False)),
+                     progress=progress)  # fmt: skip
+    by_id = {g.id: g for g in ma.groups}
+    if any(k not in by_id or by_id[k].blocked or (v.size and v.max() >= by_id[k].n_atoms)
+           for k, v in removed.items()):  # fmt: skip
+        raise UsageError(f"the plan stored in '{args.pruned}' does not fit '{args.original}' "
+                         "(other groups or widths): is it the model it was pruned from?")
+    rebuilt = RemovalPlan.build(ma.groups, removed)
+    rebuilt.fills = RemovalPlan.read_fills(stored)
+    try:
         rebuilt.weight_updates = _refit_weights(ma.analysis.model, pruned, rebuilt,
                                                 stored.get("refit_weights", []))  # fmt: skip
-        reference = masked_model(ma.analysis.model, rebuilt)
-        how = "oracle: pruned == original with the removed channels masked at their consumers"
-    verdict = (compare if raw is None else against_masked)(reference, pruned, feeds)
-    status = "[green]passed[/]" if verdict.passed else "[red]FAILED[/]"
-    out.print(f"{how}: {status}; max |diff| {verdict.max_abs_diff:.3e} "
-              f"(relative {verdict.max_rel_diff:.2e}) over {verdict.samples} input(s)")
-    for name, diff in verdict.outputs.items():
-        out.print(f"  {name}: max |diff| {diff:.3e}")
-    if verdict.note:
-        out.print(verdict.note)
+    except (KeyError, ValueError, IndexError) as exc:
+        raise UsageError(f"the refit weights of '{args.pruned}' do not fit '{args.original}' "
+                         f"({exc}): is it the model it was pruned from?") from exc
+    reference = masked_model(ma.analysis.model, rebuilt)
+    approximate = {g.id for g in ma.groups if g.approximate} & set(rebuilt.removed)
+    if approximate:
+        threshold = float(options.get("approximate_min_cosine", 0.9))
+        verdict = similarity(reference, pruned, feeds, threshold)
+        _print_verdict(out, f"approximate groups {sorted(approximate)} pruned: cosine to the "
+                       "masked original", verdict)  # fmt: skip
+    else:
+        verdict = against_masked(reference, pruned, feeds)
+        _print_verdict(out, "oracle (pruned == original with the removed channels masked at "
+                       "their consumers)", verdict)  # fmt: skip
     return 0 if verdict.passed else 1
 
 
 def _bench(args, out: Console, err: Console) -> int:
     import onnx
 
-    from onnxprune.latency import measure_latency, random_inputs
+    from onnxprune.api import runs_on
+    from onnxprune.input_sizes import decide_sizes, declared_inputs, random_inputs
+    from onnxprune.latency import measure_latency
     from onnxprune.metrics import model_cost
     from onnxprune.model_io import load_model
 
-    dims = _dims(args.dim)
     models = [load_model(p) for p in (args.a, args.b)]
-    protos = [onnx.load(str(p)) for p in (args.a, args.b)]
-    costs = [model_cost(p, dims) for p in protos]
-    feed = random_inputs(models[0], dims)
+    inputs = [{k: (v.dtype, len(v.shape or ())) for k, v in declared_inputs(m).items()}
+              for m in models]  # fmt: skip
+    if inputs[0] != inputs[1]:
+        raise UsageError(f"'{args.a}' and '{args.b}' take different inputs ({inputs[0]} vs "
+                         f"{inputs[1]}); bench compares two versions of one model")  # fmt: skip
+    sizes = decide_sizes(models[0], _dims(args.dim), None, runs_on(models[0]))
+    costs = [model_cost(onnx.load(str(p), load_external_data=False), sizes.dims)
+             for p in (args.a, args.b)]  # fmt: skip
+    out.print(f"at {sizes.describe()}")
+    feed = random_inputs(models[0], sizes.shapes)
     err.print("measuring latency (alternating blocks)...")
-    stats = measure_latency(protos, feed, threads=args.threads, repeats=args.repeats)
+    stats = measure_latency([str(args.a), str(args.b)], feed, threads=args.threads,
+                            repeats=args.repeats)
     table = Table(title="onnxprune bench")
     table.add_column("")
     for path in (args.a, args.b):
@@ -262,9 +313,16 @@ def _bench(args, out: Console, err: Console) -> int:
     table.add_row("latency p10-p90", *(f"{s.p10_ms:.3f}-{s.p90_ms:.3f}" for s in stats), "")
     out.print(table)
     speedup = stats[0].median_ms / stats[1].median_ms
-    macs_ratio = costs[0].macs / max(costs[1].macs, 1)
-    out.print(f"speedup {speedup:.2f}x for {macs_ratio:.2f}x fewer MACs "
-              f"(speedup / MACs ratio = {speedup / macs_ratio:.2f})")
+    if costs[0].macs and costs[1].macs:
+        macs_ratio = costs[0].macs / costs[1].macs
+        out.print(f"speedup {speedup:.2f}x for {macs_ratio:.2f}x fewer MACs "
+                  f"(speedup / MACs ratio = {speedup / macs_ratio:.2f})")
+    else:
+        out.print(f"speedup {speedup:.2f}x (MACs unknown: no contraction with known shapes)")
+    for cost, path in zip(costs, (args.a, args.b), strict=True):
+        if cost.unknown:
+            out.print(f"[yellow]{path}: MACs of {len(cost.unknown)} node(s) unknown "
+                      f"({', '.join(cost.unknown[:5])}{' ...' if len(cost.unknown) > 5 else ''})[/]")
     return 0
 
 
@@ -277,8 +335,14 @@ def build_parser() -> argparse.ArgumentParser:
         "neurons and heads, verified against the original.",
         epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter,
     )  # fmt: skip
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--tmp-dir", metavar="DIR", help="folder for temporary model copies "
+                        "onnxruntime needs for models over 2 GB (default: $ONNXPRUNE_TMPDIR, "
+                        "else the system temp folder); removed as soon as they are read")
+    common.add_argument("--debug", action="store_true", help="show the traceback of an "
+                        "internal error")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
-    p = sub.add_parser("analyze", help="list the model's groups and what blocks the others",
+    p = sub.add_parser("analyze", parents=[common], help="list the model's groups and what blocks the others",
                        description="Find every group of channels that can be removed together.")
     p.add_argument("model", help="the .onnx file")
     p.add_argument("--json", action="store_true", help="print the analysis as JSON")
@@ -286,7 +350,7 @@ def build_parser() -> argparse.ArgumentParser:
                    "model's inputs/outputs")
     p.set_defaults(run=_analyze)
 
-    p = sub.add_parser("prune", help="prune a model and write the smaller one",
+    p = sub.add_parser("prune", parents=[common], help="prune a model and write the smaller one",
                        description="Prune, verify (pruned == masked original) and write atomically.")
     p.add_argument("model", help="the .onnx file (never modified)")
     p.add_argument("-o", "--output", required=True, help="where to write the pruned model")
@@ -324,6 +388,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--head-dim", action="store_true", help="prune inside every attention head "
                    "(head_dim) instead of removing whole heads; applies to every split dim")
     p.add_argument("--no-verify", action="store_true", help="skip the oracle (not recommended)")
+    p.add_argument("--approximate-min-cosine", type=float, default=0.9, metavar="T",
+                   help="with --allow-approximate: the written model's outputs must keep at "
+                   "least this cosine to the masked original (default 0.9), else exit 1")
     p.add_argument("--report", type=Path, help="write report.json, report.md and plots here")
     p.add_argument("--plan-out", type=Path, help="write the removal plan as JSON")
     p.add_argument("--dim", action="append", default=[], metavar="NAME=VALUE",
@@ -332,16 +399,17 @@ def build_parser() -> argparse.ArgumentParser:
                         "first calibration batch's")
     p.set_defaults(run=_prune)
 
-    p = sub.add_parser("verify", help="check a pruned model against its original",
+    p = sub.add_parser("verify", parents=[common], help="check a pruned model against its original",
                        description="Rebuild the masked original from the plan stored in the "
                        "pruned model and compare outputs on random inputs.")
     p.add_argument("original")
     p.add_argument("pruned")
-    p.add_argument("--samples", type=int, default=2, help="number of random inputs")
+    p.add_argument("--samples", type=int, default=2, help="number of random inputs (the "
+                   "first at one size, the others at a second size where dims are symbolic)")
     p.add_argument("--dim", action="append", default=[], metavar="NAME=VALUE")
     p.set_defaults(run=_verify)
 
-    p = sub.add_parser("bench", help="compare params, MACs and onnxruntime latency of two models")
+    p = sub.add_parser("bench", parents=[common], help="compare params, MACs and onnxruntime latency of two models")
     p.add_argument("a")
     p.add_argument("b")
     p.add_argument("--threads", type=int, default=2)
@@ -351,10 +419,22 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _terminate(signum, frame) -> None:  # SIGTERM unwinds like Ctrl-C: temp files go
+    raise KeyboardInterrupt
+
+
 def main(argv: list[str] | None = None) -> int:
+    """Run the CLI; exit codes: 0 ok, 1 verification failed, 2 bad usage or input, 3 internal
+    error (``--debug`` shows the traceback), 130 interrupted."""
+    from onnxprune.sessions import set_tmp_dir
+
     args = build_parser().parse_args(argv)
     out, err = Console(), Console(stderr=True)
+    previous = None
+    if threading.current_thread() is threading.main_thread():
+        previous = signal.signal(signal.SIGTERM, _terminate)
     try:
+        set_tmp_dir(args.tmp_dir)
         return args.run(args, out, err)
     except VerificationError as exc:
         print(f"onnxprune: verification failed: {exc}", file=sys.stderr)
@@ -362,6 +442,20 @@ def main(argv: list[str] | None = None) -> int:
     except OnnxPruneError as exc:
         print(f"onnxprune: error: {exc}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print("onnxprune: interrupted; nothing was written", file=sys.stderr)
+        return 130
+    except Exception as exc:
+        if args.debug:
+            traceback.print_exc()
+        first = (str(exc).strip().splitlines() or [""])[0]
+        print(f"onnxprune: internal error ({type(exc).__name__}: {first}); please report it "
+              "with the command and model (run with --debug for the traceback)", file=sys.stderr)
+        return 3
+    finally:
+        set_tmp_dir(None)
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
 
 
 if __name__ == "__main__":

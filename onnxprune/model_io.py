@@ -90,6 +90,23 @@ def uses_external_data(model: ir.Model) -> bool:
     return any(isinstance(v.const_value, ir.ExternalTensor) for v in model.graph.initializers.values())
 
 
+def check_destination(out: Path) -> None:
+    """Raise UsageError unless a file can be written at ``out``: its folder exists and is
+    writable, and ``out`` is absent or a regular file (never a folder, device or FIFO)."""
+    if not str(out) or out.name in ("", ".", ".."):
+        raise UsageError(f"output path '{out}' names no file; give a file name such as small.onnx")
+    folder = out.parent
+    if not folder.exists():
+        raise UsageError(f"output folder '{folder}' does not exist; create it first")
+    if not folder.is_dir():
+        raise UsageError(f"output folder '{folder}' is not a folder")
+    if out.is_symlink() or (out.exists() and not out.is_file()):
+        raise UsageError(f"output path '{out}' exists and is not a regular file; choose "
+                         "another -o")  # fmt: skip
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise UsageError(f"output folder '{folder}' is not writable")
+
+
 def save_model(
     model: ir.Model,
     path: str | os.PathLike,
@@ -108,8 +125,7 @@ def save_model(
         raise UsageError(
             f"output path '{out}' is the input model; write the pruned model to a new file"
         )
-    if not out.parent.exists():
-        raise UsageError(f"output folder '{out.parent}' does not exist; create it first")
+    check_destination(out)
     external = external or model_nbytes(model) > PROTOBUF_LIMIT or uses_external_data(model)
     fd, tmp_name = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
     os.close(fd)
@@ -146,20 +162,3 @@ def _finalize_external(
     os.replace(tmp_data, out.parent / data_name)
     onnx.save(proto, str(tmp))
     os.replace(tmp, out)
-
-
-def runtime_bytes(model: ir.Model | onnx.ModelProto | bytes | str | os.PathLike) -> bytes | str:
-    """What ``onnxruntime.InferenceSession`` takes: serialized bytes with every tensor inline,
-    or, for models past the protobuf limit, the path of a copy saved with external data."""
-    if isinstance(model, bytes | str | os.PathLike):
-        return str(model) if not isinstance(model, bytes) else model
-    if isinstance(model, onnx.ModelProto):
-        return model.SerializeToString()
-    if model_nbytes(model) > PROTOBUF_LIMIT:
-        folder = Path(tempfile.mkdtemp(prefix="onnxprune-"))
-        path = folder / "model.onnx"
-        ir.save(model, path, external_data="model.onnx.data")
-        return str(path)
-    inline = model.clone()
-    ir.external_data.load_to_model(inline)
-    return ir.to_proto(inline).SerializeToString()

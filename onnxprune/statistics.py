@@ -20,6 +20,7 @@ import onnxruntime as ort
 
 from onnxprune.calibration import Feed
 from onnxprune.graph_values import all_values
+from onnxprune.sessions import open_session
 
 Key = tuple[str, int]
 
@@ -58,13 +59,8 @@ class ChannelStats:
 
 
 def _session(proto: onnx.ModelProto, providers: Sequence[str] | None) -> ort.InferenceSession:
-    options = ort.SessionOptions()
-    options.log_severity_level = 3
     # Extra outputs pin intermediate tensors; basic optimisation keeps their names intact.
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
-    return ort.InferenceSession(
-        proto.SerializeToString(), options, providers=list(providers or ["CPUExecutionProvider"])
-    )
+    return open_session(proto, optimization="basic", threads=0, providers=providers)
 
 
 def collect_statistics(

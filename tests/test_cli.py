@@ -156,8 +156,8 @@ def test_usage_error_exit_code_and_module_entry_point():
 
 
 def test_costs_are_counted_at_bound_or_fed_input_sizes(tmp_path, capsys):
-    """Symbolic spatial dims: MACs at 1x1 with a warning, at the --dim shape, or at the size
-    of the first calibration batch; a symbolic batch alone is counted as 1 without one."""
+    """Symbolic spatial dims: MACs at a size the model runs at (224x224, named in the output),
+    at the --dim shape, or at the size of the first calibration batch."""
     nodes = [conv("c1", "x", "w1", "b1", "a", pads=[1, 1, 1, 1]),
              helper.make_node("Relu", ["a"], ["r"], name="relu"),
              conv("c2", "r", "w2", "b2", "y", pads=[1, 1, 1, 1])]  # fmt: skip
@@ -167,14 +167,14 @@ def test_costs_are_counted_at_bound_or_fed_input_sizes(tmp_path, capsys):
     out = tmp_path / "small.onnx"
     assert main(["prune", str(path), "-o", str(out), "--ratio", "0.5"]) == 0
     printed = " ".join(capsys.readouterr().out.split())
-    assert "counted at x 1x3x1x1" in printed and "symbolic dims counted as 1" in printed
+    assert "counted at x 1x3x224x224 (sizes for h, n, w chosen" in printed
     assert main(["prune", str(path), "-o", str(out), "--ratio", "0.5", "--dim", "x=1,3,6,5"]) == 0
     printed = " ".join(capsys.readouterr().out.split())
-    assert "counted at x 1x3x6x5" in printed and "counted as 1" not in printed
+    assert "counted at x 1x3x6x5" in printed and "chosen" not in printed
     assert f"MACs {(8 * 27 + 4 * 72) * 30:,} ->" in printed
     data = tmp_path / "calib.npz"
     np.savez(data, x=np.random.default_rng(0).standard_normal((4, 3, 7, 7)).astype(np.float32))
     assert main(["prune", str(path), "-o", str(out), "--ratio", "0.5", "--calib", str(data),
                  "--dim", "n=1"]) == 0  # fmt: skip
     printed = " ".join(capsys.readouterr().out.split())
-    assert "counted at x 1x3x7x7" in printed and "counted as 1" not in printed
+    assert "counted at x 1x3x7x7" in printed and "chosen" not in printed

@@ -72,8 +72,9 @@ def keras_rows() -> list[dict]:
     x_test, x_train = x_test.reshape(-1, 8, 8, 1), x_train.reshape(-1, 8, 8, 1)
 
     def accuracy(model, feed: str) -> float:
-        session = ort.InferenceSession(onnxprune.model_io.runtime_bytes(model),
-                                       providers=["CPUExecutionProvider"])  # fmt: skip
+        from onnxprune.sessions import open_session
+
+        session = open_session(model, threads=0)
         return float((session.run(None, {feed: x_test})[0].argmax(1) == y_test).mean())
 
     rows = []
