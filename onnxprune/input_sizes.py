@@ -173,7 +173,12 @@ def decide_sizes(
     _check_dims(model, dims)
     open_axes = _open_axes(model, dims, feed)
     if not open_axes:
-        return InputSizes(_shapes(model, dims, feed, {}))
+        shapes = _shapes(model, dims, feed, {})
+        if dims and runs is not None and not runs(random_inputs(model, shapes)):
+            raise UsageError(f"the model does not run at the given sizes "
+                             f"{InputSizes(shapes).describe()}; give sizes it runs at with "
+                             "--dim (dims= in the API)")  # fmt: skip
+        return InputSizes(shapes)
     probed = sorted({name for _, name in open_axes.values()})
     candidates = _assignments(open_axes, BATCH[0])
     first = None

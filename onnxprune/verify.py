@@ -36,6 +36,7 @@ import onnx
 import onnx_ir as ir
 import onnxruntime as ort
 
+from onnxprune.errors import UsageError
 from onnxprune.plan import RemovalPlan
 from onnxprune.sessions import open_session
 
@@ -256,8 +257,14 @@ def compare(
     checks = {name: OutputCheck() for name in names}
     noisy = _NoiseRuns(noise_from) if noise_from is not None else None
     for feed in feeds:
-        expected = ref.run(names, dict(feed))
-        actual = cand.run(cand_names, dict(feed))
+        expected = _run(ref, names, feed, "the reference model")
+        try:
+            actual = cand.run(cand_names, dict(feed))
+        except Exception as exc:  # onnxruntime's own types: the candidate is broken here
+            first = (str(exc).strip().splitlines() or [""])[0]
+            return Verification(False, float("inf"), float("inf"), samples=len(feeds),
+                                note=f"the model checked fails to run at "
+                                f"{_shapes_text(feed)}: {first}", failed=names)  # fmt: skip
         for k, (name, e, a) in enumerate(zip(names, expected, actual, strict=True)):
             noise = None if noisy is None else (lambda feed=feed, k=k: noisy.output(feed, k))
             _check_one(checks[name], np.asarray(e), np.asarray(a), noise)
@@ -283,6 +290,20 @@ def compare(
     for name in failed:
         result.add_note(f"'{name}': {checks[name].rule}")
     return result
+
+
+def _shapes_text(feed: Feed) -> str:
+    return ", ".join(f"{k} {'x'.join(map(str, np.shape(v)))}" for k, v in feed.items())
+
+
+def _run(session: ort.InferenceSession, names: list[str], feed: Feed, what: str) -> list:
+    try:
+        return session.run(names, dict(feed))
+    except Exception as exc:  # onnxruntime's own types
+        first = (str(exc).strip().splitlines() or [""])[0]
+        raise UsageError(f"{what} does not run on the inputs at {_shapes_text(feed)} "
+                         f"(onnxruntime: {first}); give sizes it runs at with --dim or real "
+                         "inputs") from exc  # fmt: skip
 
 
 class _NoiseRuns:
