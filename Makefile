@@ -27,7 +27,7 @@ lint: $(VENV)/.test
 
 test: $(VENV)/.test
 	$(BIN)/ruff check .
-	ONNXPRUNE_ZOO_CACHE=$(ZOO_CACHE) $(BIN)/python -m pytest -n 2 --durations=15
+	ONNXPRUNE_STRICT=1 ONNXPRUNE_ZOO_CACHE=$(ZOO_CACHE) $(BIN)/python -m pytest -n 2 --durations=15
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info

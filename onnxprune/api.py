@@ -34,7 +34,7 @@ from onnxprune.passes.compensate import CompensatePass, compensation_fills, weig
 from onnxprune.passes.refit import apply_weight_updates, refit_updates
 from onnxprune.passes.shrink import ShrinkPass
 from onnxprune.plan import RemovalPlan
-from onnxprune.sessions import open_session
+from onnxprune.sessions import check_room_for, open_session
 from onnxprune.statistics import collect_statistics
 from onnxprune.verify import Verification, compare, masked_model, similarity, verify_plan
 
@@ -300,6 +300,7 @@ def prune(
         if compensate is None:
             compensate = plan_data.get("options", {}).get("compensate")
     analysis = analyze(model, head_dim=head_dim, progress=progress)
+    check_room_for(analysis.analysis.model)
     timings["analyse_s"] = time.perf_counter() - start
     groups = analysis.groups
     skip = excluded_groups(analysis.analysis, groups, list(exclude))

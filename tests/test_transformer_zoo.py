@@ -19,11 +19,10 @@ import onnx
 import pytest
 
 import onnxprune
+import transformer_zoo
 from conftest import record_zoo_result
 from graphs import run
 from onnxprune.report import analysis_report
-
-transformer_zoo = pytest.importorskip("transformer_zoo")
 
 SWIN_HEADS = (3, 3, 6, 6, *(12,) * 6, 24, 24)
 

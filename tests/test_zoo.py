@@ -14,10 +14,9 @@ import onnx
 import pytest
 
 import onnxprune
+import zoo
 from conftest import record_zoo_result
 from graphs import run
-
-zoo = pytest.importorskip("zoo")
 
 EXPORTERS = ("torchscript", "dynamo")
 CASES = [(name, exporter) for name in zoo.ZOO_MODELS for exporter in EXPORTERS]
