@@ -267,7 +267,7 @@ def _verify(args, out: Console, err: Console) -> int:
         _print_verdict(out, f"approximate groups {sorted(approximate)} pruned: cosine to the "
                        "masked original", verdict)  # fmt: skip
     else:
-        verdict = against_masked(reference, pruned, feeds)
+        verdict = against_masked(reference, pruned, feeds, rebuilt.kept)
         _print_verdict(out, "oracle (pruned == original with the removed channels masked at "
                        "their consumers)", verdict)  # fmt: skip
     return 0 if verdict.passed else 1

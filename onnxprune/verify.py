@@ -22,8 +22,17 @@ Rules, per output and per input (``compare``):
   scale) moves one ulp, or when onnxruntime's optimisations reorder the arithmetic. The noise
   of an element counts at least the output's mean noise (one quiet element is not a proof)
   and at most ``NOISE_CAP`` of the output's largest magnitude; the output must also keep its
-  relative L2 error under ``REL_L2_FLOOR`` (so cosine >= 1 - REL_L2_FLOOR**2 / 2). The note
-  says which outputs passed by this rule.
+  relative L2 error under the dtype's ``rel_l2_floor``. The note says which outputs passed
+  by this rule.
+
+Beyond the outputs (``verify_plan``), because an output cannot show a channel that the test
+inputs leave dead:
+
+- every activation the rewrite shrank equals the masked model's at the kept positions,
+  channel by channel (``check_activations``: each channel within ``CHANNEL_TOL`` of its norm,
+  or of the mean channel norm where that is larger);
+- every float weight shared by name with the original equals the original (or its refit
+  value) taken at the kept positions, exactly (``check_weights``).
 """
 
 from __future__ import annotations
@@ -36,6 +45,7 @@ import onnx
 import onnx_ir as ir
 import onnxruntime as ort
 
+from onnxprune.channel_graph import Dim
 from onnxprune.errors import UsageError
 from onnxprune.plan import RemovalPlan
 from onnxprune.sessions import open_session
@@ -364,14 +374,138 @@ def verify_plan(
     plan: RemovalPlan,
     feeds: Sequence[Feed],
 ) -> Verification:
-    """The oracle: compare the pruned model against the masked (and filled) original."""
-    return against_masked(masked_model(original, plan), pruned, feeds)
+    """The oracle: compare the pruned model against the masked (and filled) original, at
+    the outputs and at every shrunk activation; and every sliced weight against the
+    original's at the kept positions."""
+    result = against_masked(masked_model(original, plan), pruned, feeds, plan.kept)
+    check_weights(result, original, pruned, plan)
+    return result
 
 
-def against_masked(masked: ModelLike, pruned: ModelLike, feeds: Sequence[Feed]) -> Verification:
+def check_weights(result: Verification, original: ir.Model, pruned: ir.Model,
+                  plan: RemovalPlan) -> None:  # fmt: skip
+    """Every float initializer the pruned model shares by name with the original equals the
+    original's (refit values where the plan has them) taken at the kept positions of each
+    shrunk axis, exactly. Inputs a dead channel leaves unread cannot show a misplaced weight
+    column at the outputs; this shows it."""
+    bad = []
+    for name, value in pruned.graph.initializers.items():
+        before = original.graph.initializers.get(name)
+        if before is None or value.const_value is None or before.const_value is None:
+            continue
+        if not before.const_value.dtype.is_floating_point():
+            continue
+        full = plan.weight_updates.get(name)
+        full = before.const_value.numpy() if full is None else full
+        index = [plan.kept.get(Dim(name, a), np.arange(n)) for a, n in enumerate(full.shape)]
+        expected = full[np.ix_(*index)] if full.ndim else full
+        actual = value.const_value.numpy()
+        if expected.shape != actual.shape or not np.array_equal(expected, actual, equal_nan=True):
+            bad.append(name)
+    if bad:
+        result.passed = False
+        result.failed += [f"weight '{n}'" for n in bad]
+        result.add_note(f"{len(bad)} weight(s) differ from the original at the kept positions: "
+                        + ", ".join(f"'{n}'" for n in bad[:5]))  # fmt: skip
+
+
+def against_masked(masked: ModelLike, pruned: ModelLike, feeds: Sequence[Feed],
+                   kept: Mapping[Dim, np.ndarray] | None = None) -> Verification:  # fmt: skip
     """``compare`` where the masked model's own rounding noise may excuse a float difference
-    (module docstring)."""
-    return compare(masked, pruned, feeds, noise_from=masked)
+    (module docstring); with ``kept``, also every shrunk activation (``check_activations``)."""
+    result = compare(masked, pruned, feeds, noise_from=masked)
+    if kept and result.samples and isinstance(masked, ir.Model) and isinstance(pruned, ir.Model):
+        check_activations(result, masked, pruned, kept, feeds)
+    return result
+
+
+#: At most this many shrunk activations are read back per run (extra session outputs).
+MAX_ACTIVATIONS = 256
+
+
+def check_activations(result: Verification, masked: ir.Model, pruned: ir.Model,
+                      kept: Mapping[Dim, np.ndarray], feeds: Sequence[Feed]) -> None:  # fmt: skip
+    """Every activation the rewrite shrank must equal the masked model's at the kept positions
+    (same element-wise rule as the outputs, no noise allowance). This catches a wrong channel
+    where the outputs cannot show it: a channel the test inputs leave dead behind a ReLU still
+    differs before it. Failures are added to ``result`` as ``tensor 'name'``."""
+    produced = {v.name for n in pruned.graph for v in n.outputs}
+    produced &= {v.name for n in masked.graph for v in n.outputs}
+    produced -= {v.name for v in (*masked.graph.outputs, *pruned.graph.outputs)}
+    names = sorted({d.tensor for d in kept if d.tensor in produced})
+    if len(names) > MAX_ACTIVATIONS:  # evenly over the model, not its first layers only
+        names = [names[i] for i in np.linspace(0, len(names) - 1, MAX_ACTIVATIONS).astype(int)]
+    if not names:
+        return
+    sessions = [_with_outputs(m, names) for m in (masked, pruned)]
+    checks = {name: OutputCheck() for name in names}
+    for feed in feeds:
+        try:
+            runs = [s.run(names, dict(feed)) for s in sessions]
+        except Exception:  # noqa: BLE001 - the outputs' check already reported a run failure
+            return
+        for name, e, a in zip(names, *runs, strict=True):
+            e, a = np.asarray(e), np.asarray(a)
+            shrunk = [axis for axis in range(e.ndim) if Dim(name, axis) in kept]
+            for axis in shrunk:
+                if e.shape[axis] > a.shape[axis]:
+                    e = np.take(e, kept[Dim(name, axis)], axis=axis)
+            if e.shape == a.shape and e.dtype.kind in "fc" and shrunk:
+                _check_channels(checks[name], e, a, shrunk[0])
+    bad = [n for n, c in checks.items() if not c.passed]
+    for name in bad:
+        result.failed.append(f"tensor '{name}'")
+        result.add_note(f"shrunk activation '{name}': {checks[name].rule}")
+    if bad:
+        result.passed = False
+    result.add_note(f"{len(names)} shrunk activations checked channel by channel at their "
+                    f"kept positions" + (f", {len(bad)} differ" if bad else ""))
+
+
+#: A channel of a shrunk activation may differ by this much relative to its own norm, or to
+#: the mean channel norm where it is smaller (float32; 30x that for float16).
+CHANNEL_TOL = 1e-3
+
+
+def _check_channels(check: OutputCheck, e: np.ndarray, a: np.ndarray, axis: int) -> None:
+    """Fold one input's comparison of a shrunk activation into ``check``, channel by channel
+    along ``axis``: rounding moves a channel by ~1e-6 of its norm, a misplaced channel by
+    its whole norm. (Element by element, rounding in large activations exceeds the output
+    tolerance where it cancels out at the outputs.)"""
+    finite = np.isfinite(e)
+    if not np.array_equal(finite, np.isfinite(a)):
+        check.passed, check.rule = False, "non-finite values differ"
+        return
+    e64 = np.where(finite, e, 0).astype(np.float64)
+    a64 = np.where(finite, a, 0).astype(np.float64)
+    rows_e = np.moveaxis(e64, axis, 0).reshape(e64.shape[axis], -1)
+    rows_d = np.moveaxis(a64 - e64, axis, 0).reshape(e64.shape[axis], -1)
+    norms = np.linalg.norm(rows_e, axis=1)
+    floor = max(float(np.sqrt(np.mean(np.square(norms)))), 1e-30)
+    error = np.linalg.norm(rows_d, axis=1) / np.maximum(norms, floor)
+    worst = float(error.max()) if error.size else 0.0
+    check.max_abs_diff = max(check.max_abs_diff, float(np.abs(rows_d).max()) if rows_d.size
+                             else 0.0)  # fmt: skip
+    check.rel_l2 = max(check.rel_l2, worst)
+    tol = CHANNEL_TOL * (30 if e.dtype == np.float16 else 1)
+    if worst > tol:
+        check.passed = False
+        check.rule = (f"channel {int(error.argmax())} differs by {worst:.2g} of its norm "
+                      f"(tolerance {tol:g})")  # fmt: skip
+    elif check.passed:
+        check.rule = "channels within tolerance"
+
+
+def _with_outputs(model: ir.Model, names: list[str]) -> ort.InferenceSession:
+    """A session of ``model`` that also returns the activations ``names``."""
+    values = {v.name: v for n in model.graph for v in n.outputs}
+    added = [values[n] for n in names]
+    model.graph.outputs.extend(added)
+    try:
+        return open_session(model)
+    finally:
+        for _ in added:
+            model.graph.outputs.pop()
 
 
 def similarity(reference: ModelLike, candidate: ModelLike, feeds: Sequence[Feed],

@@ -288,7 +288,7 @@ def mutate(source, **options) -> dict:
         verdict: bool | str | None = None
         for mutant in itertools.islice(fn(original, result.model, plan), MAX_CANDIDATES):
             if equivalent(result.model, mutant, probes):
-                verdict = verdict if verdict is False else "equivalent"
+                verdict = "equivalent" if verdict is None else verdict
                 continue
             verdict = caught(original, mutant, plan, feeds) and verdict is not False
             if verdict is False:
