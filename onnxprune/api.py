@@ -24,7 +24,7 @@ from onnxprune.analysis import analyze as build_channel_graph
 from onnxprune.calibration import calibration_batches
 from onnxprune.errors import UnsupportedModelError, UsageError, VerificationError
 from onnxprune.groups import Group, form_groups
-from onnxprune.importance import DATA_CRITERIA, consumer_keys, score_groups
+from onnxprune.importance import DATA_CRITERIA, consumer_keys, score_groups, unmeasured
 from onnxprune.input_sizes import decide_sizes, feeds_for_verification, random_inputs
 from onnxprune.latency import measure_latency
 from onnxprune.metrics import ModelCost, model_cost, node_macs, parameter_counts
@@ -349,6 +349,11 @@ def prune(
     t = time.perf_counter()
     step("score", 0)
     scores = score_groups(analysis.analysis, eligible, criterion, stats)
+    fallback = unmeasured(eligible, stats) if criterion in DATA_CRITERIA else []
+    if fallback:
+        warnings.append(f"{len(fallback)} group(s) have no float consumer input to measure, so "
+                        f"'{criterion}' cannot rank them; they are ranked by L2 weight magnitude "
+                        f"(groups {fallback[:8]}{' ...' if len(fallback) > 8 else ''})")  # fmt: skip
     for gid, values in scores.items():
         if not np.all(np.isfinite(values)):
             warnings.append(f"group {gid}: {int(np.sum(~np.isfinite(values)))} channel scores "

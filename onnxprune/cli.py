@@ -130,12 +130,21 @@ def _prune(args, out: Console, err: Console) -> int:
             head_dim=args.head_dim, verify=not args.no_verify, dims=_dims(args.dim),
             approximate_min_cosine=args.approximate_min_cosine, progress=progress,
         )  # fmt: skip
+    if not result.plan.removed and args.ratio != 0:
+        warnings = "; ".join(result.options["warnings"]) or "no prunable group"
+        raise UsageError(f"nothing would change: no channel is removed ({warnings}); nothing "
+                         "was written")  # fmt: skip
     plan = result.plan.to_dict() | {"options": result.options}
     result.model.metadata_props[PLAN_KEY] = json.dumps(plan)
     saved = result.save(args.output)
     b, a = result.cost_before, result.cost_after
     out.print(f"parameters {b.params:,} -> {a.params:,} ({a.params / max(b.params, 1):.1%}); "
               f"MACs {b.macs:,} -> {a.macs:,} ({a.macs / max(b.macs, 1):.1%})")
+    for cost, when in ((b, "original"), (a, "pruned")):
+        if cost.unknown:
+            out.print(f"[yellow]MACs of {len(cost.unknown)} node(s) of the {when} model are "
+                      f"unknown (shapes not inferred) and not counted: "
+                      f"{', '.join(cost.unknown[:5])}{' ...' if len(cost.unknown) > 5 else ''}[/]")
     shapes = result.options["cost_input_shapes"]
     out.print("counted at " + _shapes_text(shapes)
               + (f" (sizes for {', '.join(result.options['probed_dims'])} chosen where the model"

@@ -170,19 +170,30 @@ def consumer_keys(groups: list[Group]) -> set[Key]:
     return {(d.tensor, d.axis) for g in groups for d, _ in g.consumers if not d.is_virtual}
 
 
+def unmeasured(groups: list[Group], stats: Stats | None) -> list[int]:
+    """Ids of groups none of whose consumer inputs has calibration statistics (no float
+    consumer input): a data criterion cannot rank them."""
+    if stats is None:
+        return []
+    return [g.id for g in groups if g.prunable and g.n_atoms and not any(
+        (d.tensor, d.axis) in stats for d, _ in g.consumers if not d.is_virtual)]  # fmt: skip
+
+
 def score_groups(
     analysis: Analysis, groups: list[Group], name: str, stats: Stats | None = None
 ) -> dict[int, np.ndarray]:
-    """Normalised scores of every prunable group's canonical channels."""
+    """Normalised scores of every prunable group's canonical channels; with a data criterion,
+    groups without statistics (``unmeasured``) are ranked by L2 weight magnitude instead."""
     if name not in CRITERIA:
         raise UsageError(f"unknown criterion '{name}'; choose one of {sorted(CRITERIA)}")
     if name in DATA_CRITERIA and stats is None:
         raise UsageError(f"criterion '{name}' needs calibration data (--calib or --random)")
     scores: dict[int, np.ndarray] = {}
+    fallback = set(unmeasured(groups, stats)) if name in DATA_CRITERIA else set()
     for group in groups:
         if not group.prunable or group.n_atoms == 0:
             continue
-        raw = CRITERIA[name](analysis, group, stats)
+        raw = CRITERIA["l2" if group.id in fallback else name](analysis, group, stats)
         mean = raw.mean()
         scores[group.id] = raw / mean if mean > 0 else raw
     return scores

@@ -4,7 +4,10 @@ Parameters: elements of every float initializer read by a node, counted once and
 to the op type of its first reader in graph order. MACs: multiply-accumulates of the
 contractions only (the thop/fvcore convention), for one run at the bound input dims:
 Conv N·Cout·prod(out spatial)·Cin/group·prod(kernel); ConvTranspose
-N·Cin·prod(in spatial)·Cout/group·prod(kernel); Gemm M·N·K; MatMul prod(batch)·M·N·K.
+N·Cin·prod(in spatial)·Cout/group·prod(kernel); Gemm M·N·K; MatMul prod(batch)·M·N·K; the
+quantized QLinearConv/ConvInteger/QLinearMatMul/MatMulInteger as their float twins; Einsum
+the product of every index's size; onnxruntime's fused Attention, MultiHeadAttention and
+GroupQueryAttention their projections and score/value products.
 Elementwise ops, normalisations and pools count 0. Nodes whose shapes stay unknown count 0
 and are listed in ``unknown``.
 
@@ -92,7 +95,7 @@ def _bound_shapes(
     leaves a contraction's shapes unknown, onnxruntime's symbolic inference fills them in."""
     inferred = _bind(model, dims)
     shapes = _shapes(inferred)
-    contractions = {"Conv", "ConvTranspose", "Gemm", "MatMul"}
+    contractions = {"Conv", "ConvTranspose", "Gemm", "MatMul", "Einsum", *_ATTENTION}
     if any(n.op_type in contractions and _node_macs(n, shapes) is None for n in inferred.graph.node):
         for name, shape in (infer_symbolic_shapes(inferred) or {}).items():
             if name not in shapes and all(isinstance(d, int) for d in shape):
@@ -122,12 +125,74 @@ def _node_macs(node: onnx.NodeProto, shapes: dict[str, list[int] | None]) -> int
             return None
         k = a[0] if attrs.get("transA", 0) else a[1]
         return y[0] * y[1] * k
-    if node.op_type == "MatMul":
+    if node.op_type in ("MatMul", "MatMulInteger", "QLinearMatMul"):
         a, y = shape(0), shape(0, True)
         if a is None or y is None:
             return None
         return math.prod(y) * a[-1]
+    if node.op_type in ("QLinearConv", "ConvInteger"):
+        w, y = shape(3 if node.op_type == "QLinearConv" else 1), shape(0, True)
+        if w is None or y is None:
+            return None
+        return y[0] * y[1] * math.prod(y[2:]) * w[1] * math.prod(w[2:])
+    if node.op_type == "Einsum":
+        return _einsum_macs(attrs.get("equation", b""), [shape(i) for i in range(len(node.input))])
+    if node.domain == "com.microsoft" and node.op_type in _ATTENTION:
+        return _ATTENTION[node.op_type](shape, attrs)
     return 0
+
+
+def _einsum_macs(equation: bytes | str, shapes: list[list[int] | None]) -> int | None:
+    """A contraction of two or more operands costs the product of every index's size (each
+    output element sums over the contracted indices); a single operand costs 0."""
+    if len(shapes) < 2:
+        return 0
+    text = equation.decode() if isinstance(equation, bytes) else equation
+    terms = text.replace(" ", "").split("->")[0].split(",")
+    if any(s is None for s in shapes) or len(terms) != len(shapes) or "..." in text:
+        return None
+    sizes: dict[str, int] = {}
+    for term, shape in zip(terms, shapes, strict=True):
+        if len(term) != len(shape):
+            return None
+        sizes.update(zip(term, shape, strict=True))
+    return math.prod(sizes.values())
+
+
+def _attention_macs(shape, attrs) -> int | None:
+    """com.microsoft Attention: the packed QKV projection (B·S·D_in·(q+k+v)) plus Q·Kᵀ and
+    P·V over S keys (B·S·S·(q + v)), with past keys where given."""
+    x, w = shape(0), shape(1)
+    if x is None or w is None or len(x) != 3:
+        return None
+    sizes = list(attrs.get("qkv_hidden_sizes") or [w[1] // 3] * 3)
+    past = shape(4)
+    keys = x[1] + (past[3] if past is not None and len(past) == 5 else 0)
+    return x[0] * x[1] * x[2] * w[1] + x[0] * x[1] * keys * (sizes[0] + sizes[2])
+
+
+def _mha_macs(shape, attrs) -> int | None:
+    """com.microsoft MultiHeadAttention with separate Q, K, V of rank 3: B·S·L·(q + v)."""
+    q, k, v = shape(0), shape(1), shape(2)
+    if q is None or k is None or v is None or not len(q) == len(k) == len(v) == 3:
+        return None
+    return q[0] * q[1] * k[1] * (q[2] + v[2])
+
+
+def _gqa_macs(shape, attrs) -> int | None:
+    """com.microsoft GroupQueryAttention: every query head over the past and new keys,
+    B·S·(P + S)·2·num_heads·head_size (query packed with K and V when key is absent)."""
+    q, k, past = shape(0), shape(1), shape(3)
+    heads, kv_heads = attrs.get("num_heads"), attrs.get("kv_num_heads")
+    if q is None or len(q) != 3 or not heads or not kv_heads:
+        return None
+    head = q[2] // (heads if k is not None else heads + 2 * kv_heads)
+    keys = q[1] + (past[2] if past is not None and len(past) == 4 else 0)
+    return 2 * q[0] * q[1] * keys * heads * head
+
+
+_ATTENTION = {"Attention": _attention_macs, "MultiHeadAttention": _mha_macs,
+              "GroupQueryAttention": _gqa_macs}  # fmt: skip
 
 
 def _initializers(model: onnx.ModelProto) -> dict[str, onnx.TensorProto]:
