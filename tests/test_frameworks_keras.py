@@ -25,7 +25,7 @@ import pytest
 import frameworks
 import onnxprune
 from accuracy import check_accuracy
-from graphs import run
+from graphs import assert_exact, run
 
 # Checked without importing: TensorFlow must never load into a test process beside torch
 # (the export runs in a subprocess); importing it here crashed an xdist worker later.
@@ -59,7 +59,7 @@ def test_keras_model_prunes_and_verifies(name: str) -> None:
     else:
         assert share >= 0.9, [str(r) for g in analysis.groups for r in g.blocked]
     result = onnxprune.prune(path, ratio=0.5, inputs=feeds)
-    assert result.verification.passed
+    assert_exact(result)
     assert result.cost_after.params < result.cost_before.params
     original = onnx.load(path)
     for feed in feeds:
@@ -77,7 +77,7 @@ def test_trained_keras_cnn_keeps_its_accuracy_at_half_the_macs(name: str) -> Non
     feed = onnx.load(path).graph.input[0].name
     result = onnxprune.prune(path, target_macs=0.5, calibration=[{feed: x_train[:512].reshape(
         -1, 8, 8, 1)}], inputs=[{feed: x_test[:8].reshape(-1, 8, 8, 1)}])  # fmt: skip
-    assert result.verification.passed
+    assert_exact(result)
     assert result.cost_after.macs <= 0.52 * result.cost_before.macs
     x = {feed: x_test.reshape(-1, 8, 8, 1)}
     before = (run(onnx.load(path), x)[0].argmax(1) == y_test).mean()

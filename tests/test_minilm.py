@@ -14,6 +14,7 @@ import pytest
 import minilm
 import onnxprune
 from accuracy import check_accuracy
+from graphs import assert_exact
 
 PAIRS = 200
 
@@ -47,7 +48,7 @@ def test_pruned_minilm_stays_close_and_verifies(texts) -> None:
     cosines = {}
     for ratio in (0.25, 0.5):
         result = onnxprune.prune(path, ratio=ratio, inputs=feeds)
-        assert result.verification.passed
+        assert_exact(result)
         heads = [g for g in result.groups if g.exact and g.atom_size > 1]
         assert len(heads) == 6 and all(g.n_atoms == 12 for g in heads), "12 heads x 6 layers"
         assert all(result.plan.removed[g.id].size == int(12 * ratio) for g in heads)

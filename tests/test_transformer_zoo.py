@@ -21,7 +21,7 @@ import pytest
 import onnxprune
 import transformer_zoo
 from conftest import record_zoo_result
-from graphs import run
+from graphs import assert_exact, run
 from onnxprune.report import analysis_report
 
 SWIN_HEADS = (3, 3, 6, 6, *(12,) * 6, 24, 24)
@@ -93,7 +93,8 @@ def test_transformer_heads_and_mlp_prune_exactly(name: str, exporter: str, tmp_p
     feeds = _feeds(name)
     original = onnx.load(path)
     result = onnxprune.prune(path, ratio=0.5, inputs=feeds)
-    assert result.verification.passed and result.verification.max_abs_diff < 1e-4
+    assert_exact(result)
+    assert result.verification.max_abs_diff < 1e-4
     for group in _head_groups(analysis):
         if group.n_atoms in EXPECTED_HEADS[name]:
             assert result.plan.removed[group.id].size == group.n_atoms // 2, "half the heads go"
@@ -137,7 +138,8 @@ def test_ort_optimized_bert_prunes_fused_attention_heads() -> None:
 
     feeds = _feeds("bert")
     result = onnxprune.prune(path, ratio=0.5, inputs=feeds)
-    assert result.verification.passed and result.verification.max_abs_diff < 1e-4
+    assert_exact(result)
+    assert result.verification.max_abs_diff < 1e-4
     pruned = result.to_proto()
     attrs = [onnx.helper.get_attribute_value(a) for n in pruned.graph.node
              if n.op_type == "Attention" for a in n.attribute if a.name == "num_heads"]  # fmt: skip
@@ -162,7 +164,8 @@ def test_head_dim_prunes_inside_heads_keeping_rotary_pairs(exporter: str) -> Non
     assert not any(r["kind"] == "heads" for r in rows)
     feeds = _feeds("llama")
     result = onnxprune.prune(path, ratio=0.5, head_dim=True, inputs=feeds)
-    assert result.verification.passed and result.verification.max_abs_diff < 1e-4
+    assert_exact(result)
+    assert result.verification.max_abs_diff < 1e-4
     pruned = result.to_proto()
     shapes = [sorted(t.dims) for t in pruned.graph.initializer]
     assert [64, 128] in shapes, "q_proj/o_proj: 8 heads x 8 of 16 dims (was 128 x 128)"

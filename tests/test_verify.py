@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import numpy as np
 import onnx_ir as ir
+import pytest
 from onnx import helper
 
 import onnxprune
-from graphs import conv, feeds, model, weight
+from graphs import assert_exact, conv, feeds, model, weight
 from onnxprune.verify import against_masked, compare, masked_model, verify_plan
 
 
@@ -97,6 +100,9 @@ def test_oracle_passes_rounding_noise_of_a_sensitive_output_but_not_an_error():
     assert not compare(reference, same, data).passed  # beyond the plain float tolerance
     verdict = against_masked(reference, same, data)
     assert verdict.passed and "rounding noise" in verdict.note and not verdict.failed
+    # tests that demand an exact prune refuse a pass by this allowance
+    with pytest.raises(AssertionError, match="rounding-noise allowance"):
+        assert_exact(SimpleNamespace(verification=verdict))
     wrong = softmax_over_large_logits(fold_batch_norm=True, drop_channel=True)
     verdict = against_masked(reference, wrong, data)
     assert not verdict.passed and verdict.failed == ["y"]
