@@ -266,8 +266,10 @@ def compare(
                             failed=names)  # fmt: skip
     checks = {name: OutputCheck() for name in names}
     noisy = _NoiseRuns(noise_from) if noise_from is not None else None
+    dtypes: set = set()
     for feed in feeds:
         expected = _run(ref, names, feed, "the reference model")
+        dtypes |= {np.asarray(e).dtype for e in expected if np.asarray(e).dtype.kind == "f"}
         try:
             actual = cand.run(cand_names, dict(feed))
         except Exception as exc:  # onnxruntime's own types: the candidate is broken here
@@ -299,6 +301,11 @@ def compare(
                             f"{checks[n].rel_l2:.2g})" for n in by_noise))  # fmt: skip
     for name in failed:
         result.add_note(f"'{name}': {checks[name].rule}")
+    loose = sorted({str(np.dtype(d)) for d in dtypes if np.dtype(d) != np.float32})
+    for dtype in loose:
+        tol = _tolerance(np.dtype(dtype))
+        result.add_note(f"{dtype} outputs compared at rtol {tol.rtol:g}, scale tolerance "
+                        f"{tol.scale_tol:g}, atol {tol.atol:g}")  # fmt: skip
     return result
 
 

@@ -294,3 +294,19 @@ def test_a_model_that_runs_at_no_candidate_size_names_dim(tmp_path):
     result = onnxprune.prune(proto, ratio=0.5, dims={"x": (1, 3, 16, 16)})
     assert result.verification.passed and result.verification.input_shapes == [
         {"x": [1, 3, 16, 16]}]
+
+
+def test_a_reflect_pad_on_a_symbolic_length_prunes_at_a_length_that_runs(tmp_path, capsys):
+    """[batch, 4, length] -> reflect Pad of 3 -> Conv1d -> Relu -> Conv1d (a voice model's
+    front end): at length 1 the Pad fails; the sequence-like length gets a size that runs."""
+    nodes = [helper.make_node("Pad", ["x", "pads"], ["xp"], name="pad", mode="reflect"),
+             conv("c1", "xp", "w1", "b1", "a"), helper.make_node("Relu", ["a"], ["r"], name="r"),
+             conv("c2", "r", "w2", "b2", "y")]  # fmt: skip
+    inits = {"pads": np.array([0, 0, 3, 0, 0, 3], np.int64), "w1": weight(8, 4, 3, seed=1),
+             "b1": weight(8, seed=2), "w2": weight(2, 8, 1, seed=3), "b2": weight(2, seed=4)}
+    path, out = tmp_path / "voice.onnx", tmp_path / "small.onnx"
+    onnx.save(model(nodes, {"x": ["batch", 4, "length"]}, {"y": ["batch", 2, None]}, inits),
+              path)  # fmt: skip
+    assert main(["prune", str(path), "-o", str(out), "--ratio", "0.5"]) == 0
+    printed = " ".join(capsys.readouterr().out.split())
+    assert "counted at x 1x4x16" in printed and "x 1x4x16; x 2x4x24" in printed
