@@ -28,7 +28,13 @@ from onnxprune.importance import DATA_CRITERIA, consumer_keys, score_groups, unm
 from onnxprune.input_sizes import decide_sizes, feeds_for_verification, random_inputs
 from onnxprune.latency import measure_latency
 from onnxprune.metrics import ModelCost, model_cost, node_macs, parameter_counts
-from onnxprune.model_io import ModelSource, load_model, save_model, uses_external_data
+from onnxprune.model_io import (
+    ModelSource,
+    files_read,
+    load_model,
+    save_model,
+    uses_external_data,
+)
 from onnxprune.passes.cleanup import CleanupPass, drop_intermediate_shapes
 from onnxprune.passes.compensate import CompensatePass, compensation_fills, weight_axes
 from onnxprune.passes.refit import apply_weight_updates, refit_updates
@@ -120,9 +126,9 @@ class PruneResult:
     def save(self, path: str | Path) -> Path:
         """Write the pruned model atomically (never over the input file); a model that came
         with external data is written with external data."""
-        return save_model(
-            self.model, path, source=self.analysis.source, external=self.analysis.external_data
-        )
+        return save_model(self.model, path, source=self.analysis.source,
+                          external=self.analysis.external_data,
+                          protected=files_read(self.original))  # fmt: skip
 
 
 def _describe(calibration: Any) -> str | None:

@@ -21,7 +21,7 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from onnxprune.errors import OnnxPruneError, UsageError, VerificationError
-from onnxprune.model_io import check_destination
+from onnxprune.model_io import check_destination, check_not_input, files_read, load_model
 
 PLAN_KEY = "onnxprune.plan"
 
@@ -117,8 +117,13 @@ def _prune(args, out: Console, err: Console) -> int:
         raise UsageError(f"output path '{args.output}' is the input model; choose another -o")
     if args.ratio is not None and not 0 <= args.ratio < 1:
         raise UsageError(f"--ratio must be in [0, 1), got {args.ratio}")
+    protected = files_read(load_model(args.model), Path(args.model))
     for path in filter(None, (args.output, args.plan_out)):
+        check_not_input(Path(path), protected)
         check_destination(Path(path))
+    if args.report is not None and args.report.exists() and not args.report.is_dir():
+        raise UsageError(f"--report '{args.report}' exists and is not a folder; the report is "
+                         "a folder of files")  # fmt: skip
     with _progress(err) as progress:
         result = prune(
             args.model, ratio=args.ratio, target_macs=args.target_macs,
@@ -227,7 +232,6 @@ def _verify(args, out: Console, err: Console) -> int:
 
     from onnxprune.api import analyze, runs_on
     from onnxprune.input_sizes import decide_sizes, random_inputs
-    from onnxprune.model_io import load_model
     from onnxprune.plan import RemovalPlan
     from onnxprune.verify import against_masked, compare, masked_model, similarity
 
@@ -289,7 +293,6 @@ def _bench(args, out: Console, err: Console) -> int:
     from onnxprune.input_sizes import decide_sizes, declared_inputs, random_inputs
     from onnxprune.latency import measure_latency
     from onnxprune.metrics import model_cost
-    from onnxprune.model_io import load_model
 
     models = [load_model(p) for p in (args.a, args.b)]
     inputs = [{k: (v.dtype, len(v.shape or ())) for k, v in declared_inputs(m).items()}

@@ -12,8 +12,8 @@ non-negative, and every reader here takes an ``int`` dimension as a fixed size.
 
 from __future__ import annotations
 
-import contextlib
 import os
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -107,58 +107,71 @@ def check_destination(out: Path) -> None:
         raise UsageError(f"output folder '{folder}' is not writable")
 
 
+def files_read(model: ir.Model, source: Path | None = None) -> set[Path]:
+    """Every file ``model`` reads, resolved: its source file and its external-data files."""
+    paths = {Path(source).resolve()} if source is not None else set()
+    for value in model.graph.initializers.values():
+        tensor = value.const_value
+        if isinstance(tensor, ir.ExternalTensor):
+            paths.add((Path(tensor.base_dir) / tensor.location).resolve())
+    return paths
+
+
+def check_not_input(out: Path, protected: set[Path]) -> None:
+    """Raise UsageError when writing ``out`` or its ``.data`` file would replace a file in
+    ``protected`` (the input model and the external data it reads)."""
+    for target in (out, out.parent / f"{out.name}.data"):
+        if target.resolve() in protected:
+            raise UsageError(f"writing '{out}' would replace '{target}', which the input model "
+                             "reads; write the pruned model to another name or folder")
+
+
+def _umask_mode() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return 0o666 & ~mask
+
+
 def save_model(
     model: ir.Model,
     path: str | os.PathLike,
     *,
     source: Path | None = None,
     external: bool = False,
+    protected: set[Path] | None = None,
 ) -> Path:
     """Write ``model`` to ``path`` atomically. Models past the protobuf limit, models still
     reading external data, and ``external=True`` get a ``<name>.data`` file beside it.
 
+    Rule: everything is written into a private folder made with ``mkdtemp`` in the output
+    folder (no predictable name another user could plant a link at), under the final file
+    names, then renamed into place, the data file first; a rename replaces a link at the
+    destination rather than following it. Files get the umask's permissions.
+
     Raises:
-        UsageError: ``path`` is the file the model was loaded from, or its folder is missing.
+        UsageError: ``path`` or its data file is a file the input reads (``source``,
+            ``protected``), or is not a place a file can be written.
     """
     out = Path(path)
-    if source is not None and out.resolve() == Path(source).resolve():
-        raise UsageError(
-            f"output path '{out}' is the input model; write the pruned model to a new file"
-        )
+    protected = set(protected or ()) | files_read(model, source)
+    check_not_input(out, protected)
     check_destination(out)
     external = external or model_nbytes(model) > PROTOBUF_LIMIT or uses_external_data(model)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
-    os.close(fd)
-    tmp = Path(tmp_name)
     data_name = f"{out.name}.data"
-    tmp_data = out.parent / f".{data_name}.tmp"
+    if external:
+        check_destination(out.parent / data_name)
+    folder = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     try:
+        staged = folder / out.name
         if external:
-            ir.save(model, tmp, external_data=tmp_data.name)
-            # The model refers to its data file by name: rewrite the reference to the final
-            # name by saving again is costly, so write the data under its final name instead.
-            _finalize_external(model, tmp, tmp_data, out, data_name)
+            ir.save(model, staged, external_data=data_name)
+            os.chmod(folder / data_name, _umask_mode())
         else:
-            ir.save(model, tmp)
-            os.replace(tmp, out)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            tmp.unlink()
-        with contextlib.suppress(FileNotFoundError):
-            tmp_data.unlink()
-        raise
+            ir.save(model, staged)
+        os.chmod(staged, _umask_mode())
+        if external:
+            os.replace(folder / data_name, out.parent / data_name)
+        os.replace(staged, out)
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
     return out
-
-
-def _finalize_external(
-    model: ir.Model, tmp: Path, tmp_data: Path, out: Path, data_name: str
-) -> None:
-    """Point the saved protobuf at the final data file name, then move both into place."""
-    proto = onnx.load(str(tmp), load_external_data=False)
-    for tensor in proto.graph.initializer:
-        for entry in tensor.external_data:
-            if entry.key == "location":
-                entry.value = data_name
-    os.replace(tmp_data, out.parent / data_name)
-    onnx.save(proto, str(tmp))
-    os.replace(tmp, out)

@@ -89,7 +89,7 @@ def test_save_refuses_to_overwrite_the_input(tmp_path):
     onnx.save(small_model(), path)
     before = path.read_bytes()
     result = onnxprune.prune(path, ratio=0.5, inputs=feeds(small_model()))
-    with pytest.raises(UsageError, match="is the input model"):
+    with pytest.raises(UsageError, match="which the input model reads"):
         result.save(path)
     assert path.read_bytes() == before
 
