@@ -171,6 +171,51 @@ def _target_measure(original: ir.Model, dims: dict, cost: ModelCost,
                                      providers=providers)[0].median_ms / max(base.median_ms, 1e-9)
 
 
+def read_plan(plan: str | Path | Mapping) -> Mapping:
+    """A plan's data from a file written by ``--plan-out`` or a dict; UsageError otherwise."""
+    if isinstance(plan, str | Path):
+        path = Path(plan)
+        if not path.is_file():
+            raise UsageError(f"plan file '{path}' does not exist or is not a file")
+        try:
+            data = json.loads(path.read_text())
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise UsageError(f"plan file '{path}' is not JSON ({exc}); give a file written "
+                             "by --plan-out") from exc  # fmt: skip
+    else:
+        data = plan
+    if not isinstance(data, Mapping) or not isinstance(data.get("removed"), Mapping):
+        raise UsageError("the plan has no 'removed' mapping (group id -> channels); give a "
+                         "file written by --plan-out")  # fmt: skip
+    for key, atoms in data["removed"].items():
+        if not str(key).isdigit() or not isinstance(atoms, list) or not all(
+                isinstance(a, int) and not isinstance(a, bool) for a in atoms):  # fmt: skip
+            raise UsageError(f"the plan's entry for group '{key}' is not a list of channel "
+                             f"numbers: {str(atoms)[:80]}")  # fmt: skip
+    return data
+
+
+def check_options(*, calibration_random: int, round_to: int, min_channels: int,
+                  providers: Sequence[str] | None) -> None:  # fmt: skip
+    """UsageError for option values that cannot mean anything."""
+    for name, value in (("calibration_random (--random)", calibration_random),
+                        ("round_to (--round-to)", round_to),
+                        ("min_channels (--min-channels)", min_channels)):  # fmt: skip
+        if not isinstance(value, int) or isinstance(value, bool) or value < (
+                0 if name.startswith("calibration") else 1):  # fmt: skip
+            raise UsageError(f"{name} must be a whole number "
+                             f"{'>= 0' if name.startswith('calibration') else '>= 1'}, "
+                             f"got {value!r}")  # fmt: skip
+    if providers:
+        import onnxruntime
+
+        available = onnxruntime.get_available_providers()
+        unknown = [p for p in providers if p not in available]
+        if unknown:
+            raise UsageError(f"execution provider(s) {unknown} are not available in this "
+                             f"onnxruntime; available: {available}")  # fmt: skip
+
+
 def load_removed(data: Mapping, eligible: list[Group]) -> dict[int, np.ndarray]:
     """Removed channels per group from a plan's data, checked against this model."""
     if "removed" not in data:
@@ -296,7 +341,10 @@ def prune(
         if progress is not None:
             progress(stage, done, total)
 
-    plan_data = json.loads(Path(plan).read_text()) if isinstance(plan, str | Path) else plan
+    plan_data = read_plan(plan) if plan is not None else None
+    exclude = [exclude] if isinstance(exclude, str) else list(exclude)
+    check_options(calibration_random=calibration_random, round_to=round_to,
+                  min_channels=min_channels, providers=providers)
     if plan_data is not None and plan_data.get("refit_weights"):
         if calibration is None and not calibration_random:
             raise UsageError("the plan was made with a least-squares refit, which it does not "
@@ -401,7 +449,8 @@ def prune(
         removal = RemovalPlan.build(groups, load_removed(plan_data, eligible))
         if not plan_data.get("refit_weights") or refit:  # refit fills go with refit weights
             removal.fills = RemovalPlan.read_fills(plan_data)
-        if any(k >= len(removal.masks) for k in removal.fills):
+        if any(k >= len(removal.masks) or np.shape(v) != np.shape(removal.masks[k].removed)
+               for k, v in removal.fills.items()):  # fmt: skip
             raise UsageError("the plan's compensation does not fit this model's masks")
         ratio = float("nan")
     else:

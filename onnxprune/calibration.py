@@ -19,6 +19,7 @@ input and what was expected.
 
 from __future__ import annotations
 
+import zipfile
 from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -88,22 +89,40 @@ def _split(arrays: Mapping[str, np.ndarray], batch: int, where: str) -> Iterator
         yield {k: a[start : start + batch] for k, a in arrays.items()}
 
 
+def _load_npz(path: Path) -> Feed:
+    """The arrays of an ``.npz`` file; objects (pickles) are never loaded."""
+    try:
+        data = np.load(path, allow_pickle=False)
+        if not isinstance(data, np.lib.npyio.NpzFile):
+            raise ValueError("not an .npz archive")
+        with data:
+            return {k: data[k] for k in data.files}
+    except (ValueError, OSError, EOFError, zipfile.BadZipFile) as exc:
+        raise CalibrationDataError(f"'{path}' is not a readable .npz of numeric arrays "
+                                   f"({type(exc).__name__}); save it with numpy.savez") from exc
+
+
+def _load_array(path: Path) -> np.ndarray:
+    try:
+        return np.load(path, allow_pickle=False)
+    except (ValueError, OSError, EOFError, zipfile.BadZipFile) as exc:
+        raise CalibrationDataError(f"'{path}' is not a readable .npy of numbers "
+                                   f"({type(exc).__name__}); save it with numpy.save") from exc
+
+
 def _from_path(path: Path, batch: int) -> Iterator[Feed]:
     if path.is_file() and path.suffix == ".npz":
-        with np.load(path) as data:
-            arrays = {k: data[k] for k in data.files}
-        yield from _split(arrays, batch, str(path))
+        yield from _split(_load_npz(path), batch, str(path))
         return
     if path.is_dir():
         files = sorted(path.glob("*.npz"))
         if files:
             for f in files:
-                with np.load(f) as data:
-                    yield {k: data[k] for k in data.files}
+                yield _load_npz(f)
             return
         npy = sorted(path.glob("*.npy"))
         if npy:
-            yield from _split({f.stem: np.load(f) for f in npy}, batch, str(path))
+            yield from _split({f.stem: _load_array(f) for f in npy}, batch, str(path))
             return
         raise CalibrationDataError(f"folder '{path}' holds no .npz or .npy files")
     if not path.exists():

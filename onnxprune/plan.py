@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from onnxprune.channel_graph import Consumer, Dim
+from onnxprune.errors import UsageError
 from onnxprune.groups import Group
 
 
@@ -83,7 +84,11 @@ class RemovalPlan:
     @staticmethod
     def read_fills(data: dict) -> dict[int, np.ndarray]:
         """The compensation fills of a plan written by :meth:`to_dict`."""
-        return {int(k): np.asarray(v) for k, v in data.get("fills", {}).items()}
+        try:
+            return {int(k): np.asarray(v, dtype=np.float64)
+                    for k, v in (data.get("fills") or {}).items()}  # fmt: skip
+        except (TypeError, ValueError, AttributeError) as exc:
+            raise UsageError(f"the plan's 'fills' are not numbers per mask ({exc})") from exc
 
     def to_json(self, path: str | Path) -> None:
         """Write the plan (re-appliable to the same model with ``--plan``)."""

@@ -1,0 +1,121 @@
+"""Bad input through the CLI: each a one-line error, exit 2, the input untouched and nothing
+left in the output folder (truncated or mutated model bytes, plans, calibration files,
+option values)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from test_model_io import small_model
+
+from onnxprune.cli import main
+
+
+@pytest.fixture
+def folder(tmp_path) -> Path:
+    onnx.save(small_model(), tmp_path / "m.onnx")
+    return tmp_path
+
+
+def _clean_failure(args: list[str], folder: Path, capsys, codes=(2,)) -> str:
+    before = {p.name: p.read_bytes() for p in folder.iterdir() if p.is_file()}
+    code = main(args)
+    err = capsys.readouterr().err
+    assert code in codes, (code, err)
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 1, err
+    after = {p.name: p.read_bytes() for p in folder.iterdir() if p.is_file()}
+    assert after == before  # nothing written, nothing changed
+    return err
+
+
+def _prune(folder: Path, *extra: str) -> list[str]:
+    return ["prune", str(folder / "m.onnx"), "-o", str(folder / "out.onnx"), *extra]
+
+
+PLANS = {
+    "garbage": "not json {",
+    "empty": "",
+    "no removed": json.dumps({"options": {}}),
+    "fractional channel": json.dumps({"removed": {"0": [0.5]}}),
+    "nested channels": json.dumps({"removed": {"0": [[1, 2]]}}),
+    "unknown group": json.dumps({"removed": {"99": [0]}}),
+    "channel out of range": json.dumps({"removed": {"0": [1000]}}),
+    "fills of the wrong shape": json.dumps({"removed": {"0": [0]}, "fills": {"0": [1, 2, 3]}}),
+}
+
+
+@pytest.mark.parametrize("kind", sorted(PLANS))
+def test_bad_plans(folder, capsys, kind):
+    plan = folder / "plan.json"
+    plan.write_text(PLANS[kind])
+    _clean_failure(_prune(folder, "--plan", str(plan)), folder, capsys)
+
+
+def test_missing_plan(folder, capsys):
+    _clean_failure(_prune(folder, "--plan", str(folder / "nope.json")), folder, capsys)
+
+
+def test_bad_calibration_files(folder, capsys):
+    objects = folder / "objects.npz"
+    np.savez(objects, x=np.array([{"a": 1}], dtype=object))
+    err = _clean_failure(_prune(folder, "--ratio", "0.5", "--calib", str(objects)), folder,
+                         capsys)  # fmt: skip
+    assert "allow_pickle" not in err
+    not_zip = folder / "fake.npz"
+    not_zip.write_bytes(b"PK\x03\x04 this is not a zip archive")
+    _clean_failure(_prune(folder, "--ratio", "0.5", "--calib", str(not_zip)), folder, capsys)
+
+
+@pytest.mark.parametrize("extra", [
+    ["--ratio", "1.5"], ["--ratio", "-0.1"], ["--target-macs", "0"], ["--target-macs", "2"],
+    ["--ratio", "0.5", "--random", "-5"], ["--ratio", "0.5", "--round-to", "0"],
+    ["--ratio", "0.5", "--min-channels", "0"], ["--ratio", "0.5", "--dim", "batch=²"],
+    ["--ratio", "0.5", "--dim", "nosuchdim=4"], ["--ratio", "0.5", "--dim", "x=1,3,2"],
+    ["--ratio", "0.5", "--dim", "x=1,4,2,2"], ["--ratio", "0.5", "--dim", "x=0,3,2,2"],
+    ["--ratio", "0.5", "--providers", "BogusExecutionProvider"],
+    ["--ratio", "0.5", "--criterion", "wanda"],
+])  # fmt: skip
+def test_bad_option_values(folder, capsys, extra):
+    _clean_failure(_prune(folder, *extra), folder, capsys)
+
+
+def test_verify_with_garbage_plan_metadata(folder, capsys):
+    model = onnx.load(folder / "m.onnx")
+    model.metadata_props.add(key="onnxprune.plan", value="{not json")
+    onnx.save(model, folder / "bad.onnx")
+    _clean_failure(["verify", str(folder / "m.onnx"), str(folder / "bad.onnx")], folder, capsys)
+
+
+def test_bench_of_models_with_other_inputs(folder, capsys):
+    other = small_model()
+    other.graph.input[0].name = "z"
+    other.graph.node[0].input[0] = "z"
+    onnx.save(other, folder / "other.onnx")
+    _clean_failure(["bench", str(folder / "m.onnx"), str(folder / "other.onnx")], folder, capsys)
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(cut=st.integers(min_value=1, max_value=400), flips=st.lists(
+    st.tuples(st.integers(0, 10**6), st.integers(0, 255)), max_size=4))
+def test_truncated_or_mutated_model_bytes(tmp_path_factory, capsys, cut, flips):
+    folder = tmp_path_factory.mktemp("fuzz")
+    data = bytearray(small_model().SerializeToString())
+    data = data[: max(1, len(data) - cut)]
+    for where, value in flips:
+        data[where % len(data)] = value
+    (folder / "m.onnx").write_bytes(bytes(data))
+    before = bytes(data)
+    code = main(["prune", str(folder / "m.onnx"), "-o", str(folder / "out.onnx"), "--ratio",
+                 "0.5"])  # fmt: skip
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    assert code in (0, 2), (code, err)  # a flip may leave a valid model (then it prunes)
+    assert (folder / "m.onnx").read_bytes() == before
+    leftovers = {p.name for p in folder.iterdir()} - {"m.onnx", "out.onnx", "out.onnx.data"}
+    assert not leftovers and (code == 0 or not (folder / "out.onnx").exists())
