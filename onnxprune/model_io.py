@@ -20,7 +20,7 @@ from pathlib import Path
 import onnx
 import onnx_ir as ir
 
-from onnxprune.errors import ModelLoadError, UsageError
+from onnxprune.errors import ModelLoadError, UnsupportedModelError, UsageError
 
 ModelSource = str | os.PathLike | onnx.ModelProto | ir.Model
 
@@ -33,6 +33,12 @@ def load_model(source: ModelSource) -> ir.Model:
     if isinstance(source, ir.Model):
         return _dynamic_negative_dims(source.clone())
     if isinstance(source, onnx.ModelProto):
+        check_structure(source, "the model")
+        if any(t.data_location == onnx.TensorProto.EXTERNAL for t in source.graph.initializer):
+            raise UsageError(
+                "the ModelProto refers to external data that was not loaded; load it with "
+                "onnx.load(path) (external data included) or pass the file's path instead"
+            )
         return _dynamic_negative_dims(ir.from_proto(source))
     path = Path(source)
     if not path.exists():
@@ -50,8 +56,41 @@ def load_model(source: ModelSource) -> ir.Model:
         ) from exc
     if len(model.graph) == 0 and not model.graph.outputs:
         raise ModelLoadError(f"'{path}' holds no graph; it is not an ONNX model export")
+    check_structure(onnx.load(str(path), load_external_data=False), f"'{path}'")
     _check_external_data_readable(model, path)
     return _dynamic_negative_dims(model)
+
+
+def check_structure(proto: onnx.ModelProto, where: str) -> None:
+    """What onnx-ir would silently repair and onnxruntime reads differently: every tensor
+    defined once (initializers, graph inputs other than initializers, node outputs), an
+    opset for the default domain, and one this onnx knows.
+
+    Raises:
+        ModelLoadError: a tensor defined twice, or no default-domain opset.
+        UnsupportedModelError: an opset newer than this onnx package.
+    """
+    graph = proto.graph
+    seen: set[str] = set()
+    initializers = [t.name for t in graph.initializer]
+    inputs = [v.name for v in graph.input if v.name not in set(initializers)]
+    for kind, names in (("initializer", initializers), ("graph input", inputs),
+                        ("node output", [o for n in graph.node for o in n.output if o])):  # fmt: skip
+        for name in names:
+            if name in seen:
+                raise ModelLoadError(f"{where} defines tensor '{name}' twice (again as a "
+                                     f"{kind}); onnxruntime would read one of the definitions "
+                                     "silently: fix the export")  # fmt: skip
+            seen.add(name)
+    default = [o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")]
+    if not default and any(n.domain in ("", "ai.onnx") for n in graph.node):
+        raise ModelLoadError(f"{where} declares no opset for the default ONNX domain; re-export "
+                             "it (or add opset_import)")  # fmt: skip
+    newest = onnx.defs.onnx_opset_version()
+    if default and default[0] > newest:
+        raise UnsupportedModelError(f"{where} uses ONNX opset {default[0]}, newer than this onnx "
+                                    f"package supports ({newest}); upgrade onnx and "
+                                    "onnxruntime")  # fmt: skip
 
 
 def _dynamic_negative_dims(model: ir.Model) -> ir.Model:
@@ -65,15 +104,27 @@ def _dynamic_negative_dims(model: ir.Model) -> ir.Model:
 
 
 def _check_external_data_readable(model: ir.Model, path: Path) -> None:
+    """Every external-data location is relative, stays inside the model's folder, and names
+    a regular file long enough for the tensor's offset + length."""
+    folder = path.resolve().parent
     for value in model.graph.initializers.values():
         tensor = value.const_value
-        if isinstance(tensor, ir.ExternalTensor):
-            location = Path(tensor.base_dir) / tensor.location
-            if not location.exists():
-                raise ModelLoadError(
-                    f"initializer '{value.name}' of '{path}' refers to external data "
-                    f"'{location}', which does not exist; keep the data file next to the model"
-                )
+        if not isinstance(tensor, ir.ExternalTensor):
+            continue
+        location = Path(tensor.location)
+        where = f"initializer '{value.name}' of '{path}'"
+        if location.is_absolute() or ".." in location.parts:
+            raise ModelLoadError(f"{where} refers to external data '{location}' outside the "
+                                 "model's folder; keep the data file next to the model")
+        full = folder / location
+        if not full.is_file():
+            raise ModelLoadError(f"{where} refers to external data '{full}', which does not "
+                                 "exist or is not a file; keep the data file next to the model")
+        end = (tensor.offset or 0) + (tensor.length if tensor.length is not None
+                                      else tensor.nbytes)  # fmt: skip
+        if full.stat().st_size < end:
+            raise ModelLoadError(f"{where} needs bytes up to {end:,} of '{full}', which holds "
+                                 f"{full.stat().st_size:,}; the data file is truncated")
 
 
 def model_nbytes(model: ir.Model) -> int:

@@ -119,3 +119,65 @@ def test_truncated_or_mutated_model_bytes(tmp_path_factory, capsys, cut, flips):
     assert (folder / "m.onnx").read_bytes() == before
     leftovers = {p.name for p in folder.iterdir()} - {"m.onnx", "out.onnx", "out.onnx.data"}
     assert not leftovers and (code == 0 or not (folder / "out.onnx").exists())
+
+
+def _invalid(kind: str) -> onnx.ModelProto:
+    proto = small_model()
+    if kind == "duplicate initializer":
+        proto.graph.initializer.append(onnx.numpy_helper.from_array(
+            np.zeros((8, 3, 1, 1), np.float32), "w1"))  # fmt: skip
+    elif kind == "no opset":
+        del proto.opset_import[:]
+    elif kind == "opset 30":
+        proto.opset_import[0].version = 30
+    elif kind == "tensor produced twice":
+        proto.graph.node[1].output[0] = "a"
+    return proto
+
+
+@pytest.mark.parametrize("kind", ["duplicate initializer", "no opset", "opset 30",
+                                  "tensor produced twice"])  # fmt: skip
+def test_invalid_models_are_rejected_up_front(folder, capsys, kind):
+    onnx.save(_invalid(kind), folder / "bad.onnx")
+    for command in (["analyze", str(folder / "bad.onnx")],
+                    ["prune", str(folder / "bad.onnx"), "-o", str(folder / "o.onnx"),
+                     "--ratio", "0.5"]):  # fmt: skip
+        err = _clean_failure(command, folder, capsys)
+        assert "verification" not in err and "custom-op" not in err
+
+
+def test_a_proto_without_its_external_data_is_refused(tmp_path):
+    from test_file_safety import _external
+
+    import onnxprune
+    from onnxprune.errors import UsageError
+
+    path = _external(tmp_path)
+    proto = onnx.load(path, load_external_data=False)
+    with pytest.raises(UsageError, match="external data that was not loaded"):
+        onnxprune.prune(proto, ratio=0.5)
+
+
+@pytest.mark.parametrize("kind", ["absolute", "parent folder", "short file"])
+def test_external_data_outside_the_folder_or_short_is_refused(tmp_path, capsys, kind):
+    from test_file_safety import _external
+
+    inner = tmp_path / "inner"
+    inner.mkdir()
+    path = _external(inner)
+    proto = onnx.load(path, load_external_data=False)
+    data = inner / "model.onnx.data"
+    if kind == "short file":
+        data.write_bytes(data.read_bytes()[:10])
+    else:
+        secret = tmp_path / "secret.bin"
+        secret.write_bytes(data.read_bytes())
+        location = str(secret) if kind == "absolute" else "../secret.bin"
+        for tensor in proto.graph.initializer:
+            for entry in tensor.external_data:
+                if entry.key == "location":
+                    entry.value = location
+        onnx.save(proto, path)
+    for command in (["analyze", str(path)],
+                    ["prune", str(path), "-o", str(inner / "o.onnx"), "--ratio", "0.5"]):
+        _clean_failure(command, inner, capsys)
