@@ -175,7 +175,7 @@ def _prune(args, out: Console, err: Console) -> int:
     if v is None:
         out.print("[yellow]verification skipped (--no-verify): the result is unverified[/]")
     else:
-        _print_verdict(out, "oracle (pruned == masked original)", v)
+        _print_verdict(out, "oracle: pruned == masked original", v)
         if result.similarity is not None:
             out.print(f"approximate groups: cosine {result.similarity.min_cosine:.4f} to the "
                       f"masked original (threshold {result.options['approximate_min_cosine']}): "
@@ -281,8 +281,8 @@ def _verify(args, out: Console, err: Console) -> int:
                        "masked original", verdict)  # fmt: skip
     else:
         verdict = against_masked(reference, pruned, feeds, rebuilt.kept)
-        _print_verdict(out, "oracle (pruned == original with the removed channels masked at "
-                       "their consumers)", verdict)  # fmt: skip
+        _print_verdict(out, "oracle: pruned == original with the removed channels masked at "
+                       "their consumers", verdict)  # fmt: skip
     return 0 if verdict.passed else 1
 
 

@@ -108,6 +108,7 @@ def build_report(result: PruneResult, latency: dict | None = None) -> dict:
         after=result.cost_after.to_dict(),
         verification=result.verification.to_dict() if result.verification else None,
         similarity=result.similarity.to_dict() if result.similarity else None,
+        warnings=result.options.get("warnings", []),
         latency=latency,
     )
     return report
@@ -130,12 +131,23 @@ def _markdown(report: dict) -> str:
         v = report.get("verification")
         if v:
             verdict = "passed" if v["passed"] else "FAILED"
+            shapes = "; ".join(", ".join(f"{k} {'x'.join(map(str, d))}" for k, d in f.items())
+                               for f in v.get("input_shapes", []))  # fmt: skip
             lines += [f"**Verification** (pruned == masked original): {verdict}, max |diff| "
-                      f"{v['max_abs_diff']:.2e} over {v['samples']} input(s). {v['note']}", ""]
+                      f"{v['max_abs_diff']:.2e} over {v['samples']} input(s) at {shapes}. "
+                      f"{v['note']}", "", "| output | max \\|diff\\| | rel. L2 | cosine | rule |",
+                      "|---|---:|---:|---:|---|"]
+            lines += [f"| {name} | {c['max_abs_diff']:.2e} | {c['rel_l2']:.2e} | "
+                      f"{c['cosine']:.6f} | {c['rule']} |"
+                      for name, c in v.get("checks", {}).items()]  # fmt: skip
+            lines += [""]
         sim = report.get("similarity")
         if sim:
-            lines += [f"**Approximate groups pruned**: output cosine similarity to the original "
-                      f"{sim['min_cosine']:.4f} (max |diff| {sim['max_abs_diff']:.3g}).", ""]
+            lines += [f"**Approximate groups pruned**: output cosine to the masked original "
+                      f"{sim['min_cosine']:.4f} (max |diff| {sim['max_abs_diff']:.3g}). "
+                      f"{sim['note']}", ""]
+        for warning in report.get("warnings", []):
+            lines += [f"> warning: {warning}", ""]
         ops = sorted(set(b["macs_by_op"]) | set(a["macs_by_op"]))
         lines += ["## MACs by op type", "", "| op | before | after |", "|---|---:|---:|"]
         lines += [f"| {op} | {b['macs_by_op'].get(op, 0):,} | {a['macs_by_op'].get(op, 0):,} |"

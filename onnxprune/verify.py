@@ -269,7 +269,7 @@ def compare(
     dtypes: set = set()
     for feed in feeds:
         expected = _run(ref, names, feed, "the reference model")
-        dtypes |= {np.asarray(e).dtype for e in expected if np.asarray(e).dtype.kind == "f"}
+        dtypes |= {np.asarray(e).dtype for e in expected if np.asarray(e).dtype.kind in "fiu"}
         try:
             actual = cand.run(cand_names, dict(feed))
         except Exception as exc:  # onnxruntime's own types: the candidate is broken here
@@ -301,7 +301,11 @@ def compare(
                             f"{checks[n].rel_l2:.2g})" for n in by_noise))  # fmt: skip
     for name in failed:
         result.add_note(f"'{name}': {checks[name].rule}")
-    loose = sorted({str(np.dtype(d)) for d in dtypes if np.dtype(d) != np.float32})
+    if any(np.dtype(d).kind in "iu" and np.dtype(d).itemsize == 1 for d in dtypes):
+        result.add_note("8-bit integer (quantized) outputs may differ by one quantization step "
+                        "per element (a rounding flip)")  # fmt: skip
+    loose = sorted({str(np.dtype(d)) for d in dtypes
+                    if np.dtype(d).kind == "f" and np.dtype(d) != np.float32})  # fmt: skip
     for dtype in loose:
         tol = _tolerance(np.dtype(dtype))
         result.add_note(f"{dtype} outputs compared at rtol {tol.rtol:g}, scale tolerance "
