@@ -457,6 +457,11 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("onnxprune: interrupted; nothing was written", file=sys.stderr)
         return 130
+    except OSError as exc:  # a full disk, a folder made read-only mid-way, ...
+        where = f" ('{exc.filename}')" if exc.filename else ""
+        print(f"onnxprune: error: {exc.strerror or exc}{where}; nothing was written",
+              file=sys.stderr)
+        return 2
     except Exception as exc:
         if args.debug:
             traceback.print_exc()

@@ -80,11 +80,11 @@ def random_inputs(
         shape = bound_shape(value, dims, lambda k: batch if k == 0 else 1)
         dtype = NUMPY_DTYPES.get(value.dtype, np.float32)
         if np.issubdtype(dtype, np.floating):
-            feed[value.name] = rng.standard_normal(shape).astype(dtype)
+            feed[value.name] = np.asarray(rng.standard_normal(shape), dtype=dtype)
         elif dtype is np.bool_:
-            feed[value.name] = rng.random(shape) < 0.5
+            feed[value.name] = np.asarray(rng.random(shape) < 0.5)
         else:
-            feed[value.name] = rng.integers(0, 2, shape).astype(dtype)
+            feed[value.name] = np.asarray(rng.integers(0, 2, shape), dtype=dtype)
     return feed
 
 

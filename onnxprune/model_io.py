@@ -104,9 +104,10 @@ def _dynamic_negative_dims(model: ir.Model) -> ir.Model:
 
 
 def _check_external_data_readable(model: ir.Model, path: Path) -> None:
-    """Every external-data location is relative, stays inside the model's folder, and names
-    a regular file long enough for the tensor's offset + length."""
-    folder = path.resolve().parent
+    """Every external-data location is relative, stays inside the model's folder (the folder
+    of the path as given, as onnxruntime reads it: a Hugging Face snapshot folder of links
+    into ``blobs/`` works), and names a file long enough for the tensor's offset + length."""
+    folder = Path(os.path.abspath(path)).parent
     for value in model.graph.initializers.values():
         tensor = value.const_value
         if not isinstance(tensor, ir.ExternalTensor):
@@ -117,14 +118,38 @@ def _check_external_data_readable(model: ir.Model, path: Path) -> None:
             raise ModelLoadError(f"{where} refers to external data '{location}' outside the "
                                  "model's folder; keep the data file next to the model")
         full = folder / location
+        if full.is_symlink():
+            full = _followed_link(value, tensor, full, folder, where)
         if not full.is_file():
             raise ModelLoadError(f"{where} refers to external data '{full}', which does not "
                                  "exist or is not a file; keep the data file next to the model")
+        if full.stat().st_nlink > 1:
+            raise ModelLoadError(f"{where} reads external data '{full}', which has "
+                                 f"{full.stat().st_nlink} hard links; onnx-ir refuses such "
+                                 "files (a link could expose another file): copy it to a file "
+                                 "of its own")  # fmt: skip
         end = (tensor.offset or 0) + (tensor.length if tensor.length is not None
                                       else tensor.nbytes)  # fmt: skip
         if full.stat().st_size < end:
             raise ModelLoadError(f"{where} needs bytes up to {end:,} of '{full}', which holds "
                                  f"{full.stat().st_size:,}; the data file is truncated")
+
+
+def _followed_link(value: ir.Value, tensor: ir.ExternalTensor, link: Path, folder: Path,
+                   where: str) -> Path:  # fmt: skip
+    """A data file that is a link is read from its target when the target lies within the
+    folder two levels above the model's (a Hugging Face cache: ``snapshots/<rev>/`` links into
+    ``blobs/``); the tensor then reads the target itself (onnx-ir refuses links out of the
+    model's folder). Elsewhere the link is refused."""
+    target = link.resolve()
+    root = folder.parent.parent
+    if not target.is_relative_to(root):
+        raise ModelLoadError(f"{where} reads external data through link '{link}' to '{target}', "
+                             f"outside '{root}'; copy the data file next to the model")
+    value.const_value = ir.ExternalTensor(
+        target.name, tensor.offset, tensor.length, tensor.dtype, shape=tensor.shape,
+        name=tensor.name, base_dir=target.parent)  # fmt: skip
+    return target
 
 
 def model_nbytes(model: ir.Model) -> int:

@@ -5,6 +5,7 @@ option values)."""
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -181,3 +182,50 @@ def test_external_data_outside_the_folder_or_short_is_refused(tmp_path, capsys, 
     for command in (["analyze", str(path)],
                     ["prune", str(path), "-o", str(inner / "o.onnx"), "--ratio", "0.5"]):
         _clean_failure(command, inner, capsys)
+
+
+def test_a_hugging_face_snapshot_of_links_into_blobs_prunes(tmp_path):
+    """snapshots/<rev>/model.onnx and its .data are links into ../../blobs/ (the hub cache);
+    onnxruntime reads them, and so does onnxprune, from the targets."""
+    from test_file_safety import _external
+
+    blobs, snapshot = tmp_path / "blobs", tmp_path / "snapshots" / "abc"
+    blobs.mkdir()
+    snapshot.mkdir(parents=True)
+    path = _external(blobs)
+    path.rename(blobs / "modelhash")
+    (blobs / "model.onnx.data").rename(blobs / "datahash")
+    (snapshot / "model.onnx").symlink_to("../../blobs/modelhash")
+    (snapshot / "model.onnx.data").symlink_to("../../blobs/datahash")
+    out = tmp_path / "out.onnx"
+    assert main(["prune", str(snapshot / "model.onnx"), "-o", str(out), "--ratio", "0.5"]) == 0
+    assert out.exists() and (tmp_path / "out.onnx.data").exists()
+
+
+def test_hard_linked_data_is_refused_cleanly(tmp_path, capsys):
+    from test_file_safety import _external
+
+    path = _external(tmp_path)
+    os.link(tmp_path / "model.onnx.data", tmp_path / "elsewhere.bin")
+    err = _clean_failure(["analyze", str(path)], tmp_path, capsys)
+    assert "hard links" in err
+
+
+def test_a_rank_0_bool_input_gets_a_feed_that_runs(tmp_path):
+    """An If condition fed from outside: a bool scalar."""
+    from onnx import TensorProto, helper
+
+    import onnxprune
+
+    then = helper.make_graph([helper.make_node("Identity", ["x"], ["t"])], "then", [],
+                             [helper.make_tensor_value_info("t", TensorProto.FLOAT, [2])])
+    other = helper.make_graph([helper.make_node("Neg", ["x"], ["e"])], "else", [],
+                              [helper.make_tensor_value_info("e", TensorProto.FLOAT, [2])])
+    graph = helper.make_graph(
+        [helper.make_node("If", ["c"], ["y"], then_branch=then, else_branch=other)], "g",
+        [helper.make_tensor_value_info("c", TensorProto.BOOL, []),
+         helper.make_tensor_value_info("x", TensorProto.FLOAT, [2])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2])])  # fmt: skip
+    proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    result = onnxprune.prune(proto, ratio=0)
+    assert result.verification.passed
