@@ -7,7 +7,6 @@
 from __future__ import annotations
 
 import itertools
-import json
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -23,6 +22,7 @@ from onnxprune.analysis import Analysis
 from onnxprune.analysis import analyze as build_channel_graph
 from onnxprune.calibration import calibration_batches
 from onnxprune.errors import UnsupportedModelError, UsageError, VerificationError
+from onnxprune.finite import check_finite_corrections, nonfinite_weights
 from onnxprune.groups import Group, form_groups
 from onnxprune.importance import DATA_CRITERIA, consumer_keys, score_groups, unmeasured
 from onnxprune.input_sizes import decide_sizes, feeds_for_verification, random_inputs
@@ -39,8 +39,8 @@ from onnxprune.passes.cleanup import CleanupPass, drop_intermediate_shapes
 from onnxprune.passes.compensate import CompensatePass, compensation_fills, weight_axes
 from onnxprune.passes.refit import apply_weight_updates, refit_updates
 from onnxprune.passes.shrink import ShrinkPass
-from onnxprune.plan import RemovalPlan
-from onnxprune.sessions import check_room_for, open_session
+from onnxprune.plan import RemovalPlan, read_plan
+from onnxprune.sessions import check_room_for, runs_on
 from onnxprune.statistics import collect_statistics
 from onnxprune.verify import Verification, compare, masked_model, similarity, verify_plan
 
@@ -169,30 +169,6 @@ def _target_measure(original: ir.Model, dims: dict, cost: ModelCost,
     (base,) = measure_latency([original], feed, repeats=20, blocks=2, providers=providers)
     return lambda m: measure_latency([m], feed, repeats=20, blocks=2,
                                      providers=providers)[0].median_ms / max(base.median_ms, 1e-9)
-
-
-def read_plan(plan: str | Path | Mapping) -> Mapping:
-    """A plan's data from a file written by ``--plan-out`` or a dict; UsageError otherwise."""
-    if isinstance(plan, str | Path):
-        path = Path(plan)
-        if not path.is_file():
-            raise UsageError(f"plan file '{path}' does not exist or is not a file")
-        try:
-            data = json.loads(path.read_text())
-        except (ValueError, UnicodeDecodeError) as exc:
-            raise UsageError(f"plan file '{path}' is not JSON ({exc}); give a file written "
-                             "by --plan-out") from exc  # fmt: skip
-    else:
-        data = plan
-    if not isinstance(data, Mapping) or not isinstance(data.get("removed"), Mapping):
-        raise UsageError("the plan has no 'removed' mapping (group id -> channels); give a "
-                         "file written by --plan-out")  # fmt: skip
-    for key, atoms in data["removed"].items():
-        if not str(key).isdigit() or not isinstance(atoms, list) or not all(
-                isinstance(a, int) and not isinstance(a, bool) for a in atoms):  # fmt: skip
-            raise UsageError(f"the plan's entry for group '{key}' is not a list of channel "
-                             f"numbers: {str(atoms)[:80]}")  # fmt: skip
-    return data
 
 
 def check_options(*, calibration_random: int, round_to: int, min_channels: int,
@@ -581,55 +557,3 @@ def _as_loaded(model: ModelSource) -> ir.Model | onnx.ModelProto | str:
     if isinstance(model, onnx.ModelProto | ir.Model):
         return model
     return str(model)
-
-
-def runs_on(model: ir.Model) -> Callable[[dict[str, np.ndarray]], bool]:
-    """Whether ``model`` runs on a feed in onnxruntime (session built on first use). A model
-    onnxruntime cannot load at all (custom ops) cannot be probed: every size counts as
-    running, and verification, if asked for, reports the load error."""
-    holder: list = []
-
-    def runs(feed: dict[str, np.ndarray]) -> bool:
-        if not holder:
-            try:
-                holder.append(open_session(model))
-            except UnsupportedModelError:
-                holder.append(None)
-        if holder[0] is None:
-            return True
-        try:
-            holder[0].run(None, feed)
-        except Exception:  # onnxruntime's own exception types: the size does not run
-            return False
-        return True
-
-    return runs
-
-
-def nonfinite_weights(model: ir.Model, where: str) -> list[str]:
-    """A warning per float initializer of ``model`` holding NaN or inf (tensors held in
-    external data are read one at a time)."""
-    out = []
-    for name, value in model.graph.initializers.items():
-        tensor = value.const_value
-        if tensor is None or not tensor.dtype.is_floating_point():
-            continue
-        array = tensor.numpy()
-        if array.dtype.kind == "f" and not np.all(np.isfinite(array)):
-            out.append(f"{where} has non-finite values in initializer '{name}' "
-                       f"({int(np.sum(~np.isfinite(array)))} of {array.size})")  # fmt: skip
-    return out
-
-
-def check_finite_corrections(plan: RemovalPlan) -> None:
-    """Refit weights and compensation fills must be finite before anything is written."""
-    for name, array in plan.weight_updates.items():
-        if not np.all(np.isfinite(array)):
-            raise VerificationError(f"the least-squares refit of '{name}' is not finite (the "
-                                    "calibration statistics hold NaN/inf); check the data or "
-                                    "use --no-refit")  # fmt: skip
-    for index, fill in plan.fills.items():
-        if not np.all(np.isfinite(fill)):
-            node = plan.masks[index].consumer.node
-            raise VerificationError(f"the compensation of consumer '{node}' is not finite; "
-                                    "check the calibration data")  # fmt: skip

@@ -230,9 +230,10 @@ def _open_mesh(index: tuple, shape: tuple[int, ...]):
 def _verify(args, out: Console, err: Console) -> int:
     import numpy as np
 
-    from onnxprune.api import analyze, runs_on
+    from onnxprune.api import analyze
     from onnxprune.input_sizes import decide_sizes, random_inputs
     from onnxprune.plan import RemovalPlan
+    from onnxprune.sessions import runs_on
     from onnxprune.verify import against_masked, compare, masked_model, similarity
 
     if args.samples < 1:
@@ -289,10 +290,10 @@ def _verify(args, out: Console, err: Console) -> int:
 def _bench(args, out: Console, err: Console) -> int:
     import onnx
 
-    from onnxprune.api import runs_on
     from onnxprune.input_sizes import decide_sizes, declared_inputs, random_inputs
     from onnxprune.latency import measure_latency
     from onnxprune.metrics import model_cost
+    from onnxprune.sessions import runs_on
 
     models = [load_model(p) for p in (args.a, args.b)]
     inputs = [{k: (v.dtype, len(v.shape or ())) for k, v in declared_inputs(m).items()}

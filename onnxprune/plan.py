@@ -5,6 +5,7 @@ every tensor (kept positions per member dim) and every consumer (positions to ma
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -93,3 +94,27 @@ class RemovalPlan:
     def to_json(self, path: str | Path) -> None:
         """Write the plan (re-appliable to the same model with ``--plan``)."""
         Path(path).write_text(json.dumps(self.to_dict(), indent=1))
+
+
+def read_plan(plan: str | Path | Mapping) -> Mapping:
+    """A plan's data from a file written by ``--plan-out`` or a dict; UsageError otherwise."""
+    if isinstance(plan, str | Path):
+        path = Path(plan)
+        if not path.is_file():
+            raise UsageError(f"plan file '{path}' does not exist or is not a file")
+        try:
+            data = json.loads(path.read_text())
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise UsageError(f"plan file '{path}' is not JSON ({exc}); give a file written "
+                             "by --plan-out") from exc  # fmt: skip
+    else:
+        data = plan
+    if not isinstance(data, Mapping) or not isinstance(data.get("removed"), Mapping):
+        raise UsageError("the plan has no 'removed' mapping (group id -> channels); give a "
+                         "file written by --plan-out")  # fmt: skip
+    for key, atoms in data["removed"].items():
+        if not str(key).isdigit() or not isinstance(atoms, list) or not all(
+                isinstance(a, int) and not isinstance(a, bool) for a in atoms):  # fmt: skip
+            raise UsageError(f"the plan's entry for group '{key}' is not a list of channel "
+                             f"numbers: {str(atoms)[:80]}")  # fmt: skip
+    return data

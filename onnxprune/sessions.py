@@ -8,6 +8,7 @@ external data into a private folder (``mkdtemp``) under the temp root (``--tmp-d
 session: onnxruntime has read (or memory-mapped) every tensor by the time its constructor
 returns, so the folder is removed right then, and on any error or interrupt. Before such a
 copy is written the free space of the temp root is checked against the bytes it needs.
+``runs_on`` answers whether a model runs on a feed (the input-size probe).
 """
 
 from __future__ import annotations
@@ -16,10 +17,11 @@ import contextlib
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Literal
 
+import numpy as np
 import onnx
 import onnx_ir as ir
 import onnxruntime as ort
@@ -161,3 +163,26 @@ def _create(source: bytes | str, options: ort.SessionOptions,
             f"onnxruntime cannot load the model ({first}); if it uses custom ops, install "
             "their library, else check the model with onnx.checker"
         ) from exc
+
+
+def runs_on(model: ir.Model) -> Callable[[dict[str, np.ndarray]], bool]:
+    """Whether ``model`` runs on a feed in onnxruntime (session built on first use). A model
+    onnxruntime cannot load at all (custom ops) cannot be probed: every size counts as
+    running, and verification, if asked for, reports the load error."""
+    holder: list = []
+
+    def runs(feed: dict[str, np.ndarray]) -> bool:
+        if not holder:
+            try:
+                holder.append(open_session(model))
+            except UnsupportedModelError:
+                holder.append(None)
+        if holder[0] is None:
+            return True
+        try:
+            holder[0].run(None, feed)
+        except Exception:  # onnxruntime's own exception types: the size does not run
+            return False
+        return True
+
+    return runs

@@ -36,11 +36,11 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
 
 import onnxprune  # noqa: E402
-from onnxprune.api import runs_on  # noqa: E402
 from onnxprune.channel_graph import Dim  # noqa: E402
 from onnxprune.errors import OnnxPruneError  # noqa: E402
 from onnxprune.input_sizes import decide_sizes, random_inputs  # noqa: E402
 from onnxprune.plan import RemovalPlan  # noqa: E402
+from onnxprune.sessions import runs_on  # noqa: E402
 from onnxprune.verify import compare, verify_plan  # noqa: E402
 
 Mutation = Callable[[ir.Model, ir.Model, RemovalPlan], Iterator[ir.Model]]
