@@ -1,4 +1,8 @@
-"""Fill in Reshape output sizes that ONNX shape inference leaves unknown.
+"""Fill in Reshape and Pad output sizes that ONNX shape inference leaves unknown.
+
+Pad: where the pads vector is partly computed at run time (TF 'SAME' padding computes the
+spatial pads from the input shape), an axis whose two pad entries are literal zeros keeps
+its input size.
 
 With a symbolic batch, ONNX cannot infer the ``-1`` of ``Reshape(x, [N, -1])``. The target
 entries say what each output axis is: a literal, 0 (copy input axis), the size of some
@@ -75,17 +79,34 @@ def _known(dim: int | ir.SymbolicDim) -> bool:
     return isinstance(dim, int) or bool(dim.value and not str(dim.value).startswith("unk__"))
 
 
+def _padded(node: ir.Node, values: dict[str, ir.Value]) -> list | None:
+    """Pad's output shape where its unpadded axes (literal zero pads) keep their sizes."""
+    x, y = node.inputs[0], node.outputs[0]
+    if x is None or x.shape is None or len(node.inputs) < 2 or (
+            len(node.inputs) > 3 and node.inputs[3] is not None):  # fmt: skip
+        return None
+    entries = shape_entries(node.inputs[1])
+    rank = len(x.shape)
+    if entries is None or len(entries) != 2 * rank:
+        return None
+    current = list(y.shape) if y.shape is not None and len(y.shape) == rank else [None] * rank
+    zero = [isinstance(e, Literal) and e.value == 0 for e in entries]
+    out = [x.shape[k] if zero[k] and zero[k + rank] else current[k] for k in range(rank)]
+    return out if out != current else None
+
+
 def refine_reshape_shapes(model: ir.Model) -> bool:
-    """Complete unknown Reshape output dims from their targets; True if any changed."""
+    """Complete unknown Reshape output dims from their targets and Pad output dims of
+    unpadded axes; True if any changed."""
     values = all_values(model.graph)
     changed = False
     for node in model.graph:
-        if node.op_type != "Reshape" or node.domain not in ("", "ai.onnx"):
+        if node.op_type not in ("Reshape", "Pad") or node.domain not in ("", "ai.onnx"):
             continue
         y = node.outputs[0]
         if y.shape is not None and all(_known(d) for d in y.shape):
             continue
-        refined = _refined(node, values)
+        refined = (_refined if node.op_type == "Reshape" else _padded)(node, values)
         if refined is not None:
             y.shape = ir.Shape(refined)
             changed = True

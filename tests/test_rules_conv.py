@@ -76,3 +76,38 @@ def test_kept_widths_follow_ratio():
     kept = sorted(v.size for v in result.plan.kept.values())
     assert set(kept) == {14}
     assert np.all([a.size == 6 for a in result.plan.removed.values()])
+
+
+def test_depthwise_conv_behind_a_pad_computed_at_run_time_prunes():
+    """TF 'SAME' padding (timm's tf_ EfficientNets): the spatial pads are computed from the
+    input's shape and concatenated with literal zeros for batch and channels, so ONNX leaves
+    the Pad output's channel count unknown; the zero entries say it is the input's, and the
+    depthwise Conv behind it prunes with its group rewritten."""
+    from onnx import TensorProto
+
+    nodes = [
+        conv("c1", "x", "w1", "b1", "a"),
+        helper.make_node("Relu", ["a"], ["r"], name="relu"),
+        helper.make_node("Shape", ["r"], ["shape"], name="shape"),
+        helper.make_node("Slice", ["shape", "s2", "s4"], ["hw"], name="hw"),
+        helper.make_node("Mod", ["hw", "two"], ["odd"], name="odd"),
+        helper.make_node("Concat", ["zeros4", "odd", "zeros2", "odd"], ["pads"], name="pads",
+                         axis=0),
+        helper.make_node("Pad", ["r", "pads"], ["p"], name="pad"),
+        conv("dw", "p", "wd", "bd", "d", group=8),
+        helper.make_node("Relu", ["d"], ["s"], name="relu2"),
+        conv("c2", "s", "w2", "b2", "y"),
+    ]  # fmt: skip
+    inits = {"w1": weight(8, 3, 1, 1), "b1": weight(8), "wd": weight(8, 1, 3, 3),
+             "bd": weight(8), "w2": weight(4, 8, 1, 1), "b2": weight(4),
+             "s2": np.array([2], np.int64), "s4": np.array([4], np.int64),
+             "two": np.array([2], np.int64), "zeros4": np.zeros(2, np.int64),
+             "zeros2": np.zeros(2, np.int64)}  # fmt: skip
+    proto = model(nodes, {"x": [1, 3, "h", "w"]}, {"y": [1, 4, None, None]}, inits)
+    for value in list(proto.graph.value_info):
+        if value.name == "p":
+            proto.graph.value_info.remove(value)
+    assert proto.graph.input[0].type.tensor_type.elem_type == TensorProto.FLOAT
+    result = assert_prunes_exactly(proto, 0.5)
+    dw = next(n for n in result.model.graph if n.name == "dw")
+    assert dw.attributes["group"].value == 4
