@@ -89,8 +89,10 @@ def collect_statistics(
         types |= {v.name: v.type.tensor_type.elem_type for v in inferred.graph.value_info
                   if v.name not in types and v.type.tensor_type.elem_type}  # fmt: skip
     wanted: dict[str, list[int]] = {}
+    weights = set(model.graph.initializers)  # a consumer reading a weight (LSTM's R) has no data
     for tensor, axis in keys:
-        if tensor in types and ir.DataType(types[tensor]).is_floating_point():
+        if (tensor in types and tensor not in weights
+                and ir.DataType(types[tensor]).is_floating_point()):  # fmt: skip
             wanted.setdefault(tensor, []).append(axis)
     names = sorted(wanted)
     stats: dict[Key, ChannelStats] = {}

@@ -138,6 +138,14 @@ def _conv(node: ir.Node, shrink: ShrinkPass) -> None:
     node.attributes["group"] = ir.AttrInt64("group", cin // w_in)
 
 
+@rewriter("LSTM", "GRU", "RNN")
+def _recurrent(node: ir.Node, shrink: ShrinkPass) -> None:
+    """hidden_size = new width of R's last axis (the recurrent read of every unit)."""
+    new = shrink.new_size(node.inputs[2], 2)
+    if isinstance(new, int) and new != node.attributes["hidden_size"].value:
+        node.attributes["hidden_size"] = ir.AttrInt64("hidden_size", new)
+
+
 @rewriter("Attention", "MultiHeadAttention", "GroupQueryAttention", domain="com.microsoft")
 def _attention_heads(node: ir.Node, shrink: ShrinkPass) -> None:
     """num_heads (and kv_num_heads) = new width of the output / head size."""
