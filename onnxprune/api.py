@@ -18,6 +18,7 @@ import onnx
 import onnx_ir as ir
 
 from onnxprune.allocation import allocate_ratio, excluded_groups, search_ratio
+from onnxprune.allocation_global import allocate_global
 from onnxprune.analysis import Analysis
 from onnxprune.analysis import analyze as build_channel_graph
 from onnxprune.calibration import calibration_batches
@@ -45,6 +46,10 @@ from onnxprune.statistics import collect_statistics
 from onnxprune.verify import Verification, compare, masked_model, similarity, verify_plan
 
 Progress = Callable[[str, int, int], None]
+
+#: Allocation strategies by name: (groups, scores, share, round_to=, min_channels=, skip=).
+ALLOCATIONS: dict[str, Callable[..., dict[int, np.ndarray]]] = {
+    "uniform": allocate_ratio, "global": allocate_global}  # fmt: skip
 
 #: Gram matrices for the default refit may take this many bytes (float64, channels² each).
 REFIT_MEMORY = 1 << 30
@@ -249,6 +254,7 @@ def prune(
     inputs: Sequence[Mapping[str, np.ndarray]] | None = None,
     dims: Mapping[str, int] | None = None,
     approximate_min_cosine: float = 0.9,
+    allocation: str = "uniform",
     progress: Progress | None = None,
 ) -> PruneResult:
     """Prune ``model`` and verify the result.
@@ -283,6 +289,9 @@ def prune(
             else a size the model runs at (tried: batch 1, 16.. tokens, 224.. pixels).
         approximate_min_cosine: with approximate groups pruned, the written model's outputs
             must keep at least this cosine to the masked original.
+        allocation: ``uniform`` (``ratio`` of every group; targets search that ratio) or
+            ``global`` (``ratio`` of all channels, the lowest normalised scores model-wide,
+            no group losing more than 90%; targets search that share).
         calibration: calibration data: a ``CalibrationDataReader``-like object, an iterable of
             feeds, an ``.npz`` file or a folder (see :mod:`onnxprune.calibration`).
         calibration_random: or this many random samples from the declared input shapes.
@@ -300,6 +309,8 @@ def prune(
     """
     targets = {"ratio": ratio, "target_macs": target_macs, "target_params": target_params,
                "target_latency": target_latency, "plan": plan}  # fmt: skip
+    if allocation not in ALLOCATIONS:
+        raise UsageError(f"allocation must be one of {sorted(ALLOCATIONS)}, got {allocation!r}")
     given = [k for k, v in targets.items() if v is not None]
     if len(given) != 1:
         raise UsageError(f"give exactly one of {', '.join(targets)} (got {given or 'none'})")
@@ -395,10 +406,11 @@ def prune(
     cost_dims = sizes.dims
     cost_before = model_cost(ir.to_proto(original), cost_dims)
 
+    allocate = ALLOCATIONS[allocation]
+
     def plan_for(r: float) -> RemovalPlan:
-        removed = allocate_ratio(
-            eligible, scores, r, round_to=round_to, min_channels=min_channels, skip=skip
-        )
+        removed = allocate(eligible, scores, r, round_to=round_to, min_channels=min_channels,
+                           skip=skip)  # fmt: skip
         return RemovalPlan.build(groups, removed)
 
     t = time.perf_counter()
@@ -433,7 +445,7 @@ def prune(
         removal = plan_for(ratio)
         untouched = [g.id for g in eligible if g.id in scores and g.id not in removal.removed
                      and g.id not in skip]  # fmt: skip
-        if ratio > 0 and untouched:
+        if ratio > 0 and untouched and allocation == "uniform":
             warnings.append(f"{len(untouched)} of {len(eligible)} prunable groups lose no "
                             f"channel at ratio {ratio:.3g} (too few channels or units to remove "
                             f"a whole one; groups {untouched[:8]}"
@@ -510,7 +522,7 @@ def prune(
         "cost_input_shapes": {k: list(v) for k, v in sizes.shapes.items()},
         "second_input_shapes": None if sizes.second is None
         else {k: list(v) for k, v in sizes.second.items()},
-        "probed_dims": sizes.probed, "warnings": warnings,
+        "probed_dims": sizes.probed, "warnings": warnings, "allocation": allocation,
     }  # fmt: skip
     return PruneResult(
         pruned, original, groups, plan, scores, float(ratio), cost_before, cost_after,

@@ -133,7 +133,8 @@ def _prune(args, out: Console, err: Console) -> int:
             providers=args.providers, round_to=args.round_to, min_channels=args.min_channels,
             exclude=args.exclude, allow_approximate=args.allow_approximate,
             head_dim=args.head_dim, verify=not args.no_verify, dims=_dims(args.dim),
-            approximate_min_cosine=args.approximate_min_cosine, progress=progress,
+            approximate_min_cosine=args.approximate_min_cosine, allocation=args.allocation,
+            progress=progress,
         )  # fmt: skip
     if not result.plan.removed and args.ratio != 0:
         warnings = "; ".join(result.options["warnings"]) or "no prunable group"
@@ -386,6 +387,10 @@ def build_parser() -> argparse.ArgumentParser:
                    "samples from the declared input shapes (bind symbolic dims with --dim)")
     p.add_argument("--providers", nargs="+", metavar="EP", help="onnxruntime execution "
                    "providers for calibration runs (default: CPUExecutionProvider)")
+    p.add_argument("--allocation", choices=["uniform", "global"], default="uniform",
+                   help="uniform: --ratio of every group (targets search that ratio); global: "
+                   "--ratio of all channels, lowest normalised scores model-wide, no group "
+                   "losing more than 90%% (targets search that share)")
     p.add_argument("--round-to", type=int, default=1, help="kept channels are a multiple of N")
     p.add_argument("--min-channels", type=int, default=1, help="keep at least N channels")
     p.add_argument("--exclude", nargs="*", default=[], metavar="PATTERN",

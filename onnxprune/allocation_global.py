@@ -1,0 +1,75 @@
+"""Global allocation: one threshold over scores compared across groups.
+
+Scores are normalised per group by their mean (:func:`importance.score_groups`), so a channel
+scoring 0.2 is a fifth as important as its group's average wherever it sits. ``fraction`` F
+removes the F share of all eligible canonical channels with the lowest normalised scores,
+model-wide, so groups whose channels matter less lose more. Each channel class (see
+:func:`allocation.channel_classes`) keeps at least ``min_channels`` channels and at least
+``1 - max_share`` of its channels (no group is emptied or nearly emptied), rounded up to
+``round_to``. Heads and blocks count as one unit each.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from onnxprune.allocation import channel_classes, kept_atoms
+from onnxprune.errors import UsageError
+from onnxprune.groups import Group
+
+#: No class loses more than this share of its channels under global allocation.
+MAX_SHARE = 0.9
+
+
+def allocate_global(
+    groups: list[Group],
+    scores: dict[int, np.ndarray],
+    fraction: float,
+    *,
+    round_to: int = 1,
+    min_channels: int = 1,
+    max_share: float = MAX_SHARE,
+    skip: set[int] | None = None,
+) -> dict[int, np.ndarray]:
+    """Removed canonical channels per group: the lowest-scored ``fraction`` of all of them."""
+    if not 0.0 <= fraction < 1.0:
+        raise UsageError(f"global fraction must be in [0, 1), got {fraction}")
+    candidates: list[tuple[float, int, int, int]] = []  # score, group, class index, atom
+    floors: dict[tuple[int, int], int] = {}
+    sizes: dict[tuple[int, int], int] = {}
+    for group in groups:
+        if group.id not in scores or (skip and group.id in skip):
+            continue
+        for c, atoms in enumerate(channel_classes(group)):
+            floor = kept_atoms(group, max_share, round_to, min_channels, n=atoms.size)
+            floors[(group.id, c)], sizes[(group.id, c)] = floor, atoms.size
+            candidates += [(float(scores[group.id][a]), group.id, c, int(a)) for a in atoms]
+    total = len(candidates)
+    budget = math.floor(total * fraction + 1e-9)
+    candidates.sort(key=lambda t: (t[0], t[1], t[3]))
+    chosen: dict[tuple[int, int], list[int]] = {}
+    for _, gid, c, atom in candidates:
+        if budget <= 0:
+            break
+        gone = chosen.setdefault((gid, c), [])
+        if sizes[(gid, c)] - len(gone) > floors[(gid, c)]:
+            gone.append(atom)
+            budget -= 1
+    by_id = {g.id: g for g in groups}
+    removed: dict[int, list[int]] = {}
+    for (gid, c), gone in chosen.items():
+        keep = _rounded_keep(by_id[gid], sizes[(gid, c)] - len(gone), sizes[(gid, c)], round_to)
+        drop = sizes[(gid, c)] - keep
+        if drop > 0:  # the lowest-scored first; rounding keeps the best of those chosen
+            removed.setdefault(gid, []).extend(gone[:drop])
+    return {gid: np.sort(np.asarray(atoms, dtype=np.int64)) for gid, atoms in removed.items()}
+
+
+def _rounded_keep(group: Group, keep: int, n: int, round_to: int) -> int:
+    """``keep`` rounded up so the kept width is a multiple of ``round_to`` (as uniform)."""
+    if round_to > 1:
+        step = round_to // math.gcd(round_to, group.atom_size)
+        keep = math.ceil(keep / step) * step
+    return min(keep, n)
