@@ -20,14 +20,14 @@ from rich.table import Table
 import onnxprune
 from onnxprune.latency import measure_latency
 from onnxprune.report import build_report, write_report
-from onnxprune.verify import session
+from onnxprune.sessions import open_session
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
 def accuracy(model, images: np.ndarray, labels: np.ndarray) -> float:
     """Top-1 accuracy of ``model`` on the whole test split (one batched run)."""
-    logits = session(model).run(None, {"input": images})[0]
+    logits = open_session(model).run(None, {"input": images})[0]
     return float(np.mean(logits.argmax(axis=1) == labels))
 
 
