@@ -68,10 +68,15 @@ def _case(suite: str, name: str, exporter: str, size: int) -> tuple[Path, list, 
     case = transformer_zoo.MODELS[name]
     batch = 1 if case.dynamic else case.batch
     feeds = [transformer_zoo.feeds(name, batch=batch, seed=s) for s in (0, 1)]
+    import onnx
+
     text = "input_ids" in feeds[0]
-    dims = {"batch": 1, "sequence": SEQUENCE if text else 0}
+    path = transformer_zoo.export(name, exporter)
+    declared = {d.dim_param for i in onnx.load(path, load_external_data=False).graph.input
+                for d in i.type.tensor_type.shape.dim if d.dim_param}  # fmt: skip
+    dims = {k: v for k, v in {"batch": 1, "sequence": SEQUENCE}.items() if k in declared}
     feed = transformer_zoo.feeds(name, batch=batch, sequence=SEQUENCE if text else 8, seed=2)
-    return transformer_zoo.export(name, exporter), feeds, dims, feed
+    return path, feeds, dims, feed
 
 
 def bench(suite: str, name: str, exporter: str, ratio: float, work: Path, threads: int,
