@@ -309,6 +309,18 @@ def prune(
     """
     targets = {"ratio": ratio, "target_macs": target_macs, "target_params": target_params,
                "target_latency": target_latency, "plan": plan}  # fmt: skip
+    for name, value in targets.items():
+        if name != "plan" and value is not None and (
+                isinstance(value, bool) or not isinstance(value, int | float)):  # fmt: skip
+            raise UsageError(f"{name} must be a number, got {type(value).__name__} {value!r}")
+    if plan is not None and not isinstance(plan, str | Path | Mapping):
+        raise UsageError(f"plan must be a path or a dict, got {type(plan).__name__}")
+    if not isinstance(model, str | Path | onnx.ModelProto | ir.Model):
+        raise UsageError("model must be a path, an onnx.ModelProto or an onnx_ir.Model, got "
+                         f"{type(model).__name__}")  # fmt: skip
+    if inputs is not None and (isinstance(inputs, Mapping) or not all(
+            isinstance(f, Mapping) for f in inputs)):  # fmt: skip
+        raise UsageError("inputs must be a list of feeds (dicts of input name -> array)")
     if allocation not in ALLOCATIONS:
         raise UsageError(f"allocation must be one of {sorted(ALLOCATIONS)}, got {allocation!r}")
     given = [k for k, v in targets.items() if v is not None]

@@ -229,3 +229,25 @@ def test_a_rank_0_bool_input_gets_a_feed_that_runs(tmp_path):
     proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     result = onnxprune.prune(proto, ratio=0)
     assert result.verification.passed
+
+
+@pytest.mark.parametrize("options", [
+    {"ratio": "0.5"}, {"ratio": True}, {"target_macs": [0.5]}, {"ratio": 0.5, "inputs": {}},
+    {"ratio": 0.5, "inputs": [1, 2]}, {"plan": 3}, {"ratio": 0.5, "allocation": "best"},
+    {"ratio": 0.5, "round_to": 2.5}, {"ratio": 0.5, "calibration_random": -1},
+])  # fmt: skip
+def test_wrong_api_argument_types_are_usage_errors(options):
+    import onnxprune
+    from onnxprune.errors import UsageError
+
+    with pytest.raises(UsageError):
+        onnxprune.prune(small_model(), **options)
+    with pytest.raises(UsageError, match="model must be"):
+        onnxprune.prune(42, ratio=0.5)
+
+
+def test_a_string_exclude_is_one_pattern():
+    import onnxprune
+
+    result = onnxprune.prune(small_model(), ratio=0.5, exclude="c1")
+    assert not result.plan.removed  # the only group is produced by c1
