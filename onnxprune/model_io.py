@@ -12,6 +12,7 @@ non-negative, and every reader here takes an ``int`` dimension as a fixed size.
 
 from __future__ import annotations
 
+import math
 import os
 import shutil
 import tempfile
@@ -86,11 +87,52 @@ def check_structure(proto: onnx.ModelProto, where: str) -> None:
     if not default and any(n.domain in ("", "ai.onnx") for n in graph.node):
         raise ModelLoadError(f"{where} declares no opset for the default ONNX domain; re-export "
                              "it (or add opset_import)")  # fmt: skip
+    _check_declared_outputs(proto, where)
     newest = onnx.defs.onnx_opset_version()
     if default and default[0] > newest:
         raise UnsupportedModelError(f"{where} uses ONNX opset {default[0]}, newer than this onnx "
                                     f"package supports ({newest}); upgrade onnx and "
                                     "onnxruntime")  # fmt: skip
+
+
+def _check_declared_outputs(proto: onnx.ModelProto, where: str) -> None:
+    """A static output size the model declares must be the size its producer gives (ONNX shape
+    inference on a skeleton: weights of more than 4096 elements become typed inputs, so no
+    weight is copied); sizes inference cannot tell are not judged."""
+    declared = {o.name: [d.dim_value if d.HasField("dim_value") and d.dim_value >= 0 else None
+                         for d in o.type.tensor_type.shape.dim]
+                for o in proto.graph.output if o.type.tensor_type.HasField("shape")}  # fmt: skip
+    if not any(any(v is not None for v in dims) for dims in declared.values()):
+        return
+    graph = onnx.GraphProto(name=proto.graph.name)
+    graph.node.extend(proto.graph.node)
+    graph.input.extend(proto.graph.input)
+    inputs = {v.name for v in proto.graph.input}
+    for tensor in proto.graph.initializer:
+        if math.prod(tensor.dims) <= 4096 and tensor.data_location != onnx.TensorProto.EXTERNAL:
+            graph.initializer.append(tensor)
+        elif tensor.name not in inputs:
+            graph.input.append(onnx.helper.make_tensor_value_info(tensor.name, tensor.data_type,
+                                                                  list(tensor.dims)))  # fmt: skip
+    graph.output.extend(onnx.helper.make_empty_tensor_value_info(o.name)
+                        for o in proto.graph.output)  # fmt: skip
+    skeleton = onnx.helper.make_model(graph, opset_imports=list(proto.opset_import),
+                                      ir_version=proto.ir_version)  # fmt: skip
+    try:
+        inferred = onnx.shape_inference.infer_shapes(skeleton, data_prop=True)
+    except Exception:  # noqa: BLE001 - inference gives up on some valid models: no verdict
+        return
+    for output in inferred.graph.output:
+        want = declared.get(output.name)
+        t = output.type.tensor_type
+        if want is None or not t.HasField("shape") or len(t.shape.dim) != len(want):
+            continue
+        got = [d.dim_value if d.HasField("dim_value") and d.dim_value >= 0 else None
+               for d in t.shape.dim]
+        if any(w is not None and g is not None and w != g for w, g in zip(want, got,
+                                                                        strict=True)):  # fmt: skip
+            raise ModelLoadError(f"{where} declares output '{output.name}' with shape {want}, but "
+                                 f"the graph computes {got}; fix the export's output shape")
 
 
 def _dynamic_negative_dims(model: ir.Model) -> ir.Model:

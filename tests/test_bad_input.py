@@ -133,11 +133,13 @@ def _invalid(kind: str) -> onnx.ModelProto:
         proto.opset_import[0].version = 30
     elif kind == "tensor produced twice":
         proto.graph.node[1].output[0] = "a"
+    elif kind == "wrong output shape":
+        proto.graph.output[0].type.tensor_type.shape.dim[1].dim_value = 5
     return proto
 
 
 @pytest.mark.parametrize("kind", ["duplicate initializer", "no opset", "opset 30",
-                                  "tensor produced twice"])  # fmt: skip
+                                  "tensor produced twice", "wrong output shape"])  # fmt: skip
 def test_invalid_models_are_rejected_up_front(folder, capsys, kind):
     onnx.save(_invalid(kind), folder / "bad.onnx")
     for command in (["analyze", str(folder / "bad.onnx")],
