@@ -35,9 +35,12 @@ def mlp_with_layernorm():
         helper.make_node("Add", ["h", "d"], ["r"], name="residual"),
         helper.make_node("MatMul", ["r", "w_out"], ["y"], name="head"),
     ]
+    # seeded: with the shared generator the weights (and the approximate cosine) depended on
+    # the order tests ran in; one CI order gave cosine 0.899 against the 0.9 threshold
     inits = {
-        "w_in": weight(4, 16), "ln_g": weight(16), "ln_b": weight(16), "w_up": weight(16, 32),
-        "w_down": weight(32, 16), "w_out": weight(16, 3),
+        "w_in": weight(4, 16, seed=11), "ln_g": weight(16, seed=12), "ln_b": weight(16, seed=13),
+        "w_up": weight(16, 32, seed=14), "w_down": weight(32, 16, seed=15),
+        "w_out": weight(16, 3, seed=16),
     }  # fmt: skip
     return model(nodes, {"x": [1, 5, 4]}, {"y": [1, 5, 3]}, inits, opset=20)
 
@@ -54,8 +57,11 @@ def test_layernorm_hidden_is_approximate_but_mlp_width_is_exact():
 
 def test_approximate_group_prunes_only_on_request_and_is_labelled():
     proto = mlp_with_layernorm()
-    result = onnxprune.prune(proto, ratio=0.5, allow_approximate=True, inputs=feeds(proto))
-    assert len(result.plan.removed) == 2
+    # half the LayerNorm-normalised width of random weights moves the outputs a lot: the
+    # threshold here only has to admit it (its own test is in test_oracle_reproducers)
+    result = onnxprune.prune(proto, ratio=0.5, allow_approximate=True, inputs=feeds(proto),
+                             approximate_min_cosine=0.5)  # fmt: skip
+    assert len(result.plan.removed) == 2 and result.similarity.passed
     assert result.verification.passed
     assert "approximate" in result.verification.note
     assert result.similarity is not None
