@@ -93,14 +93,16 @@ class ModelAnalysis:
 
 
 def analyze(
-    model: ModelSource, *, head_dim: bool = False, progress: Progress | None = None
+    model: ModelSource, *, head_dim: bool = False, progress: Progress | None = None,
+    base_dir: str | Path | None = None,
 ) -> ModelAnalysis:
     """Load ``model`` and find its groups (prunable, approximate and blocked, with reasons).
 
     ``head_dim``: where a dim is split into factors (heads x head_dim), prune the innermost
-    factor (head_dim, in every head alike) instead of the outermost (whole heads)."""
+    factor (head_dim, in every head alike) instead of the outermost (whole heads).
+    ``base_dir``: the folder whose external data a ``ModelProto`` loaded without it reads."""
     source = None if isinstance(model, onnx.ModelProto | ir.Model) else Path(model)
-    working = load_model(model)
+    working = load_model(model, base_dir)
     external = uses_external_data(working)
     step = None if progress is None else (lambda i, n: progress("analyse", i, n))
     analysis = build_channel_graph(working, progress=step)
@@ -255,6 +257,7 @@ def prune(
     dims: Mapping[str, int] | None = None,
     approximate_min_cosine: float = 0.9,
     allocation: str = "uniform",
+    base_dir: str | Path | None = None,
     progress: Progress | None = None,
 ) -> PruneResult:
     """Prune ``model`` and verify the result.
@@ -292,6 +295,8 @@ def prune(
         allocation: ``uniform`` (``ratio`` of every group; targets search that ratio) or
             ``global`` (``ratio`` of all channels, the lowest normalised scores model-wide,
             no group losing more than 90%; targets search that share).
+        base_dir: for a ``ModelProto`` loaded without its external data, the folder of the
+            model file (its data is read from there, never from elsewhere).
         calibration: calibration data: a ``CalibrationDataReader``-like object, an iterable of
             feeds, an ``.npz`` file or a folder (see :mod:`onnxprune.calibration`).
         calibration_random: or this many random samples from the declared input shapes.
@@ -352,7 +357,7 @@ def prune(
         refit = True if refit is None else refit
         if compensate is None:
             compensate = plan_data.get("options", {}).get("compensate")
-    analysis = analyze(model, head_dim=head_dim, progress=progress)
+    analysis = analyze(model, head_dim=head_dim, progress=progress, base_dir=base_dir)
     check_room_for(analysis.analysis.model)
     timings["analyse_s"] = time.perf_counter() - start
     groups = analysis.groups
@@ -497,8 +502,9 @@ def prune(
         step("verify", 0)
         feeds = feeds_for_verification(original, sizes, inputs, real)
         try:
-            verification, similarity_check = _oracle(model, original, pruned, plan, groups,
-                                                     feeds, correct, approximate_min_cosine)
+            verification, similarity_check = _oracle(_as_loaded(model, base_dir), original,
+                                                     pruned, plan, groups, feeds, correct,
+                                                     approximate_min_cosine)  # fmt: skip
         except UnsupportedModelError as exc:
             raise UnsupportedModelError(f"{exc}; so the pruned model cannot be verified: prune "
                                         "with --no-verify (verify=False) to write it "
@@ -542,9 +548,9 @@ def prune(
     )
 
 
-def _oracle(model: ModelSource, original: ir.Model, pruned: ir.Model, plan: RemovalPlan,
-            groups: list[Group], feeds: list, correct: Callable[[RemovalPlan], None],
-            min_cosine: float) -> tuple[Verification, Verification | None]:  # fmt: skip
+def _oracle(source: ir.Model | onnx.ModelProto | str, original: ir.Model, pruned: ir.Model,
+            plan: RemovalPlan, groups: list[Group], feeds: list,
+            correct: Callable[[RemovalPlan], None], min_cosine: float) -> tuple[Verification, Verification | None]:  # fmt: skip
     """The oracle on ``feeds``: pruned == masked original for the exact groups (approximate
     groups, when pruned, by cosine of the written model to the masked original), and the
     normalised working copy == the model as the user gave it."""
@@ -561,7 +567,7 @@ def _oracle(model: ModelSource, original: ir.Model, pruned: ir.Model, plan: Remo
         similarity_check = similarity(masked_model(original, plan), pruned, feeds, min_cosine)
     else:
         verification = verify_plan(original, pruned, plan, feeds)
-    reference = compare(_as_loaded(model), original, feeds)
+    reference = compare(source, original, feeds)
     if not reference.passed:
         verification.passed = False
         verification.add_note("the normalised working copy differs from the input model "
@@ -575,9 +581,12 @@ def _shapes_text(shapes: Mapping[str, Sequence[int]]) -> str:
     return ", ".join(f"{k} {'x'.join(map(str, v))}" for k, v in shapes.items())
 
 
-def _as_loaded(model: ModelSource) -> ir.Model | onnx.ModelProto | str:
+def _as_loaded(model: ModelSource, base_dir: str | Path | None) -> ir.Model | onnx.ModelProto | str:
     """The model as the user gave it, for the reference check: a path is opened by
-    onnxruntime from the file itself."""
+    onnxruntime from the file itself; a proto reading external data from ``base_dir`` is
+    loaded (not normalised) with it."""
+    if isinstance(model, onnx.ModelProto) and base_dir is not None:
+        return load_model(model, base_dir)
     if isinstance(model, onnx.ModelProto | ir.Model):
         return model
     return str(model)

@@ -29,18 +29,33 @@ ModelSource = str | os.PathLike | onnx.ModelProto | ir.Model
 PROTOBUF_LIMIT = 2**31 - 1 - 64 * 2**20
 
 
-def load_model(source: ModelSource) -> ir.Model:
-    """Return an onnx-ir model for ``source``; a given ``ir.Model`` is copied, never mutated."""
+def load_model(source: ModelSource, base_dir: str | os.PathLike | None = None) -> ir.Model:
+    """Return an onnx-ir model for ``source``; a given ``ir.Model`` is copied, never mutated.
+    A ``ModelProto`` that still refers to external data reads it from ``base_dir`` (the folder
+    the model file was in), under the same rules as a path."""
     if isinstance(source, ir.Model):
         return _dynamic_negative_dims(source.clone())
     if isinstance(source, onnx.ModelProto):
         check_structure(source, "the model")
-        if any(t.data_location == onnx.TensorProto.EXTERNAL for t in source.graph.initializer):
+        external = any(t.data_location == onnx.TensorProto.EXTERNAL
+                       for t in source.graph.initializer)  # fmt: skip
+        if external and base_dir is None:
             raise UsageError(
-                "the ModelProto refers to external data that was not loaded; load it with "
-                "onnx.load(path) (external data included) or pass the file's path instead"
+                "the ModelProto refers to external data that was not loaded: pass base_dir= "
+                "(the folder of the model file), load it with onnx.load(path), or pass the "
+                "file's path instead"
             )
-        return _dynamic_negative_dims(ir.from_proto(source))
+        model = ir.from_proto(source)
+        if external:
+            folder = Path(base_dir)
+            for value in model.graph.initializers.values():
+                tensor = value.const_value
+                if isinstance(tensor, ir.ExternalTensor):
+                    value.const_value = ir.ExternalTensor(
+                        tensor.location, tensor.offset, tensor.length, tensor.dtype,
+                        shape=tensor.shape, name=tensor.name, base_dir=folder)  # fmt: skip
+            _check_external_data_readable(model, folder / "model.onnx")
+        return _dynamic_negative_dims(model)
     path = Path(source)
     if not path.exists():
         raise ModelLoadError(f"model file '{path}' does not exist; check the path")

@@ -149,7 +149,7 @@ def test_invalid_models_are_rejected_up_front(folder, capsys, kind):
         assert "verification" not in err and "custom-op" not in err
 
 
-def test_a_proto_without_its_external_data_is_refused(tmp_path):
+def test_a_proto_without_its_external_data_needs_its_folder(tmp_path):
     from test_file_safety import _external
 
     import onnxprune
@@ -159,6 +159,14 @@ def test_a_proto_without_its_external_data_is_refused(tmp_path):
     proto = onnx.load(path, load_external_data=False)
     with pytest.raises(UsageError, match="external data that was not loaded"):
         onnxprune.prune(proto, ratio=0.5)
+    result = onnxprune.prune(proto, ratio=0.5, base_dir=tmp_path)  # read from its folder
+    assert result.verification.passed and result.plan.removed
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    from onnxprune.errors import ModelLoadError
+
+    with pytest.raises(ModelLoadError, match="does not exist"):
+        onnxprune.prune(proto, ratio=0.5, base_dir=elsewhere)  # never read from elsewhere
 
 
 @pytest.mark.parametrize("kind", ["absolute", "parent folder", "short file"])
@@ -253,3 +261,47 @@ def test_a_string_exclude_is_one_pattern():
 
     result = onnxprune.prune(small_model(), ratio=0.5, exclude="c1")
     assert not result.plan.removed  # the only group is produced by c1
+
+
+def test_an_empty_output_name_is_refused(folder, capsys):
+    _clean_failure(["prune", str(folder / "m.onnx"), "-o", "", "--ratio", "0.5"], folder, capsys)
+
+
+def test_fully_dynamic_inputs_ask_for_dims(folder, capsys):
+    """Every axis symbolic, the channel axis included: no candidate size fits the weights."""
+    proto = small_model()
+    for d, name in zip(proto.graph.input[0].type.tensor_type.shape.dim, "nchw", strict=True):
+        d.dim_param = name
+    onnx.save(proto, folder / "dynamic.onnx")
+    err = _clean_failure(["prune", str(folder / "dynamic.onnx"), "-o", str(folder / "o.onnx"),
+                          "--ratio", "0.5"], folder, capsys)  # fmt: skip
+    assert "--dim" in err
+    assert main(["prune", str(folder / "dynamic.onnx"), "-o", str(folder / "o.onnx"),
+                 "--ratio", "0.5", "--dim", "x=1,3,2,2"]) == 0  # fmt: skip
+
+
+def test_bench_of_a_model_without_contractions(folder, capsys):
+    from onnx import TensorProto, helper
+
+    graph = helper.make_graph([helper.make_node("Relu", ["x"], ["y"], name="relu")], "g",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4])])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]),
+              folder / "relu.onnx")  # fmt: skip
+    assert main(["bench", str(folder / "relu.onnx"), str(folder / "relu.onnx"), "--repeats",
+                 "2"]) == 0  # fmt: skip
+    assert "MACs unknown" in capsys.readouterr().out
+
+
+def test_a_full_disk_is_one_line_and_leaves_nothing(folder, capsys, monkeypatch):
+    import errno
+
+    import onnx_ir as ir
+
+    def full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device", str(args[1]))
+
+    monkeypatch.setattr(ir, "save", full)
+    err = _clean_failure(_prune(folder, "--ratio", "0.5"), folder, capsys)
+    assert "No space left" in err
+    assert sorted(p.name for p in folder.iterdir()) == ["m.onnx"]
