@@ -305,3 +305,27 @@ def test_a_full_disk_is_one_line_and_leaves_nothing(folder, capsys, monkeypatch)
     err = _clean_failure(_prune(folder, "--ratio", "0.5"), folder, capsys)
     assert "No space left" in err
     assert sorted(p.name for p in folder.iterdir()) == ["m.onnx"]
+
+
+NUMBERS = st.one_of(st.floats(allow_nan=True, allow_infinity=True, width=32),
+                    st.integers(-10, 100), st.text(max_size=4))  # fmt: skip
+
+
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(option=st.sampled_from(["--ratio", "--target-macs", "--target-params"]), value=NUMBERS,
+       round_to=st.one_of(st.integers(-3, 40), st.text(max_size=3)),
+       min_channels=st.integers(-3, 100))  # fmt: skip
+def test_random_option_values(tmp_path_factory, capsys, option, value, round_to, min_channels):
+    folder = tmp_path_factory.mktemp("options")
+    onnx.save(small_model(), folder / "m.onnx")
+    before = (folder / "m.onnx").read_bytes()
+    args = ["prune", str(folder / "m.onnx"), "-o", str(folder / "o.onnx"), option, str(value),
+            "--round-to", str(round_to), "--min-channels", str(min_channels)]  # fmt: skip
+    try:
+        code = main(args)
+    except SystemExit as exc:  # argparse's own refusal of a non-number: usage + one line
+        code = exc.code
+    err = capsys.readouterr().err
+    assert code in (0, 2) and "Traceback" not in err, (args, code, err)
+    assert (folder / "m.onnx").read_bytes() == before
+    assert code == 0 or not (folder / "o.onnx").exists()
