@@ -131,8 +131,10 @@ class PruneResult:
         return ir.to_proto(self.model)
 
     def save(self, path: str | Path) -> Path:
-        """Write the pruned model atomically (never over the input file); a model that came
-        with external data is written with external data."""
+        """Write the pruned model atomically; a model that came with external data is written
+        with external data. Refused over any file the input reads: a path input's ``.onnx``
+        and every external-data file (an in-memory input has no file of its own, so saving
+        it over the file it was once loaded from cannot be detected)."""
         return save_model(self.model, path, source=self.analysis.source,
                           external=self.analysis.external_data,
                           protected=files_read(self.original))  # fmt: skip
