@@ -1,9 +1,11 @@
 """Loading any model source into onnx-ir, and writing models atomically.
 
 Sources: a path, an ``onnx.ModelProto`` or an ``onnx_ir.Model``. External data is
-memory-mapped by onnx-ir, so analysis never materialises weights it does not read. The
-input file is never written to; output goes to a temporary file in the destination folder
-and is renamed into place, so a failure leaves no half-written model behind.
+memory-mapped by onnx-ir, so analysis never materialises weights it does not read. Loading
+refuses what onnx-ir would silently repair (``check_structure``) and external data it must
+not read. The input and its data files are never written to; output is staged in a private
+folder in the destination folder and renamed into place (``save_model``), so a failure
+leaves no half-written model behind.
 
 A negative dimension in a declared shape (Paddle2ONNX writes ``-1`` for a dynamic batch)
 becomes an unnamed symbolic dimension on load: ONNX defines dimension values as
