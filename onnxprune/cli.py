@@ -118,9 +118,9 @@ def _prune(args, out: Console, err: Console) -> int:
     if args.ratio is not None and not 0 <= args.ratio < 1:
         raise UsageError(f"--ratio must be in [0, 1), got {args.ratio}")
     protected = files_read(load_model(args.model), Path(args.model))
-    for path in filter(None, (args.output, args.plan_out)):
-        check_not_input(Path(path), protected)
-        check_destination(Path(path))
+    for path in [Path(args.output), *([args.plan_out] if args.plan_out else [])]:
+        check_destination(path)
+        check_not_input(path, protected)
     if args.report is not None and args.report.exists() and not args.report.is_dir():
         raise UsageError(f"--report '{args.report}' exists and is not a folder; the report is "
                          "a folder of files")  # fmt: skip
