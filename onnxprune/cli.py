@@ -414,7 +414,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dim", action="append", default=[], metavar="NAME=VALUE",
                    help="bind a symbolic input dim (batch=1) or an input's whole shape "
                         "(x=1,3,736,1280); costs count at these sizes, open axes take the "
-                        "first calibration batch's")
+                        "first calibration batch's, else a size the model runs at")
     p.set_defaults(run=_prune)
 
     p = sub.add_parser("verify", parents=[common], help="check a pruned model against its original",
