@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import onnx
 from onnx import helper
 
@@ -44,15 +45,22 @@ def test_nothing_to_remove_exits_2_and_writes_nothing(tmp_path, capsys):
     assert main(["prune", str(path), "-o", str(out), "--ratio", "0"]) == 0  # asked for
 
 
-def test_groups_without_a_float_consumer_input_fall_back_to_magnitude():
-    """A Gather reads the channel through an integer index: no float statistics reach it."""
+def test_groups_without_statistics_fall_back_to_magnitude():
+    """With statistics for its consumer a group is measured (no warning); with none (a
+    consumer input that is not a float activation), ``unmeasured`` names it and a data
+    criterion ranks it exactly as L2 magnitude does."""
+    from onnxprune.importance import score_groups, unmeasured
+
     nodes = [conv("c1", "x", "w1", "b1", "a"), helper.make_node("Relu", ["a"], ["r"], name="r1"),
              conv("c2", "r", "w2", "b2", "y")]  # fmt: skip
-    inits = {"w1": weight(8, 3, 1, 1), "b1": weight(8), "w2": weight(2, 8, 1, 1), "b2": weight(2)}
+    inits = {"w1": weight(8, 3, 1, 1, seed=1), "b1": weight(8, seed=2),
+             "w2": weight(2, 8, 1, 1, seed=3), "b2": weight(2, seed=4)}  # fmt: skip
     proto = model(nodes, {"x": [1, 3, 4, 4]}, {"y": [1, 2, 4, 4]}, inits)
     result = onnxprune.prune(proto, ratio=0.5, calibration_random=4)
-    assert not result.options["warnings"]  # a float consumer: measured
-    from onnxprune.importance import unmeasured
-
+    assert not result.options["warnings"]
+    analysis = result.analysis.analysis
     group = next(g for g in result.groups if g.prunable)
-    assert unmeasured([group], {}) == [group.id]  # no statistics: ranked by magnitude
+    assert unmeasured([group], {}) == [group.id]
+    by_data = score_groups(analysis, [group], "fluctuation", {})
+    by_magnitude = score_groups(analysis, [group], "l2")
+    np.testing.assert_allclose(by_data[group.id], by_magnitude[group.id])
