@@ -26,7 +26,12 @@ from onnxprune.errors import UnsupportedModelError, UsageError, VerificationErro
 from onnxprune.finite import check_finite_corrections, nonfinite_weights
 from onnxprune.groups import Group, form_groups
 from onnxprune.importance import DATA_CRITERIA, consumer_keys, score_groups, unmeasured
-from onnxprune.input_sizes import decide_sizes, feeds_for_verification, random_inputs
+from onnxprune.input_sizes import (
+    decide_sizes,
+    feeds_for_verification,
+    random_inputs,
+    shapes_text,
+)
 from onnxprune.latency import measure_latency
 from onnxprune.metrics import ModelCost, model_cost, node_macs, parameter_counts
 from onnxprune.model_io import (
@@ -517,7 +522,7 @@ def prune(
             raise VerificationError(
                 f"pruned model differs from the masked original: {verification.note} "
                 f"(max |diff| {verification.max_abs_diff:.3g}, at "
-                f"{'; '.join(_shapes_text(s) for s in verification.input_shapes)}); please "
+                f"{'; '.join(shapes_text(s) for s in verification.input_shapes)}); please "
                 "report this model"
             )
         if similarity_check is not None and not similarity_check.passed:
@@ -577,10 +582,6 @@ def _oracle(source: ir.Model | onnx.ModelProto | str, original: ir.Model, pruned
     else:
         verification.add_note("the working copy equals the input model")
     return verification, similarity_check
-
-
-def _shapes_text(shapes: Mapping[str, Sequence[int]]) -> str:
-    return ", ".join(f"{k} {'x'.join(map(str, v))}" for k, v in shapes.items())
 
 
 def _as_loaded(model: ModelSource, base_dir: str | Path | None) -> ir.Model | onnx.ModelProto | str:

@@ -192,7 +192,9 @@ def _prune(args, out: Console, err: Console) -> int:
 
 
 def _shapes_text(shapes) -> str:
-    return ", ".join(f"{k} {'x'.join(map(str, v))}" for k, v in shapes.items()) or "no inputs"
+    from onnxprune.input_sizes import shapes_text
+
+    return shapes_text(shapes) or "no inputs"
 
 
 def _print_verdict(out: Console, what: str, v) -> None:

@@ -41,6 +41,11 @@ BATCH = (1, 2)
 Shapes = dict[str, tuple[int, ...]]
 
 
+def shapes_text(shapes: Mapping[str, Sequence[int]]) -> str:
+    """``x 1x3x224x224, mask 1x16``: input shapes as the CLI, notes and reports print them."""
+    return ", ".join(f"{k} {'x'.join(map(str, v))}" for k, v in shapes.items())
+
+
 def declared_inputs(model: ir.Model) -> dict[str, ir.Value]:
     """The graph inputs a caller must feed (not those that double as initializers)."""
     initializers = set(model.graph.initializers)
@@ -103,8 +108,7 @@ class InputSizes:
         return dict(self.shapes)
 
     def describe(self, shapes: Shapes | None = None) -> str:
-        shapes = self.shapes if shapes is None else shapes
-        return ", ".join(f"{k} {'x'.join(map(str, v))}" for k, v in shapes.items()) or "no inputs"
+        return shapes_text(self.shapes if shapes is None else shapes) or "no inputs"
 
     def random_feeds(self, model: ir.Model, count: int = 2) -> list[dict[str, np.ndarray]]:
         """``count`` random feeds: the first at the first size, the others at the second size

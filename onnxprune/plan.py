@@ -70,6 +70,16 @@ class RemovalPlan:
         kept = self.kept.get(Dim(tensor, axis))
         return old if kept is None else int(kept.size)
 
+    def sliced(self, tensor: str, array: np.ndarray,
+               positions: Mapping[int, np.ndarray] | None = None) -> np.ndarray:  # fmt: skip
+        """``array`` (tensor ``tensor`` at its original size) at the kept positions of each
+        shrunk axis; ``positions`` replaces the kept positions of some axes."""
+        if not array.ndim:
+            return array
+        index = [(positions or {}).get(a, self.kept.get(Dim(tensor, a), np.arange(n)))
+                 for a, n in enumerate(array.shape)]  # fmt: skip
+        return array[np.ix_(*index)]
+
     def by_tensor(self) -> dict[str, dict[int, np.ndarray]]:
         out: dict[str, dict[int, np.ndarray]] = {}
         for dim, kept in self.kept.items():

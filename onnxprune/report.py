@@ -14,6 +14,7 @@ import numpy as np
 from onnxprune.api import ModelAnalysis, PruneResult
 from onnxprune.graph_values import reads_constant
 from onnxprune.groups import Group
+from onnxprune.input_sizes import shapes_text
 
 
 def _status(group: Group) -> str:
@@ -131,8 +132,7 @@ def _markdown(report: dict) -> str:
         v = report.get("verification")
         if v:
             verdict = "passed" if v["passed"] else "FAILED"
-            shapes = "; ".join(", ".join(f"{k} {'x'.join(map(str, d))}" for k, d in f.items())
-                               for f in v.get("input_shapes", []))  # fmt: skip
+            shapes = "; ".join(shapes_text(f) for f in v.get("input_shapes", []))
             lines += [f"**Verification** (pruned == masked original): {verdict}, max |diff| "
                       f"{v['max_abs_diff']:.2e} over {v['samples']} input(s) at {shapes}. "
                       f"{v['note']}", "", "| output | max \\|diff\\| | rel. L2 | cosine | rule |",

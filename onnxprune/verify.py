@@ -47,6 +47,7 @@ import onnxruntime as ort
 
 from onnxprune.channel_graph import Dim
 from onnxprune.errors import UsageError
+from onnxprune.input_sizes import shapes_text
 from onnxprune.plan import RemovalPlan
 from onnxprune.sessions import open_session
 
@@ -314,7 +315,7 @@ def compare(
 
 
 def _shapes_text(feed: Feed) -> str:
-    return ", ".join(f"{k} {'x'.join(map(str, np.shape(v)))}" for k, v in feed.items())
+    return shapes_text({k: np.shape(v) for k, v in feed.items()})
 
 
 def _run(session: ort.InferenceSession, names: list[str], feed: Feed, what: str) -> list:
@@ -407,9 +408,7 @@ def check_weights(result: Verification, original: ir.Model, pruned: ir.Model,
         if not before.const_value.dtype.is_floating_point():
             continue
         full = plan.weight_updates.get(name)
-        full = before.const_value.numpy() if full is None else full
-        index = [plan.kept.get(Dim(name, a), np.arange(n)) for a, n in enumerate(full.shape)]
-        expected = full[np.ix_(*index)] if full.ndim else full
+        expected = plan.sliced(name, before.const_value.numpy() if full is None else full)
         actual = value.const_value.numpy()
         if expected.shape != actual.shape or not np.array_equal(expected, actual, equal_nan=True):
             bad.append(name)

@@ -73,11 +73,7 @@ def _resliced(original: ir.Model, plan: RemovalPlan, name: str,
     """``name`` sliced from the original (refit values included) by the plan's kept
     positions, with ``change`` replacing the kept positions of some axes."""
     full = plan.weight_updates.get(name, _array(original, name))
-    if full is None:
-        return None
-    index = [(change or {}).get(a, plan.kept.get(Dim(name, a), np.arange(n)))
-             for a, n in enumerate(full.shape)]
-    return full[np.ix_(*index)] if full.ndim else full
+    return None if full is None else plan.sliced(name, full, change)
 
 
 def _sliced_tensors(original: ir.Model, pruned: ir.Model, plan: RemovalPlan):
