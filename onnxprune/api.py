@@ -46,7 +46,8 @@ from onnxprune.passes.compensate import CompensatePass, compensation_fills, weig
 from onnxprune.passes.refit import apply_weight_updates, refit_updates
 from onnxprune.passes.shrink import ShrinkPass
 from onnxprune.plan import RemovalPlan, read_plan
-from onnxprune.sessions import check_room_for, runs_on
+from onnxprune.sessions import Staged, check_room_for, is_large, runs_on, staged
+from onnxprune.skeleton import skeleton
 from onnxprune.statistics import collect_statistics
 from onnxprune.verify import Verification, compare, masked_model, similarity, verify_plan
 
@@ -82,7 +83,7 @@ class ModelAnalysis:
     def prunable_cost_share(self, dims: Mapping[str, int] | None = None) -> dict[str, float]:
         """Share of parameters (initializers with an axis in a prunable group) and of MACs
         (nodes reading or writing such a channel) that pruning can reduce."""
-        proto = ir.to_proto(self.analysis.model)
+        proto = skeleton(self.analysis.model)
         touched = {d.tensor for g in self.prunable for d in g.atom_of}
         params = parameter_counts(proto)
         macs = {k: v or 0 for k, v in node_macs(proto, dict(dims or {})).items()}
@@ -131,9 +132,23 @@ class PruneResult:
     analysis: ModelAnalysis
     options: dict = field(default_factory=dict)
     timings: dict[str, float] = field(default_factory=dict)
+    #: the temporary copy a large verified model's weights live in until it is saved
+    staged: Staged | None = field(default=None, repr=False)
 
     def to_proto(self) -> onnx.ModelProto:
         return ir.to_proto(self.model)
+
+    def close(self) -> None:
+        """Remove the temporary copy a large verified model was staged in (``model`` reads its
+        weights from it: save first). Also done when the result is garbage collected."""
+        if self.staged is not None:
+            self.staged.remove()
+
+    def __enter__(self) -> PruneResult:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
     def save(self, path: str | Path) -> Path:
         """Write the pruned model atomically; a model that came with external data is written
@@ -141,8 +156,9 @@ class PruneResult:
         and every external-data file (an in-memory input has no file of its own, so saving
         it over the file it was once loaded from cannot be detected)."""
         return save_model(self.model, path, source=self.analysis.source,
-                          external=self.analysis.external_data,
-                          protected=files_read(self.original))  # fmt: skip
+                          external=bool(self.analysis.external_data),
+                          protected=files_read(self.original),
+                          movable=None if self.staged is None else self.staged.data)  # fmt: skip
 
 
 def _describe(calibration: Any) -> str | None:
@@ -176,9 +192,9 @@ def _target_measure(original: ir.Model, dims: dict, cost: ModelCost,
                     ) -> Callable[[ir.Model], float]:  # fmt: skip
     """Kept fraction of MACs, params or onnxruntime latency of a candidate model."""
     if target_macs is not None:
-        return lambda m: model_cost(ir.to_proto(m), dims).macs / max(cost.macs, 1)
+        return lambda m: model_cost(m, dims).macs / max(cost.macs, 1)
     if target_params is not None:
-        return lambda m: model_cost(ir.to_proto(m), dims).params / max(cost.params, 1)
+        return lambda m: model_cost(m, dims).params / max(cost.params, 1)
     feed = random_inputs(original, dims)
     (base,) = measure_latency([original], feed, repeats=20, blocks=2, providers=providers)
     return lambda m: measure_latency([m], feed, repeats=20, blocks=2,
@@ -392,7 +408,10 @@ def prune(
     real = [dict(f) for f in inputs] if inputs is not None else (
         list(itertools.islice(batches(), 2)) if calibration is not None else [])
     step("input sizes", 0)
-    sizes = decide_sizes(original, dims, real[0] if real else None, runs_on(original))
+    # a large model is only run to choose sizes where something runs it anyway
+    probe = verify or has_data or target_latency is not None or not is_large(original)
+    sizes = decide_sizes(original, dims, real[0] if real else None,
+                         runs_on(original) if probe else None)  # fmt: skip
     step("input sizes", 1)
     stats = None
     if has_data:
@@ -428,7 +447,7 @@ def prune(
     step("score", 1)
     timings["score_s"] = time.perf_counter() - t
     cost_dims = sizes.dims
-    cost_before = model_cost(ir.to_proto(original), cost_dims)
+    cost_before = model_cost(original, cost_dims)
 
     allocate = ALLOCATIONS[allocation]
 
@@ -501,36 +520,28 @@ def prune(
     pruned = _shrunk(original, plan)
     step("rewrite", 1)
     timings["rewrite_s"] = time.perf_counter() - t
-    cost_after = model_cost(ir.to_proto(pruned), cost_dims)
+    cost_after = model_cost(pruned, cost_dims)
 
-    verification = similarity_check = None
+    verification = similarity_check = staging = None
+    if verify and is_large(pruned):  # its weights go to a file before sessions read them
+        step("stage", 0)
+        staging = staged(pruned)
+        pruned = staging.model
+        step("stage", 1)
     if verify:
         t = time.perf_counter()
         step("verify", 0)
         feeds = feeds_for_verification(original, sizes, inputs, real)
         try:
-            verification, similarity_check = _oracle(_as_loaded(model, base_dir), original,
-                                                     pruned, plan, groups, feeds, correct,
-                                                     approximate_min_cosine)  # fmt: skip
-        except UnsupportedModelError as exc:
-            raise UnsupportedModelError(f"{exc}; so the pruned model cannot be verified: prune "
-                                        "with --no-verify (verify=False) to write it "
-                                        "unverified") from exc
+            verification, similarity_check = _verified(
+                _as_loaded(model, base_dir), original, pruned, plan, groups, feeds, correct,
+                approximate_min_cosine)  # fmt: skip
+        except BaseException:
+            if staging is not None:
+                staging.remove()
+            raise
         step("verify", 1)
         timings["verify_s"] = time.perf_counter() - t
-        if not verification.passed:
-            raise VerificationError(
-                f"pruned model differs from the masked original: {verification.note} "
-                f"(max |diff| {verification.max_abs_diff:.3g}, at "
-                f"{'; '.join(shapes_text(s) for s in verification.input_shapes)}); please "
-                "report this model"
-            )
-        if similarity_check is not None and not similarity_check.passed:
-            raise VerificationError(
-                f"approximate groups change the outputs too much: cosine "
-                f"{similarity_check.min_cosine:.4f} below the threshold {approximate_min_cosine} "
-                "(prune less, or lower approximate_min_cosine / --approximate-min-cosine)"
-            )
     drop_intermediate_shapes(pruned)
     timings["total_s"] = time.perf_counter() - start
     options = {
@@ -547,12 +558,40 @@ def prune(
         "cost_input_shapes": {k: list(v) for k, v in sizes.shapes.items()},
         "second_input_shapes": None if sizes.second is None
         else {k: list(v) for k, v in sizes.second.items()},
-        "probed_dims": sizes.probed, "warnings": warnings, "allocation": allocation,
+        "probed_dims": sizes.probed, "probed_by_running": sizes.ran, "warnings": warnings, "allocation": allocation,
     }  # fmt: skip
     return PruneResult(
         pruned, original, groups, plan, scores, float(ratio), cost_before, cost_after,
-        verification, similarity_check, analysis, options, timings,
+        verification, similarity_check, analysis, options, timings, staging,
     )
+
+
+def _verified(source: ir.Model | onnx.ModelProto | str, original: ir.Model, pruned: ir.Model,
+              plan: RemovalPlan, groups: list[Group], feeds: list,
+              correct: Callable[[RemovalPlan], None],
+              min_cosine: float) -> tuple[Verification, Verification | None]:  # fmt: skip
+    """The oracle's verdicts; raises VerificationError when the pruned model fails it."""
+    try:
+        verification, similarity_check = _oracle(source, original, pruned, plan, groups, feeds,
+                                                 correct, min_cosine)  # fmt: skip
+    except UnsupportedModelError as exc:
+        raise UnsupportedModelError(f"{exc}; so the pruned model cannot be verified: prune "
+                                    "with --no-verify (verify=False) to write it "
+                                    "unverified") from exc
+    if not verification.passed:
+        raise VerificationError(
+            f"pruned model differs from the masked original: {verification.note} "
+            f"(max |diff| {verification.max_abs_diff:.3g}, at "
+            f"{'; '.join(shapes_text(s) for s in verification.input_shapes)}); please "
+            "report this model"
+        )
+    if similarity_check is not None and not similarity_check.passed:
+        raise VerificationError(
+            f"approximate groups change the outputs too much: cosine "
+            f"{similarity_check.min_cosine:.4f} below the threshold {min_cosine} "
+            "(prune less, or lower approximate_min_cosine / --approximate-min-cosine)"
+        )
+    return verification, similarity_check
 
 
 def _oracle(source: ir.Model | onnx.ModelProto | str, original: ir.Model, pruned: ir.Model,

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import signal
 import sys
 import threading
@@ -112,6 +113,7 @@ def _analyze(args, out: Console, err: Console) -> int:
 def _prune(args, out: Console, err: Console) -> int:
     from onnxprune.api import prune
     from onnxprune.report import build_report, write_report
+    from onnxprune.sessions import TMP_ENV, set_tmp_dir
 
     if Path(args.output).resolve() == Path(args.model).resolve():
         raise UsageError(f"output path '{args.output}' is the input model; choose another -o")
@@ -121,6 +123,8 @@ def _prune(args, out: Console, err: Console) -> int:
     for path in [Path(args.output), *([args.plan_out] if args.plan_out else [])]:
         check_destination(path)
         check_not_input(path, protected)
+    if args.tmp_dir is None and not os.environ.get(TMP_ENV):
+        set_tmp_dir(Path(args.output).parent)  # a staged large model is then moved, not copied
     if args.report is not None and args.report.exists() and not args.report.is_dir():
         raise UsageError(f"--report '{args.report}' exists and is not a folder; the report is "
                          "a folder of files")  # fmt: skip
@@ -136,58 +140,61 @@ def _prune(args, out: Console, err: Console) -> int:
             approximate_min_cosine=args.approximate_min_cosine, allocation=args.allocation,
             progress=progress,
         )  # fmt: skip
-    if not result.plan.removed and args.ratio != 0:
-        warnings = "; ".join(result.options["warnings"]) or "no prunable group"
-        raise UsageError(f"nothing would change: no channel is removed ({warnings}); nothing "
-                         "was written")  # fmt: skip
-    plan = result.plan.to_dict() | {"options": result.options}
-    result.model.metadata_props[PLAN_KEY] = json.dumps(plan)
-    saved = result.save(args.output)
-    b, a = result.cost_before, result.cost_after
-    out.print(f"parameters {b.params:,} -> {a.params:,} ({a.params / max(b.params, 1):.1%}); "
-              f"MACs {b.macs:,} -> {a.macs:,} ({a.macs / max(b.macs, 1):.1%})")
-    for cost, when in ((b, "original"), (a, "pruned")):
-        if cost.unknown:
-            out.print(f"[yellow]MACs of {len(cost.unknown)} node(s) of the {when} model are "
-                      f"unknown (shapes not inferred) and not counted: "
-                      f"{', '.join(cost.unknown[:5])}{' ...' if len(cost.unknown) > 5 else ''}[/]")
-    shapes = result.options["cost_input_shapes"]
-    out.print("counted at " + _shapes_text(shapes)
-              + (f" (sizes for {', '.join(result.options['probed_dims'])} chosen where the model"
-                 " runs; set them with --dim)" if result.options["probed_dims"] else ""))
-    out.print(f"pruned {len(result.plan.removed)} of {sum(g.prunable for g in result.groups)} "
-              "prunable groups "
-              + (f"from plan {args.plan}" if args.plan else f"at ratio {result.ratio:.3f}"))
-    source = result.options.get("calibration") or (
-        f"{args.random} random samples" if args.random else None)
-    if source:
-        refit = " + least-squares refit" if result.options["refit"] else ""
-        comp = " + bias compensation" if result.options["compensate"] else ""
-        out.print(f"importance: {result.options['criterion']}{comp}{refit} (calibration: "
-                  f"{source})")
-    else:
-        name = result.options["criterion"]
-        name += " weight magnitude" if name in ("l1", "l2") else ""
-        out.print(f"importance: {name} (no calibration data; --calib or --random enable the "
-                  "data-driven criteria)")
-    for warning in result.options["warnings"]:
-        out.print(f"[yellow]warning: {warning}[/]")
-    v = result.verification
-    if v is None:
-        out.print("[yellow]verification skipped (--no-verify): the result is unverified[/]")
-    else:
-        _print_verdict(out, "oracle: pruned == masked original", v)
-        if result.similarity is not None:
-            out.print(f"approximate groups: cosine {result.similarity.min_cosine:.4f} to the "
-                      f"masked original (threshold {result.options['approximate_min_cosine']}): "
-                      "[green]passed[/]")
-    out.print(f"wrote {saved}")
-    if args.report:
-        for path in write_report(build_report(result), args.report):
-            out.print(f"wrote {path}")
-    if args.plan_out:
-        Path(args.plan_out).write_text(json.dumps(plan, indent=1))
-        out.print(f"wrote {args.plan_out}")
+    with result:  # removes the staged copy of a large model once written
+        if not result.plan.removed and args.ratio != 0:
+            warnings = "; ".join(result.options["warnings"]) or "no prunable group"
+            raise UsageError(f"nothing would change: no channel is removed ({warnings}); nothing "
+                             "was written")  # fmt: skip
+        plan = result.plan.to_dict() | {"options": result.options}
+        result.model.metadata_props[PLAN_KEY] = json.dumps(plan)
+        saved = result.save(args.output)
+        b, a = result.cost_before, result.cost_after
+        out.print(f"parameters {b.params:,} -> {a.params:,} ({a.params / max(b.params, 1):.1%}); "
+                  f"MACs {b.macs:,} -> {a.macs:,} ({a.macs / max(b.macs, 1):.1%})")
+        for cost, when in ((b, "original"), (a, "pruned")):
+            if cost.unknown:
+                out.print(f"[yellow]MACs of {len(cost.unknown)} node(s) of the {when} model are "
+                          f"unknown (shapes not inferred) and not counted: "
+                          f"{', '.join(cost.unknown[:5])}{' ...' if len(cost.unknown) > 5 else ''}[/]")
+        shapes = result.options["cost_input_shapes"]
+        out.print("counted at " + _shapes_text(shapes)
+                  + (f" (sizes for {', '.join(result.options['probed_dims'])} "
+                     + ("chosen where the model runs" if result.options["probed_by_running"]
+                        else "not run: a large model with --no-verify")
+                     + "; set them with --dim)" if result.options["probed_dims"] else ""))
+        out.print(f"pruned {len(result.plan.removed)} of {sum(g.prunable for g in result.groups)} "
+                  "prunable groups "
+                  + (f"from plan {args.plan}" if args.plan else f"at ratio {result.ratio:.3f}"))
+        source = result.options.get("calibration") or (
+            f"{args.random} random samples" if args.random else None)
+        if source:
+            refit = " + least-squares refit" if result.options["refit"] else ""
+            comp = " + bias compensation" if result.options["compensate"] else ""
+            out.print(f"importance: {result.options['criterion']}{comp}{refit} (calibration: "
+                      f"{source})")
+        else:
+            name = result.options["criterion"]
+            name += " weight magnitude" if name in ("l1", "l2") else ""
+            out.print(f"importance: {name} (no calibration data; --calib or --random enable the "
+                      "data-driven criteria)")
+        for warning in result.options["warnings"]:
+            out.print(f"[yellow]warning: {warning}[/]")
+        v = result.verification
+        if v is None:
+            out.print("[yellow]verification skipped (--no-verify): the result is unverified[/]")
+        else:
+            _print_verdict(out, "oracle: pruned == masked original", v)
+            if result.similarity is not None:
+                out.print(f"approximate groups: cosine {result.similarity.min_cosine:.4f} to the "
+                          f"masked original (threshold {result.options['approximate_min_cosine']}): "
+                          "[green]passed[/]")
+        out.print(f"wrote {saved}")
+        if args.report:
+            for path in write_report(build_report(result), args.report):
+                out.print(f"wrote {path}")
+        if args.plan_out:
+            Path(args.plan_out).write_text(json.dumps(plan, indent=1))
+            out.print(f"wrote {args.plan_out}")
     return 0
 
 
@@ -353,8 +360,8 @@ def build_parser() -> argparse.ArgumentParser:
     )  # fmt: skip
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--tmp-dir", metavar="DIR", help="folder for temporary model copies "
-                        "onnxruntime needs for models over 2 GB (default: $ONNXPRUNE_TMPDIR, "
-                        "else the system temp folder); removed as soon as they are read")
+                        "of models over 2 GB (default: $ONNXPRUNE_TMPDIR, else the output's "
+                        "folder for prune, else the system temp folder); removed when done")
     common.add_argument("--debug", action="store_true", help="show the traceback of an "
                         "internal error")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)

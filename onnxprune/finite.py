@@ -12,6 +12,7 @@ import onnx_ir as ir
 
 from onnxprune.errors import VerificationError
 from onnxprune.plan import RemovalPlan
+from onnxprune.weights import reading
 
 
 def nonfinite_weights(model: ir.Model, where: str) -> list[str]:
@@ -22,10 +23,12 @@ def nonfinite_weights(model: ir.Model, where: str) -> list[str]:
         tensor = value.const_value
         if tensor is None or not tensor.dtype.is_floating_point():
             continue
-        array = tensor.numpy()
-        if array.dtype.kind == "f" and not np.all(np.isfinite(array)):
+        with reading(tensor) as array:
+            bad = int(np.sum(~np.isfinite(array))) if array.dtype.kind == "f" else 0
+            size = array.size
+        if bad:
             out.append(f"{where} has non-finite values in initializer '{name}' "
-                       f"({int(np.sum(~np.isfinite(array)))} of {array.size})")  # fmt: skip
+                       f"({bad} of {size})")  # fmt: skip
     return out
 
 

@@ -26,6 +26,7 @@ from onnxprune.errors import UsageError
 from onnxprune.groups import Group
 from onnxprune.shape_values import constant_array
 from onnxprune.statistics import ChannelStats, Key
+from onnxprune.weights import reading, release
 
 Stats = Mapping[Key, ChannelStats]
 Criterion = Callable[[Analysis, Group, Stats | None], np.ndarray]
@@ -52,10 +53,11 @@ def _weight_norms(analysis: Analysis, group: Group, power: int) -> np.ndarray:
         value = initializers.get(dim.tensor)
         if value is None or value.const_value is None:
             continue
-        array = value.const_value.numpy()
-        if array.dtype.kind != "f" or array.ndim == 0:
-            continue
-        rows = np.moveaxis(array.astype(np.float64), dim.axis, 0).reshape(array.shape[dim.axis], -1)
+        with reading(value.const_value) as array:
+            if array.dtype.kind != "f" or array.ndim == 0:
+                continue
+            rows = np.moveaxis(array.astype(np.float64), dim.axis, 0).reshape(
+                array.shape[dim.axis], -1)
         per_position = np.abs(rows).sum(axis=1) if power == 1 else np.square(rows).sum(axis=1)
         total += np.bincount(atom_of, weights=per_position, minlength=group.n_atoms)
     return total if power == 1 else np.sqrt(total)
@@ -105,7 +107,8 @@ def reader_weight_sq(analysis: Analysis, consumer: Consumer, size: int) -> np.nd
     w = constant_array(node.inputs[1])
     if w is None or w.dtype.kind != "f":
         return None
-    w = w.astype(np.float64)
+    w = w.astype(np.float64)  # a copy: the mapped weight is not needed again
+    release(node.inputs[1].const_value)
     if node.op_type == "MatMul" and w.ndim >= 2:
         axis = w.ndim - 2
     elif node.op_type == "Gemm" and w.ndim == 2:

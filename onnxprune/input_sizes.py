@@ -101,6 +101,8 @@ class InputSizes:
     shapes: Shapes
     second: Shapes | None = None
     probed: list[str] = field(default_factory=list)
+    #: whether the model was run to choose the probed sizes (else: the first candidates)
+    ran: bool = True
 
     @property
     def dims(self) -> Shapes:
@@ -211,7 +213,7 @@ def decide_sizes(
         if candidate != shapes and (runs is None or runs(random_inputs(model, candidate))):
             second = candidate
             break
-    return InputSizes(shapes, second, probed)
+    return InputSizes(shapes, second, probed, ran=runs is not None)
 
 
 def _check_dims(model: ir.Model, dims: Dims) -> None:

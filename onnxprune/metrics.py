@@ -23,11 +23,16 @@ from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 
 import onnx
+import onnx_ir as ir
 from onnx import TensorProto
 
+from onnxprune.skeleton import skeleton
 from onnxprune.symbolic_shapes import infer_symbolic_shapes
 
 Dims = Mapping[str, int | Sequence[int]]
+#: A model to count: an onnx-ir model is counted on its weightless skeleton (never serialized
+#: with its weights, so a model of any size counts in a few hundred kilobytes).
+Countable = onnx.ModelProto | ir.Model
 
 FLOAT_TYPES = {TensorProto.FLOAT, TensorProto.FLOAT16, TensorProto.DOUBLE, TensorProto.BFLOAT16}
 
@@ -205,22 +210,29 @@ def _initializers(model: onnx.ModelProto) -> dict[str, onnx.TensorProto]:
     return tensors
 
 
-def parameter_counts(model: onnx.ModelProto) -> dict[str, int]:
+def _proto(model: Countable) -> onnx.ModelProto:
+    return skeleton(model) if isinstance(model, ir.Model) else model
+
+
+def parameter_counts(model: Countable) -> dict[str, int]:
     """Elements of every float initializer (or Constant) that a node reads, by tensor name."""
+    model = _proto(model)
     tensors = _initializers(model)
     read = {name for node in model.graph.node for name in node.input}
     return {name: math.prod(t.dims) for name, t in tensors.items()
             if name in read and t.data_type in FLOAT_TYPES}  # fmt: skip
 
 
-def node_macs(model: onnx.ModelProto, dims: Dims | None = None) -> dict[str, int | None]:
+def node_macs(model: Countable, dims: Dims | None = None) -> dict[str, int | None]:
     """MACs of every node by node name (None where shapes stay unknown), dims bound."""
+    model = _proto(model)
     inferred, shapes = _bound_shapes(model, dict(dims or {}))
     return {node.name: _node_macs(node, shapes) for node in inferred.graph.node}
 
 
-def model_cost(model: onnx.ModelProto, dims: Dims | None = None) -> ModelCost:
+def model_cost(model: Countable, dims: Dims | None = None) -> ModelCost:
     """Count parameters and MACs of ``model`` (not modified) with symbolic dims bound."""
+    model = _proto(model)
     inferred, shapes = _bound_shapes(model, dict(dims or {}))
     counts = parameter_counts(model)
     seen: set[str] = set()

@@ -272,16 +272,22 @@ def save_model(
     path: str | os.PathLike,
     *,
     source: Path | None = None,
-    external: bool = False,
+    external: bool | None = None,
     protected: set[Path] | None = None,
+    movable: Path | None = None,
 ) -> Path:
-    """Write ``model`` to ``path`` atomically. Models past the protobuf limit, models still
-    reading external data, and ``external=True`` get a ``<name>.data`` file beside it.
+    """Write ``model`` to ``path`` atomically, one tensor in memory at a time. Models past the
+    protobuf limit and ``external=True`` get a ``<name>.data`` file beside it; with
+    ``external=None``, so do models still reading external data.
 
     Rule: everything is written into a private folder made with ``mkdtemp`` in the output
     folder (no predictable name another user could plant a link at), under the final file
     names, then renamed into place, the data file first; a rename replaces a link at the
     destination rather than following it. Files get the umask's permissions.
+
+    ``movable``: a temporary data file every external tensor of ``model`` reads (a staged
+    model's); where it lies on the destination's file system it is renamed into place instead
+    of copied, and the tensors then read it there.
 
     Raises:
         UsageError: ``path`` or its data file is a file the input reads (``source``,
@@ -291,22 +297,61 @@ def save_model(
     protected = set(protected or ()) | files_read(model, source)
     check_not_input(out, protected)
     check_destination(out)
-    external = external or model_nbytes(model) > PROTOBUF_LIMIT or uses_external_data(model)
+    if external is None:
+        external = uses_external_data(model)
+    external = external or model_nbytes(model) > PROTOBUF_LIMIT
     data_name = f"{out.name}.data"
     if external:
         check_destination(out.parent / data_name)
     folder = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     try:
         staged = folder / out.name
-        if external:
+        moved = external and movable is not None and _movable(model, movable, folder)
+        if moved:  # the data file is taken over, not copied; the proto refers to it
+            os.replace(movable, folder / data_name)
+            _repoint(model, Path(os.path.abspath(movable)), folder / data_name)
+            onnx.save(ir.to_proto(model), staged)
+            os.chmod(folder / data_name, _umask_mode())
+        elif external:
             ir.save(model, staged, external_data=data_name)
             os.chmod(folder / data_name, _umask_mode())
         else:
+            if uses_external_data(model):  # small enough to inline: read it into a copy
+                model = model.clone()
+                ir.external_data.load_to_model(model)
             ir.save(model, staged)
         os.chmod(staged, _umask_mode())
         if external:
             os.replace(folder / data_name, out.parent / data_name)
         os.replace(staged, out)
+        if moved:
+            _repoint(model, Path(os.path.abspath(folder / data_name)),
+                     Path(os.path.abspath(out.parent / data_name)))
     finally:
         shutil.rmtree(folder, ignore_errors=True)
     return out
+
+
+def _movable(model: ir.Model, data: Path, folder: Path) -> bool:
+    """Whether every external tensor of ``model`` reads ``data`` (and nothing else large is
+    held in memory), and ``data`` can be renamed into ``folder`` (same file system)."""
+    held = 0
+    for value in model.graph.initializers.values():
+        tensor = value.const_value
+        if isinstance(tensor, ir.ExternalTensor):
+            if Path(tensor.path).resolve() != data.resolve():
+                return False
+        elif tensor is not None:
+            held += tensor.nbytes
+    return held < PROTOBUF_LIMIT // 2 and data.is_file() and (
+        os.stat(data).st_dev == os.stat(folder).st_dev)  # fmt: skip
+
+
+def _repoint(model: ir.Model, old: Path, new: Path) -> None:
+    """External tensors reading ``old`` read the same bytes of ``new`` (the file was moved)."""
+    for value in model.graph.initializers.values():
+        tensor = value.const_value
+        if isinstance(tensor, ir.ExternalTensor) and os.path.abspath(tensor.path) == str(old):
+            value.const_value = ir.ExternalTensor(
+                new.name, tensor.offset, tensor.length, tensor.dtype, shape=tensor.shape,
+                name=tensor.name, base_dir=new.parent)  # fmt: skip

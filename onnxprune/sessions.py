@@ -1,14 +1,22 @@
 """The one place that opens onnxruntime sessions, and the files they need while opening.
 
-Rule: a model that exists on disk (a path) is opened from that file. An in-memory model whose
-tensor bytes fit under the inline limit (``model_io.PROTOBUF_LIMIT``; ``ONNXPRUNE_INLINE_LIMIT``
-lowers it, for tests) goes to onnxruntime as serialized bytes. A larger one is saved with
-external data into a private folder (``mkdtemp``) under the temp root (``--tmp-dir``, else
-``ONNXPRUNE_TMPDIR``, else the system temp folder) that lives only while onnxruntime builds the
-session: onnxruntime has read (or memory-mapped) every tensor by the time its constructor
-returns, so the folder is removed right then, and on any error or interrupt. Before such a
-copy is written the free space of the temp root is checked against the bytes it needs.
-``runs_on`` answers whether a model runs on a feed (the input-size probe).
+Rules, by what the model is:
+
+- a path: onnxruntime opens the file itself (and its external data);
+- an in-memory model whose tensor bytes fit under the inline limit (``model_io.PROTOBUF_LIMIT``;
+  ``ONNXPRUNE_INLINE_LIMIT`` lowers it, for tests): serialized bytes;
+- a larger model whose weights all live in external data files of one folder, apart from at
+  most the inline limit in memory (the working copy of an external-data model, its masked
+  variant for the oracle, a staged pruned model): its weightless proto as bytes, with
+  onnxruntime reading (memory-mapping) the data from that folder, so no weight is copied;
+- any other larger model: saved with external data (one tensor in memory at a time) into a
+  private folder (``mkdtemp``) under the temp root (``--tmp-dir``, else ``ONNXPRUNE_TMPDIR``,
+  else the system temp folder) that lives only while onnxruntime opens it (it has mapped the
+  data by then; the mapping outlives the folder), after a check of the free space it needs.
+
+Sessions of models past the inline limit do not pre-pack weights (a second copy of every
+MatMul weight); their memory is the mapped data. ``runs_on`` answers whether a model runs on a
+feed (the input-size probe); ``with_outputs`` opens a model with extra outputs.
 """
 
 from __future__ import annotations
@@ -17,7 +25,9 @@ import contextlib
 import os
 import shutil
 import tempfile
+import weakref
 from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
@@ -105,9 +115,40 @@ def scratch_folder(needed: int = 0) -> Iterator[Path]:
         shutil.rmtree(folder, ignore_errors=True)
 
 
+@dataclass
+class Staged:
+    """A model whose weights live in a temporary data file (``data``) until ``remove``."""
+
+    model: ir.Model
+    data: Path
+    remove: Callable[[], None]
+
+
+def staged(model: ir.Model) -> Staged:
+    """``model`` written with external data into a private folder under the temp root (one
+    tensor in memory at a time; weights computed on demand are computed then) and loaded back:
+    its weights then live in that file, memory-mapped, instead of in memory. ``remove``
+    deletes the folder (also run when the copy is garbage collected, and at exit)."""
+    nbytes = model_io.model_nbytes(model)
+    root = tmp_root()
+    check_free_space(root, nbytes + _SPACE_MARGIN)
+    folder = Path(tempfile.mkdtemp(prefix=TEMP_PREFIX, dir=root))
+    try:
+        path = folder / "model.onnx"
+        ir.save(model, path, external_data="model.onnx.data")
+        copy = ir.load(path)
+    except BaseException:
+        shutil.rmtree(folder, ignore_errors=True)
+        raise
+    return Staged(copy, path.with_name("model.onnx.data"),
+                  weakref.finalize(copy, shutil.rmtree, folder, True))
+
+
 def session_options(optimization: Optimization = "none", threads: int = 0,
-                    spinning: bool = True) -> ort.SessionOptions:  # fmt: skip
+                    spinning: bool = True, large: bool = False) -> ort.SessionOptions:  # fmt: skip
     options = ort.SessionOptions()
+    if large:
+        options.add_session_config_entry("session.disable_prepacking", "1")
     options.graph_optimization_level = _LEVELS[optimization]
     options.intra_op_num_threads = threads
     options.inter_op_num_threads = 1
@@ -131,14 +172,21 @@ def open_session(
         UnsupportedModelError: onnxruntime cannot build a session for the model.
         UsageError: a temporary copy is needed and the temp folder lacks the space.
     """
-    options = session_options(optimization, threads, spinning)
+    nbytes = _nbytes(model)
+    large = nbytes > inline_limit()
+    options = session_options(optimization, threads, spinning, large)
     providers = list(providers or ["CPUExecutionProvider"])
-    if isinstance(model, ir.Model) and model_io.model_nbytes(model) > inline_limit():
-        with scratch_folder(model_io.model_nbytes(model) + _SPACE_MARGIN) as folder:
-            path = folder / "model.onnx"
-            ir.save(model, path, external_data="model.onnx.data")
-            return _create(str(path), options, providers)
-    return _create(_source(model), options, providers)
+    if not (large and isinstance(model, ir.Model)):
+        return _create(_source(model), options, providers)
+    folder = _data_folder(model)
+    if folder is not None:
+        options.add_session_config_entry(
+            "session.model_external_initializers_file_folder_path", str(folder))
+        return _create(ir.to_proto(model).SerializeToString(), options, providers)
+    with scratch_folder(nbytes + _SPACE_MARGIN) as scratch:
+        path = scratch / "model.onnx"
+        ir.save(model, path, external_data="model.onnx.data")
+        return _create(str(path), options, providers)
 
 
 def _source(model: ir.Model | onnx.ModelProto | bytes | str | os.PathLike) -> bytes | str:
@@ -151,6 +199,54 @@ def _source(model: ir.Model | onnx.ModelProto | bytes | str | os.PathLike) -> by
     inline = model.clone()
     ir.external_data.load_to_model(inline)
     return ir.to_proto(inline).SerializeToString()
+
+
+def is_large(model: ir.Model | onnx.ModelProto | bytes | str | os.PathLike) -> bool:
+    """Whether ``model``'s tensors exceed the inline limit (its sessions map external data)."""
+    return _nbytes(model) > inline_limit()
+
+
+def _nbytes(model: ir.Model | onnx.ModelProto | bytes | str | os.PathLike) -> int:
+    """Tensor bytes of a model (a path: its file and external data, from the file sizes)."""
+    if isinstance(model, ir.Model):
+        return model_io.model_nbytes(model)
+    if isinstance(model, str | os.PathLike):
+        proto = onnx.load(str(model), load_external_data=False)
+        folder = Path(model).parent
+        files = {t.name: e.value for t in proto.graph.initializer
+                 for e in t.external_data if e.key == "location"}  # fmt: skip
+        size = Path(model).stat().st_size
+        return size + sum((folder / f).stat().st_size for f in set(files.values())
+                          if (folder / f).is_file())  # fmt: skip
+    return len(model) if isinstance(model, bytes) else model.ByteSize()
+
+
+def _data_folder(model: ir.Model) -> Path | None:
+    """The one folder all of ``model``'s external tensors are read from, when the tensors held
+    in memory (or computed on demand) fit under the inline limit; else None."""
+    folders = set()
+    held = 0
+    for value in model.graph.initializers.values():
+        tensor = value.const_value
+        if isinstance(tensor, ir.ExternalTensor):
+            folders.add(Path(tensor.base_dir))
+        elif tensor is not None:
+            held += tensor.nbytes
+    return folders.pop() if len(folders) == 1 and held <= inline_limit() else None
+
+
+def with_outputs(model: ir.Model, names: Sequence[str], **options) -> ort.InferenceSession:
+    """A session of ``model`` that also returns the intermediate values ``names`` (the model
+    is left as it was)."""
+    values = {v.name: v for n in model.graph for v in n.outputs}
+    present = {v.name for v in model.graph.outputs}
+    added = [values[n] for n in names if n not in present]
+    model.graph.outputs.extend(added)
+    try:
+        return open_session(model, **options)
+    finally:
+        for _ in added:
+            model.graph.outputs.pop()
 
 
 def _create(source: bytes | str, options: ort.SessionOptions,

@@ -20,7 +20,8 @@ import onnxruntime as ort
 
 from onnxprune.calibration import Feed
 from onnxprune.graph_values import all_values
-from onnxprune.sessions import open_session
+from onnxprune.sessions import with_outputs
+from onnxprune.skeleton import skeleton
 
 Key = tuple[str, int]
 
@@ -58,9 +59,10 @@ class ChannelStats:
             self.gram += rows @ rows.T
 
 
-def _session(proto: onnx.ModelProto, providers: Sequence[str] | None) -> ort.InferenceSession:
+def _session(model: ir.Model, names: list[str],
+             providers: Sequence[str] | None) -> ort.InferenceSession:  # fmt: skip
     # Extra outputs pin intermediate tensors; basic optimisation keeps their names intact.
-    return open_session(proto, optimization="basic", threads=0, providers=providers)
+    return with_outputs(model, names, optimization="basic", threads=0, providers=providers)
 
 
 def collect_statistics(
@@ -82,10 +84,9 @@ def collect_statistics(
     gram = set(gram)
     values = all_values(model.graph)
     outputs = {v.name for v in model.graph.outputs}
-    base = ir.to_proto(model)
     types = {n: int(v.dtype) for n, v in values.items() if v.dtype is not None}
     if any(t in values and t not in types for t, _ in keys):
-        inferred = onnx.shape_inference.infer_shapes(base)
+        inferred = onnx.shape_inference.infer_shapes(skeleton(model))
         types |= {v.name: v.type.tensor_type.elem_type for v in inferred.graph.value_info
                   if v.name not in types and v.type.tensor_type.elem_type}  # fmt: skip
     wanted: dict[str, list[int]] = {}
@@ -104,13 +105,10 @@ def collect_statistics(
         source = lambda: kept  # noqa: E731
     done = 0
     for part in chunks:
-        proto = onnx.ModelProto()
-        proto.CopyFrom(base)
-        extra = [n for n in part if n not in outputs]
-        proto.graph.output.extend(
-            onnx.helper.make_tensor_value_info(n, types[n], None) for n in extra
-        )
-        session = _session(proto, providers)
+        for name in part:
+            if values[name].dtype is None:  # the output needs its type
+                values[name].dtype = ir.DataType(types[name])
+        session = _session(model, [n for n in part if n not in outputs], providers)
         for feed in source():
             arrays = dict(zip(part, session.run(part, feed), strict=True)) if part else {}
             for name, array in arrays.items():

@@ -20,6 +20,7 @@ import onnx_ir as ir
 from onnx import TensorProto
 
 from onnxprune.graph_values import all_values, dim_value
+from onnxprune.skeleton import skeleton
 
 #: Initializers with more elements than this are passed to the inference as declared inputs.
 _INLINE_LIMIT = 4096
@@ -68,19 +69,19 @@ def _large(init: onnx.TensorProto) -> bool:
     count = 1
     for d in init.dims:
         count *= d
-    return floating and count > _INLINE_LIMIT
+    return init.data_location == TensorProto.EXTERNAL or (floating and count > _INLINE_LIMIT)
 
 
 def _declare_large_initializers(proto: onnx.ModelProto) -> onnx.ModelProto:
     """``proto``, or a skeleton of it whose large float initializers are declared inputs."""
     if not any(_large(init) for init in proto.graph.initializer):
         return proto
-    skeleton = onnx.ModelProto()
+    bare = onnx.ModelProto()
     for name in ("ir_version", "producer_name", "domain", "model_version"):
-        setattr(skeleton, name, getattr(proto, name))
-    skeleton.opset_import.extend(proto.opset_import)
-    skeleton.functions.extend(proto.functions)
-    graph = skeleton.graph
+        setattr(bare, name, getattr(proto, name))
+    bare.opset_import.extend(proto.opset_import)
+    bare.functions.extend(proto.functions)
+    graph = bare.graph
     graph.name = proto.graph.name
     graph.node.extend(proto.graph.node)
     graph.input.extend(proto.graph.input)
@@ -94,7 +95,7 @@ def _declare_large_initializers(proto: onnx.ModelProto) -> onnx.ModelProto:
             graph.input.append(
                 onnx.helper.make_tensor_value_info(init.name, init.data_type, init.dims)
             )
-    return skeleton
+    return bare
 
 
 def infer_symbolic_shapes(
@@ -106,10 +107,10 @@ def infer_symbolic_shapes(
         from onnxruntime.tools import symbolic_shape_infer
     except ImportError:  # onnxruntime without its tools, or sympy missing
         return None
-    skeleton = _declare_large_initializers(proto)
+    bare = _declare_large_initializers(proto)
     try:
         with _silenced("onnxruntime"), contextlib.redirect_stdout(io.StringIO()):
-            inferred = _run(_size_products(symbolic_shape_infer), skeleton)
+            inferred = _run(_size_products(symbolic_shape_infer), bare)
     except Exception:  # noqa: BLE001 - an op it does not know; ONNX's shapes stand
         return None
     if inferred is None:
@@ -151,32 +152,6 @@ def _run(inference_class, proto: onnx.ModelProto) -> onnx.ModelProto | None:
     return inference.out_mp_
 
 
-def _ir_skeleton(model: ir.Model) -> onnx.ModelProto:
-    """The model as a proto without the data of its large float initializers."""
-    graph = model.graph
-    large: dict[str, tuple[ir.Value, ir.TensorProtocol]] = {}
-    for name, value in graph.initializers.items():
-        tensor = value.const_value
-        if tensor is not None and tensor.dtype.is_floating_point() and tensor.size > _INLINE_LIMIT:
-            large[name] = (value, tensor)
-    try:
-        for value, _ in large.values():
-            value.const_value = None
-        with _silenced("onnx_ir"):
-            proto = ir.to_proto(model)
-    finally:
-        for value, tensor in large.values():
-            value.const_value = tensor
-    names = {v.name for v in proto.graph.input}
-    for name, (_, tensor) in large.items():
-        if name not in names:
-            dtype = int(tensor.dtype)
-            proto.graph.input.append(
-                onnx.helper.make_tensor_value_info(name, dtype, list(tensor.shape.numpy()))
-            )
-    return proto
-
-
 def complete_shapes(model: ir.Model) -> int:
     """Replace shapes with unknown dims by onnxruntime's symbolic ones; returns how many."""
     values = all_values(model.graph)
@@ -186,7 +161,7 @@ def complete_shapes(model: ir.Model) -> int:
                for v in values.values()):  # fmt: skip
         return 0
     types: dict[str, int] = {}
-    shapes = infer_symbolic_shapes(_ir_skeleton(model), types)
+    shapes = infer_symbolic_shapes(skeleton(model, as_inputs=True), types)
     if not shapes:
         return 0
     changed = 0

@@ -37,7 +37,8 @@ inputs leave dead:
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+import functools
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
@@ -49,7 +50,8 @@ from onnxprune.channel_graph import Dim
 from onnxprune.errors import UsageError
 from onnxprune.input_sizes import shapes_text
 from onnxprune.plan import RemovalPlan
-from onnxprune.sessions import open_session
+from onnxprune.sessions import is_large, open_session, with_outputs
+from onnxprune.weights import derived, reading
 
 Feed = Mapping[str, np.ndarray]
 
@@ -259,27 +261,34 @@ def compare(
     feeds = list(feeds)
     if not feeds:
         return Verification(False, float("nan"), float("nan"), note="no inputs to compare on")
-    ref, cand = open_session(reference), open_session(candidate)
-    names, cand_names = _outputs(ref), _outputs(cand)
+    # one session at a time: a large model's mapped weights are resident once
+    ref = open_session(reference)
+    names = _outputs(ref)
+    expected = [_run(ref, names, feed, "the reference model") for feed in feeds]
+    del ref
+    cand = open_session(candidate)
+    cand_names = _outputs(cand)
     if len(names) != len(cand_names):
         return Verification(False, float("inf"), float("inf"), samples=len(feeds),
                             note=f"the models have {len(names)} and {len(cand_names)} outputs",
                             failed=names)  # fmt: skip
-    checks = {name: OutputCheck() for name in names}
-    noisy = _NoiseRuns(noise_from) if noise_from is not None else None
-    dtypes: set = set()
+    actual = []
     for feed in feeds:
-        expected = _run(ref, names, feed, "the reference model")
-        dtypes |= {np.asarray(e).dtype for e in expected if np.asarray(e).dtype.kind in "fiu"}
         try:
-            actual = cand.run(cand_names, dict(feed))
+            actual.append(cand.run(cand_names, dict(feed)))
         except Exception as exc:  # onnxruntime's own types: the candidate is broken here
             first = (str(exc).strip().splitlines() or [""])[0]
             return Verification(False, float("inf"), float("inf"), samples=len(feeds),
                                 note=f"the model checked fails to run at "
                                 f"{_shapes_text(feed)}: {first}", failed=names)  # fmt: skip
-        for k, (name, e, a) in enumerate(zip(names, expected, actual, strict=True)):
-            noise = None if noisy is None else (lambda feed=feed, k=k: noisy.output(feed, k))
+    del cand
+    checks = {name: OutputCheck() for name in names}
+    noisy = _NoiseRuns(noise_from, feeds) if noise_from is not None else None
+    dtypes: set = set()
+    for i, (outs_e, outs_a) in enumerate(zip(expected, actual, strict=True)):
+        dtypes |= {np.asarray(e).dtype for e in outs_e if np.asarray(e).dtype.kind in "fiu"}
+        for k, (name, e, a) in enumerate(zip(names, outs_e, outs_a, strict=True)):
+            noise = None if noisy is None else (lambda i=i, k=k: noisy.output(i, k))
             _check_one(checks[name], np.asarray(e), np.asarray(a), noise)
     failed = [n for n, c in checks.items() if not c.passed]
     by_noise = [n for n, c in checks.items() if c.passed and c.rule == "rounding noise"]
@@ -330,42 +339,47 @@ def _run(session: ort.InferenceSession, names: list[str], feed: Feed, what: str)
 
 class _NoiseRuns:
     """The rounding noise of one model: its output under a one-ulp perturbation of its
-    contraction weights and under onnxruntime's optimisations (sessions built on first use),
-    per element, as the run that moved furthest from the plain one."""
+    contraction weights and under onnxruntime's optimisations, per element, as the run that
+    moved furthest from the plain one. Computed on first use, for every feed, one session at
+    a time."""
 
-    def __init__(self, model: ModelLike) -> None:
+    def __init__(self, model: ModelLike, feeds: Sequence[Feed]) -> None:
         self.model = model
-        self.sessions: list[ort.InferenceSession] | None = None
-        self.cache: dict[int, list[list[np.ndarray]]] = {}
+        self.feeds = feeds
+        self.runs: list[list[list[np.ndarray]]] | None = None
 
-    def output(self, feed: Feed, index: int) -> list[np.ndarray]:
-        if self.sessions is None:
-            self.sessions = [open_session(self.model, optimization="all"),
-                             open_session(ulp_perturbed(self.model))]  # fmt: skip
-        key = id(feed)
-        if key not in self.cache:
-            self.cache[key] = [s.run(None, dict(feed)) for s in self.sessions]
-        return [np.asarray(r[index]) for r in self.cache[key]]
+    def output(self, feed_index: int, index: int) -> list[np.ndarray]:
+        if self.runs is None:
+            self.runs = []
+            for make in (lambda: open_session(self.model, optimization="all"),
+                         lambda: open_session(ulp_perturbed(self.model))):  # fmt: skip
+                session = make()
+                self.runs.append([session.run(None, dict(f)) for f in self.feeds])
+                del session
+        return [np.asarray(run[feed_index][index]) for run in self.runs]
 
 
 def ulp_perturbed(model: ModelLike, seed: int = 0) -> ir.Model:
     """A copy whose finite float weights of rank >= 2 each move one ulp up or down at
-    random (scalars and vectors, such as masks' ``finfo.min`` or quantization scales, stay)."""
+    random (scalars and vectors, such as masks' ``finfo.min`` or quantization scales, stay);
+    memory-mapped weights are perturbed when read."""
     if isinstance(model, ir.Model):
         copy = model.clone()
     else:
         copy = ir.from_proto(model if isinstance(model, onnx.ModelProto) else onnx.load(model))
-    rng = np.random.default_rng(seed)
-    for name, value in copy.graph.initializers.items():
+    for i, (name, value) in enumerate(copy.graph.initializers.items()):
         tensor = value.const_value
         if tensor is None or tensor.dtype not in _IEEE_FLOATS or len(tensor.shape) < 2:
             continue
-        array = tensor.numpy()
-        up = rng.random(array.shape) < 0.5
-        moved = np.where(up, np.nextafter(array, np.inf), np.nextafter(array, -np.inf))
-        moved = np.where(np.isfinite(moved), moved, array)
-        value.const_value = ir.Tensor(moved.astype(array.dtype), name=name)
+        value.const_value = derived(tensor, functools.partial(_ulp_moved, seed=seed + i),
+                                    tuple(tensor.shape.numpy()), name)  # fmt: skip
     return copy
+
+
+def _ulp_moved(array: np.ndarray, seed: int) -> np.ndarray:
+    up = np.random.default_rng(seed).random(array.shape) < 0.5
+    moved = np.where(up, np.nextafter(array, np.inf), np.nextafter(array, -np.inf))
+    return np.where(np.isfinite(moved), moved, array).astype(array.dtype)
 
 
 _IEEE_FLOATS = {ir.DataType.FLOAT16, ir.DataType.FLOAT, ir.DataType.DOUBLE}
@@ -408,9 +422,12 @@ def check_weights(result: Verification, original: ir.Model, pruned: ir.Model,
         if not before.const_value.dtype.is_floating_point():
             continue
         full = plan.weight_updates.get(name)
-        expected = plan.sliced(name, before.const_value.numpy() if full is None else full)
-        actual = value.const_value.numpy()
-        if expected.shape != actual.shape or not np.array_equal(expected, actual, equal_nan=True):
+        with reading(before.const_value) as source, reading(value.const_value) as actual:
+            expected = plan.sliced(name, source if full is None else full)
+            same = expected.shape == actual.shape and np.array_equal(expected, actual,
+                                                                     equal_nan=True)  # fmt: skip
+            del expected
+        if not same:
             bad.append(name)
     if bad:
         result.passed = False
@@ -447,21 +464,9 @@ def check_activations(result: Verification, masked: ir.Model, pruned: ir.Model,
         names = [names[i] for i in np.linspace(0, len(names) - 1, MAX_ACTIVATIONS).astype(int)]
     if not names:
         return
-    sessions = [_with_outputs(m, names) for m in (masked, pruned)]
     checks = {name: OutputCheck() for name in names}
-    for feed in feeds:
-        try:
-            runs = [s.run(names, dict(feed)) for s in sessions]
-        except Exception:  # noqa: BLE001 - the outputs' check already reported a run failure
-            return
-        for name, e, a in zip(names, *runs, strict=True):
-            e, a = np.asarray(e), np.asarray(a)
-            shrunk = [axis for axis in range(e.ndim) if Dim(name, axis) in kept]
-            for axis in shrunk:
-                if e.shape[axis] > a.shape[axis]:
-                    e = np.take(e, kept[Dim(name, axis)], axis=axis)
-            if e.shape == a.shape and e.dtype.kind in "fc" and shrunk:
-                _check_channels(checks[name], e, a, shrunk[0])
+    for runs in _activation_runs(masked, pruned, names, feeds):
+        _check_activation_run(checks, names, runs, kept)
     bad = [n for n, c in checks.items() if not c.passed]
     for name in bad:
         result.failed.append(f"tensor '{name}'")
@@ -470,6 +475,49 @@ def check_activations(result: Verification, masked: ir.Model, pruned: ir.Model,
         result.passed = False
     result.add_note(f"{len(names)} shrunk activations checked channel by channel at their "
                     f"kept positions" + (f", {len(bad)} differ" if bad else ""))
+
+
+def _activation_runs(masked: ir.Model, pruned: ir.Model, names: list[str],
+                     feeds: Sequence[Feed]) -> Iterator[list]:  # fmt: skip
+    """Per feed, the masked and the pruned model's activations ``names``; ends early where a
+    run fails (the outputs' check has reported that). A large model's sessions run one at a
+    time (mapped weights resident once), a small model's side by side (activations of one
+    feed held at a time)."""
+    large = is_large(masked)
+    try:
+        if large:
+            runs: list[list] = [[] for _ in feeds]
+            for model in (masked, pruned):
+                session = with_outputs(model, names)
+                for run, feed in zip(runs, feeds, strict=True):
+                    run.append(session.run(names, dict(feed)))
+                del session
+        else:
+            sessions = [with_outputs(m, names) for m in (masked, pruned)]
+    except Exception:  # noqa: BLE001 - onnxruntime's own types
+        return
+    if large:
+        yield from runs
+        return
+    for feed in feeds:
+        try:
+            runs = [s.run(names, dict(feed)) for s in sessions]
+        except Exception:  # noqa: BLE001 - onnxruntime's own types
+            return
+        yield runs
+
+
+def _check_activation_run(checks: dict[str, OutputCheck], names: list[str], runs: list,
+                          kept: Mapping[Dim, np.ndarray]) -> None:  # fmt: skip
+    """Fold one feed's masked and pruned activations into ``checks``."""
+    for name, e, a in zip(names, *runs, strict=True):
+        e, a = np.asarray(e), np.asarray(a)
+        shrunk = [axis for axis in range(e.ndim) if Dim(name, axis) in kept]
+        for axis in shrunk:
+            if e.shape[axis] > a.shape[axis]:
+                e = np.take(e, kept[Dim(name, axis)], axis=axis)
+        if e.shape == a.shape and e.dtype.kind in "fc" and shrunk:
+            _check_channels(checks[name], e, a, shrunk[0])
 
 
 #: A channel of a shrunk activation may differ by this much relative to its own norm, or to
@@ -504,18 +552,6 @@ def _check_channels(check: OutputCheck, e: np.ndarray, a: np.ndarray, axis: int)
                       f"(tolerance {tol:g})")  # fmt: skip
     elif check.passed:
         check.rule = "channels within tolerance"
-
-
-def _with_outputs(model: ir.Model, names: list[str]) -> ort.InferenceSession:
-    """A session of ``model`` that also returns the activations ``names``."""
-    values = {v.name: v for n in model.graph for v in n.outputs}
-    added = [values[n] for n in names]
-    model.graph.outputs.extend(added)
-    try:
-        return open_session(model)
-    finally:
-        for _ in added:
-            model.graph.outputs.pop()
 
 
 def similarity(reference: ModelLike, candidate: ModelLike, feeds: Sequence[Feed],

@@ -19,6 +19,7 @@ from onnxprune.errors import UnsupportedModelError
 from onnxprune.graph_values import all_values
 from onnxprune.plan import RemovalPlan
 from onnxprune.shape_values import Broadcast, Literal, int_vector, shape_entries
+from onnxprune.weights import sliced
 
 
 class _Writer:
@@ -112,11 +113,8 @@ class ShrinkPass(InPlacePass):
             value = self.values.get(tensor)
             if value is None:
                 continue
-            if value.const_value is not None:
-                array = value.const_value.numpy()
-                for axis, kept in sorted(axes.items()):
-                    array = np.take(array, kept, axis=axis)
-                value.const_value = ir.Tensor(np.ascontiguousarray(array), name=tensor)
+            if value.const_value is not None:  # mapped weights are sliced when read
+                value.const_value = sliced(value.const_value, axes, tensor)
             if value.shape is not None:
                 dims = list(value.shape)
                 for axis, kept in axes.items():

@@ -1,0 +1,70 @@
+"""A model's graph as an ``onnx.ModelProto`` without its weight data.
+
+Rule: initializers of more than ``SMALL`` elements (whether in memory, memory-mapped external
+data or computed on demand) are written as data-less references (dims and type only, external
+location ``STUB``), or, with ``as_inputs``, as typed graph inputs; initializers of at most
+``SMALL`` elements are written with their values (read from external data if they live
+there), so shape inference can still read shape constants. No weight is read or copied: the
+proto of a 4 GB model is a few hundred kilobytes. Shape inference, cost counting and
+``onnx.checker`` (``as_inputs``) run on it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+
+import onnx
+import onnx_ir as ir
+
+#: Initializers up to this many elements keep their values in the skeleton.
+SMALL = 4096
+#: The external-data location written for a data-less initializer.
+STUB = "onnxprune-no-data"
+
+
+@contextlib.contextmanager
+def _swapped(model: ir.Model, small: int) -> Iterator[list[ir.Value]]:
+    """Temporarily replace each main-graph initializer's tensor by a stub (large) or an
+    in-memory copy (small external); yields the values made stubs; restores on exit."""
+    saved: list[tuple[ir.Value, ir.TensorProtocol]] = []
+    stubs = []
+    try:
+        for value in model.graph.initializers.values():
+            tensor = value.const_value
+            if tensor is None:
+                continue
+            if tensor.size > small:
+                stub = ir.ExternalTensor(STUB, 0, tensor.nbytes, tensor.dtype,
+                                         shape=tensor.shape, name=value.name)  # fmt: skip
+                saved.append((value, tensor))
+                value.const_value = stub
+                stubs.append(value)
+            elif isinstance(tensor, ir.ExternalTensor | ir.LazyTensor):
+                saved.append((value, tensor))
+                value.const_value = ir.Tensor(tensor.numpy().copy(), name=value.name)
+                if isinstance(tensor, ir.ExternalTensor):
+                    tensor.release()
+        yield stubs
+    finally:
+        for value, tensor in saved:
+            value.const_value = tensor
+
+
+def skeleton(model: ir.Model, *, as_inputs: bool = False, small: int = SMALL) -> onnx.ModelProto:
+    """``model`` as a proto without the data of initializers over ``small`` elements (module
+    docstring); ``model`` is left as it was."""
+    with _swapped(model, small) as stubs:
+        proto = ir.to_proto(model)
+    if as_inputs:
+        large = {v.name for v in stubs}
+        declared = {v.name for v in proto.graph.input}
+        kept = [t for t in proto.graph.initializer if t.name not in large]
+        moved = [t for t in proto.graph.initializer if t.name in large]
+        del proto.graph.initializer[:]
+        proto.graph.initializer.extend(kept)
+        proto.graph.input.extend(
+            onnx.helper.make_tensor_value_info(t.name, t.data_type, list(t.dims))
+            for t in moved if t.name not in declared
+        )  # fmt: skip
+    return proto

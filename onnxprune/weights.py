@@ -1,0 +1,72 @@
+"""Reading weights one tensor at a time, so a model of any size fits in memory.
+
+Rules: a weight held in external data is memory-mapped by onnx-ir; whoever reads it whole
+(scores, checks, slicing) reads it inside ``reading``, and the pages it touched are dropped
+afterwards, so at most one tensor's pages stay resident. A slice or other function of a memory-mapped weight
+is a ``LazyTensor``: computed from the mapping when it is read (when a session is built or the
+model is written) and not kept, so a rewritten model costs no memory until it is used.
+Weights already in memory are used as they are.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import mmap
+from collections.abc import Callable, Iterator, Mapping
+
+import numpy as np
+import onnx_ir as ir
+
+
+def mapped(tensor: ir.TensorProtocol | None) -> bool:
+    """Whether ``tensor`` is read from a file or computed on demand (not held in memory)."""
+    return isinstance(tensor, ir.ExternalTensor | ir.LazyTensor)
+
+
+def release(tensor: ir.TensorProtocol | None) -> None:
+    """Drop the resident pages of an external-data tensor's mapping (``MADV_DONTNEED``: the
+    mapping and any view of it stay valid, and read the file again when next touched)."""
+    raw = getattr(tensor, "raw", None) if isinstance(tensor, ir.ExternalTensor) else None
+    if isinstance(raw, mmap.mmap) and hasattr(mmap, "MADV_DONTNEED"):
+        with contextlib.suppress(ValueError, OSError):
+            raw.madvise(mmap.MADV_DONTNEED)
+
+
+@contextlib.contextmanager
+def reading(tensor: ir.TensorProtocol) -> Iterator[np.ndarray]:
+    """The tensor's values; an external tensor's pages are dropped on exit."""
+    try:
+        yield tensor.numpy()
+    finally:
+        release(tensor)
+
+
+def derived(tensor: ir.TensorProtocol, fn: Callable[[np.ndarray], np.ndarray],
+            shape: tuple[int, ...], name: str | None) -> ir.TensorProtocol:  # fmt: skip
+    """``fn`` of the tensor's values (``fn`` must return a new array, never a view): computed
+    now for a tensor in memory, when read for a mapped one."""
+    if not mapped(tensor):
+        return ir.Tensor(np.ascontiguousarray(fn(tensor.numpy())), name=name)
+
+    def compute() -> ir.Tensor:
+        with reading(tensor) as array:
+            out = fn(array)
+            out = out.copy() if np.shares_memory(out, array) else np.ascontiguousarray(out)
+        return ir.Tensor(out, name=name)
+
+    return ir.LazyTensor(compute, dtype=tensor.dtype, shape=ir.Shape(shape), name=name)
+
+
+def sliced(tensor: ir.TensorProtocol, axes: Mapping[int, np.ndarray],
+           name: str | None) -> ir.TensorProtocol:  # fmt: skip
+    """The tensor taken at the kept positions ``axes[axis]`` of each listed axis."""
+    shape = list(tensor.shape.numpy())
+    for axis, kept in axes.items():
+        shape[axis] = int(kept.size)
+
+    def take(array: np.ndarray) -> np.ndarray:
+        for axis, kept in sorted(axes.items()):
+            array = np.take(array, kept, axis=axis)
+        return array
+
+    return derived(tensor, take, tuple(shape), name)

@@ -1,0 +1,128 @@
+"""Wall time and peak memory of onnxprune on large models, beside copying the same file.
+
+For each model (built by ``tools/make_llm.py``; external data) one run measures, each command
+in its own process (peak RSS from ``wait4``): ``cp`` of the model folder, onnx-ir load + save,
+``onnxprune analyze``, ``prune --ratio 0.25`` with and without verification, ``prune
+--target-macs 0.6``, ``prune`` with calibration (16 random sequences of 128 tokens) and
+``onnxprune verify`` of the written model. Ratios are to ``cp``'s time and to the model's
+size on disk. Writes ``tools/results/bench_scale.{json,md}``.
+
+Usage: ``python tools/bench_scale.py [shaped] [llama]`` (default: the models already built).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).parent))
+import make_llm  # noqa: E402
+
+RESULTS = Path(__file__).parent / "results"
+PY = sys.executable
+
+
+def run(command: list[str]) -> tuple[float, float, int]:
+    """(wall seconds, peak RSS GiB, exit code) of ``command`` in a child process."""
+    start = time.perf_counter()
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    _, status, usage = os.wait4(process.pid, 0)
+    wall = time.perf_counter() - start
+    process.returncode = os.waitstatus_to_exitcode(status)
+    error = process.stderr.read().decode(errors="replace").strip() if process.stderr else ""
+    if process.returncode != 0:
+        print(f"  exit {process.returncode}: {' '.join(command)}\n  {error[-400:]}",
+              file=sys.stderr)  # fmt: skip
+    return wall, usage.ru_maxrss / 2**20, process.returncode
+
+
+def folder_size(path: Path) -> int:
+    return sum(f.stat().st_size for f in path.parent.iterdir() if f.is_file())
+
+
+def bench(kind: str, work: Path) -> dict:
+    model = make_llm.make(kind)
+    size = folder_size(model) / 2**30
+    out = work / "out"
+    rows = []
+
+    def measure(name: str, command: list[str], *, fresh: bool = True) -> None:
+        if fresh:
+            shutil.rmtree(out, ignore_errors=True)
+            out.mkdir()
+        wall, rss, code = run(command)
+        rows.append({"command": name, "wall_s": round(wall, 2), "peak_rss_gib": round(rss, 2),
+                     "exit": code})  # fmt: skip
+        print(f"  {name}: {wall:.1f} s, {rss:.2f} GiB, exit {code}", flush=True)
+
+    onnxprune = [PY, "-m", "onnxprune"]
+    measure("cp (model folder)", ["cp", "-r", str(model.parent), str(out / "copy")])
+    measure("onnx-ir load + save", [PY, "-c", (
+        "import onnx_ir as ir, sys; m = ir.load(sys.argv[1]); "
+        "ir.save(m, sys.argv[2], external_data='m.onnx.data')"), str(model), str(out / "m.onnx")])
+    measure("analyze", [*onnxprune, "analyze", str(model)])
+    measure("prune --ratio 0.25 --no-verify",
+            [*onnxprune, "prune", str(model), "-o", str(out / "p.onnx"), "--ratio", "0.25",
+             "--no-verify"])  # fmt: skip
+    measure("prune --ratio 0.25 (verified)",
+            [*onnxprune, "prune", str(model), "-o", str(out / "p.onnx"), "--ratio", "0.25"])
+    measure("verify (written model)", [*onnxprune, "verify", str(model), str(out / "p.onnx")],
+            fresh=False)  # fmt: skip
+    measure("prune --target-macs 0.6 (verified)",
+            [*onnxprune, "prune", str(model), "-o", str(out / "p.onnx"), "--target-macs", "0.6"])
+    measure("prune --ratio 0.25, calibration 16 x 128 tokens (verified)",
+            [*onnxprune, "prune", str(model), "-o", str(out / "p.onnx"), "--ratio", "0.25",
+             "--random", "16", "--dim", "batch=1", "--dim", "sequence=128"])  # fmt: skip
+    cp = rows[0]["wall_s"]
+    for row in rows:
+        row["x_cp_time"] = round(row["wall_s"] / max(cp, 1e-9), 2)
+        row["x_model_size"] = round(row["peak_rss_gib"] / size, 2)
+    return {"model": kind, "path": str(model), "size_gib": round(size, 2),
+            "shape": make_llm.SHAPES[kind], "rows": rows}  # fmt: skip
+
+
+def markdown(results: list[dict]) -> str:
+    lines = ["Each command in its own process on this machine (2 cores, 24 GB), one run; peak RSS "
+             "from wait4 (file-backed pages of memory-mapped weights included). Ratios: to the "
+             "`cp` of the same model folder in the same run, and to the model's size on disk.",
+             ""]  # fmt: skip
+    for result in results:
+        shape = ", ".join(f"{k} {v}" for k, v in result["shape"].items())
+        lines += [f"**{result['model']}** ({shape}; {result['size_gib']} GiB)", "",
+                  "| command | wall s | x cp | peak RSS GiB | x model size | exit |",
+                  "|---|---:|---:|---:|---:|---:|"]  # fmt: skip
+        lines += [f"| {r['command']} | {r['wall_s']} | {r['x_cp_time']} | {r['peak_rss_gib']} | "
+                  f"{r['x_model_size']} | {r['exit']} |" for r in result["rows"]]  # fmt: skip
+        lines.append("")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("models", nargs="*", choices=sorted(make_llm.SHAPES))
+    parser.add_argument("--work", type=Path, default=None,
+                        help="folder for the outputs (default: a temporary folder)")
+    args = parser.parse_args(argv)
+    kinds = args.models or [k for k in make_llm.SHAPES
+                            if (make_llm._folder(k, make_llm.SHAPES[k]) / "model.onnx").exists()]
+    results = []
+    with tempfile.TemporaryDirectory(dir=args.work) as work:
+        for kind in kinds:
+            print(kind, flush=True)
+            results.append(bench(kind, Path(work)))
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / "bench_scale.json").write_text(json.dumps(results, indent=1))
+    (RESULTS / "bench_scale.md").write_text(markdown(results))
+    print(markdown(results))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
