@@ -6,9 +6,11 @@
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import itertools
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -17,22 +19,19 @@ import numpy as np
 import onnx
 import onnx_ir as ir
 
-from onnxprune.allocation import allocate_ratio, excluded_groups, search_ratio
+from onnxprune.allocation import allocate_ratio, excluded_groups
 from onnxprune.allocation_global import allocate_global
 from onnxprune.analysis import Analysis
 from onnxprune.analysis import analyze as build_channel_graph
 from onnxprune.calibration import calibration_batches
-from onnxprune.errors import UnsupportedModelError, UsageError, VerificationError
+from onnxprune.errors import UsageError
 from onnxprune.finite import check_finite_corrections, nonfinite_weights
 from onnxprune.groups import Group, form_groups
-from onnxprune.importance import DATA_CRITERIA, consumer_keys, score_groups, unmeasured
+from onnxprune.importance import DATA_CRITERIA, consumer_keys, rank
 from onnxprune.input_sizes import (
     decide_sizes,
     feeds_for_verification,
-    random_inputs,
-    shapes_text,
 )
-from onnxprune.latency import measure_latency
 from onnxprune.metrics import ModelCost, model_cost, node_macs, parameter_counts
 from onnxprune.model_io import (
     ModelSource,
@@ -41,15 +40,17 @@ from onnxprune.model_io import (
     save_model,
     uses_external_data,
 )
-from onnxprune.passes.cleanup import CleanupPass, drop_intermediate_shapes
-from onnxprune.passes.compensate import CompensatePass, compensation_fills, weight_axes
-from onnxprune.passes.refit import apply_weight_updates, refit_updates
-from onnxprune.passes.shrink import ShrinkPass
+from onnxprune.oracle import verify_pruned
+from onnxprune.passes.cleanup import drop_intermediate_shapes
+from onnxprune.passes.compensate import compensation_fills, weight_axes
+from onnxprune.passes.refit import refit_updates
 from onnxprune.plan import RemovalPlan, read_plan
-from onnxprune.sessions import Staged, check_room_for, is_large, runs_on, staged
+from onnxprune.rewrite import rewrite
+from onnxprune.sessions import Staged, check_room_for, is_large, runs_on
 from onnxprune.skeleton import skeleton
 from onnxprune.statistics import collect_statistics
-from onnxprune.verify import Verification, compare, masked_model, similarity, verify_plan
+from onnxprune.targets import search_share
+from onnxprune.verify import Verification
 
 Progress = Callable[[str, int, int], None]
 
@@ -165,40 +166,6 @@ def _describe(calibration: Any) -> str | None:
     if calibration is None or isinstance(calibration, str | Path):
         return None if calibration is None else str(calibration)
     return type(calibration).__name__
-
-
-def _copy(model: ir.Model) -> ir.Model:
-    return model.clone()
-
-
-def _shrunk(original: ir.Model, plan: RemovalPlan, *, check: bool = True) -> ir.Model:
-    model = _copy(original)
-    apply_weight_updates(model, plan.weight_updates)
-    ShrinkPass(plan)(model)
-    if plan.fills:
-        nodes = {node.name: node for node in original.graph}
-        weights = {}
-        for index in plan.fills:
-            w = nodes[plan.masks[index].consumer.node].inputs[1]
-            weights[w.name] = plan.weight_updates.get(w.name, w.const_value.numpy())
-        CompensatePass(plan, weights)(model)
-    CleanupPass(check=check)(model)
-    return model
-
-
-def _target_measure(original: ir.Model, dims: dict, cost: ModelCost,
-                    target_macs: float | None, target_params: float | None,
-                    providers: Sequence[str] | None = None,
-                    ) -> Callable[[ir.Model], float]:  # fmt: skip
-    """Kept fraction of MACs, params or onnxruntime latency of a candidate model."""
-    if target_macs is not None:
-        return lambda m: model_cost(m, dims).macs / max(cost.macs, 1)
-    if target_params is not None:
-        return lambda m: model_cost(m, dims).params / max(cost.params, 1)
-    feed = random_inputs(original, dims)
-    (base,) = measure_latency([original], feed, repeats=20, blocks=2, providers=providers)
-    return lambda m: measure_latency([m], feed, repeats=20, blocks=2,
-                                     providers=providers)[0].median_ms / max(base.median_ms, 1e-9)
 
 
 def check_options(*, calibration_random: int, round_to: int, min_channels: int,
@@ -337,10 +304,150 @@ def prune(
     """
     targets = {"ratio": ratio, "target_macs": target_macs, "target_params": target_params,
                "target_latency": target_latency, "plan": plan}  # fmt: skip
+    _check_arguments(model, targets, inputs, allocation, approximate_min_cosine)
+    check_options(calibration_random=calibration_random, round_to=round_to,
+                  min_channels=min_channels, providers=providers)
+    start = time.perf_counter()
+    timings: dict[str, float] = {}
+    clock = _Clock(timings, progress)
+    dims = dict(dims or {})
+    exclude = [exclude] if isinstance(exclude, str) else list(exclude)
+    plan_data = read_plan(plan) if plan is not None else None
+    refit, compensate = _plan_corrections(plan_data, refit, compensate,
+                                          calibration is not None or calibration_random > 0)
+    # load -> analyse
+    with clock("analyse"):
+        analysis = analyze(model, head_dim=head_dim, progress=progress, base_dir=base_dir)
+        check_room_for(analysis.analysis.model)
+    groups = analysis.groups
+    skip = excluded_groups(analysis.analysis, groups, exclude)
+    eligible = [g for g in groups if g.prunable and (allow_approximate or g.exact)]
+    has_data = calibration is not None or calibration_random > 0
+    criterion = criterion or ("fluctuation" if has_data else "l2")
+    if criterion in DATA_CRITERIA and not has_data:
+        raise UsageError(f"criterion '{criterion}' needs calibration data "
+                         "(calibration= or calibration_random=)")  # fmt: skip
+    original = analysis.analysis.model.clone()
+    warnings = nonfinite_weights(original, "the input model")
+    # feeds and input sizes, decided once: verification, costs and random calibration use them
+    with clock("input sizes"):
+        data = _Data(analysis.analysis.model, calibration, calibration_random, dims)
+        real = [dict(f) for f in inputs] if inputs is not None else data.first(2)
+        probe = verify or has_data or target_latency is not None or not is_large(original)
+        sizes = decide_sizes(original, dims, real[0] if real else None,
+                             runs_on(original) if probe else None)  # fmt: skip
+        data.dims = sizes.dims
+    # calibrate
+    stats = None
+    if has_data:
+        with clock("calibrate"):
+            stats, refit = _calibrate(analysis.analysis, eligible, data.batches, refit,
+                                      providers, progress)  # fmt: skip
+    # score
+    with clock("score"):
+        scores, notes = rank(analysis.analysis, eligible, criterion, stats)
+        warnings += notes
+    cost_before = model_cost(original, sizes.dims)
+    # allocate
+    allocate = ALLOCATIONS[allocation]
+
+    def plan_for(share: float) -> RemovalPlan:
+        removed = allocate(eligible, scores, share, round_to=round_to,
+                           min_channels=min_channels, skip=skip)  # fmt: skip
+        return RemovalPlan.build(groups, removed)
+
+    with clock("allocate"):
+        kind, target = next(((k, v) for k, v in (("macs", target_macs), ("params", target_params),
+                                                 ("latency", target_latency)) if v is not None),
+                            (None, None))  # fmt: skip
+        if target is not None:
+            ratio, notes = search_share(original, plan_for, kind, target, sizes.dims, cost_before,
+                                        providers, clock.steps("search ratio"))  # fmt: skip
+            warnings += notes
+        if plan_data is not None:
+            removal, ratio = _replayed(plan_data, groups, eligible, refit), float("nan")
+        else:
+            removal = plan_for(ratio)
+            warnings += _unremoved(removal, eligible, scores, skip, ratio, allocation)
+        if not removal.removed and (ratio or 0) > 0:
+            warnings.append("nothing is removed: no prunable group can lose a channel")
+    # correct
+    refit = bool(refit)  # unset only where no data was read
+    if (compensate or refit) and stats is None:
+        raise UsageError("compensation and refit need calibration data (calibration= or "
+                         "calibration_random=)")  # fmt: skip
+    correct = functools.partial(_correct, original, stats, bool(compensate), refit)
+    correct(removal)
+    # rewrite
+    with clock("rewrite"):
+        pruned = rewrite(original, removal)
+    cost_after = model_cost(pruned, sizes.dims)
+    # verify
+    verdicts: tuple = (None, None)
+    staging = None
+    if verify:
+        with clock("verify"):
+            feeds = feeds_for_verification(original, sizes, inputs, real)
+            pruned, staging, verdicts = verify_pruned(
+                model, base_dir, original, pruned, removal, groups, feeds, correct,
+                approximate_min_cosine, clock.step)  # fmt: skip
+    drop_intermediate_shapes(pruned)
+    timings["total_s"] = time.perf_counter() - start
+    options = {
+        "ratio": ratio, "target_macs": target_macs, "target_params": target_params,
+        "target_latency": target_latency, "criterion": criterion,
+        "calibration": _describe(calibration),
+        "calibration_random": calibration_random, "compensate": bool(removal.fills),
+        "compensated_consumers": len(removal.fills), "refit": refit,
+        "refit_weights": len(removal.weight_updates),
+        "round_to": round_to, "min_channels": min_channels, "exclude": exclude,
+        "allow_approximate": allow_approximate, "head_dim": head_dim,
+        "approximate_min_cosine": approximate_min_cosine,
+        "approximate_pruned": bool(set(removal.removed) & {g.id for g in groups
+                                                           if g.approximate}),
+        "cost_input_shapes": {k: list(v) for k, v in sizes.shapes.items()},
+        "second_input_shapes": None if sizes.second is None
+        else {k: list(v) for k, v in sizes.second.items()},
+        "probed_dims": sizes.probed, "probed_by_running": sizes.ran, "warnings": warnings,
+        "allocation": allocation,
+    }  # fmt: skip
+    return PruneResult(
+        pruned, original, groups, removal, scores, float(ratio), cost_before, cost_after,
+        verdicts[0], verdicts[1], analysis, options, timings, staging,
+    )
+
+
+class _Clock:
+    """Stage timings (``<stage>_s``) and progress callbacks."""
+
+    def __init__(self, timings: dict[str, float], progress: Progress | None) -> None:
+        self.timings, self.progress = timings, progress
+
+    def step(self, stage: str, done: int, total: int = 1) -> None:
+        if self.progress is not None:
+            self.progress(stage, done, total)
+
+    def steps(self, stage: str) -> Callable[[int, int], None]:
+        return lambda done, total: self.step(stage, done, total)
+
+    @contextlib.contextmanager
+    def __call__(self, stage: str) -> Iterator[None]:
+        start = time.perf_counter()
+        self.step(stage, 0)
+        yield
+        self.step(stage, 1)
+        key = f"{stage.replace(' ', '_')}_s"
+        self.timings[key] = self.timings.get(key, 0.0) + time.perf_counter() - start
+
+
+def _check_arguments(model: Any, targets: dict, inputs: Any, allocation: str,
+                     approximate_min_cosine: float) -> None:  # fmt: skip
+    """UsageError for arguments of the wrong type or out of range."""
     for name, value in targets.items():
         if name != "plan" and value is not None and (
                 isinstance(value, bool) or not isinstance(value, int | float)):  # fmt: skip
             raise UsageError(f"{name} must be a number, got {type(value).__name__} {value!r}")
+    plan = targets["plan"]
     if plan is not None and not isinstance(plan, str | Path | Mapping):
         raise UsageError(f"plan must be a path or a dict, got {type(plan).__name__}")
     if not isinstance(model, str | Path | onnx.ModelProto | ir.Model):
@@ -359,276 +466,98 @@ def prune(
                          "out to verify on generated inputs")  # fmt: skip
     if not 0.0 < approximate_min_cosine <= 1.0:
         raise UsageError(f"approximate_min_cosine must be in (0, 1], got {approximate_min_cosine}")
-    timings: dict[str, float] = {}
-    warnings: list[str] = []
-    start = time.perf_counter()
-    dims = dict(dims or {})
 
-    def step(stage: str, done: int, total: int = 1) -> None:
-        if progress is not None:
-            progress(stage, done, total)
 
-    plan_data = read_plan(plan) if plan is not None else None
-    exclude = [exclude] if isinstance(exclude, str) else list(exclude)
-    check_options(calibration_random=calibration_random, round_to=round_to,
-                  min_channels=min_channels, providers=providers)
+def _plan_corrections(plan_data: Mapping | None, refit: bool | None, compensate: bool | None,
+                      has_data: bool) -> tuple[bool | None, bool | None]:  # fmt: skip
+    """A replayed plan made with a refit needs the data again (its weights are not stored);
+    its compensation setting is the plan's unless given."""
     if plan_data is not None and plan_data.get("refit_weights"):
-        if calibration is None and not calibration_random:
+        if not has_data:
             raise UsageError("the plan was made with a least-squares refit, which it does not "
                              "store: give the same calibration data to recompute it, or "
                              "--no-refit to apply only its channel choice")  # fmt: skip
         refit = True if refit is None else refit
         if compensate is None:
             compensate = plan_data.get("options", {}).get("compensate")
-    analysis = analyze(model, head_dim=head_dim, progress=progress, base_dir=base_dir)
-    check_room_for(analysis.analysis.model)
-    timings["analyse_s"] = time.perf_counter() - start
-    groups = analysis.groups
-    skip = excluded_groups(analysis.analysis, groups, list(exclude))
-    eligible = [g for g in groups if g.prunable and (allow_approximate or g.exact)]
-    has_data = calibration is not None or calibration_random > 0
-    criterion = criterion or ("fluctuation" if has_data else "l2")
-    if criterion in DATA_CRITERIA and not has_data:
-        raise UsageError(f"criterion '{criterion}' needs calibration data "
-                         "(calibration= or calibration_random=)")  # fmt: skip
-    original = _copy(analysis.analysis.model)
-    warnings += nonfinite_weights(original, "the input model")
+    return refit, compensate
 
-    sizes = None
 
-    def batches():
-        return calibration_batches(analysis.analysis.model, calibration,
-                                   random=calibration_random,
-                                   dims=dims if sizes is None else sizes.dims)  # fmt: skip
+class _Data:
+    """The calibration source as fresh iterables of feeds, at the decided sizes (``dims``,
+    set once they are known); a reader object is read once and kept."""
 
-    if not (calibration is None or isinstance(calibration, str | Path | list | tuple)):
-        once = list(calibration_batches(analysis.analysis.model, calibration))  # read once
-        batches = lambda: once  # noqa: E731
-    # one decision of the input sizes: verification, costs and random calibration use it
-    real = [dict(f) for f in inputs] if inputs is not None else (
-        list(itertools.islice(batches(), 2)) if calibration is not None else [])
-    step("input sizes", 0)
-    # a large model is only run to choose sizes where something runs it anyway
-    probe = verify or has_data or target_latency is not None or not is_large(original)
-    sizes = decide_sizes(original, dims, real[0] if real else None,
-                         runs_on(original) if probe else None)  # fmt: skip
-    step("input sizes", 1)
-    stats = None
-    if has_data:
-        t = time.perf_counter()
-        keys = consumer_keys(eligible)
-        gram = refit_keys(analysis.analysis, eligible)
-        if refit is None:
-            shapes = {v.name: v.shape for v in analysis.analysis.values.values()}
-            need = sum(8 * shapes[name][axis] ** 2 for name, axis in gram
-                       if shapes.get(name) is not None
-                       and isinstance(shapes[name][axis], int))  # fmt: skip
-            refit = need <= REFIT_MEMORY
-        stats = collect_statistics(
-            analysis.analysis.model, keys, batches, providers=providers,
-            gram=gram if refit else (),
-            progress=None if progress is None else (lambda i, n: progress("calibrate", i, n)),
-        )
-        timings["calibrate_s"] = time.perf_counter() - t
-    t = time.perf_counter()
-    step("score", 0)
-    scores = score_groups(analysis.analysis, eligible, criterion, stats)
-    fallback = unmeasured(eligible, stats) if criterion in DATA_CRITERIA else []
-    if fallback:
-        warnings.append(f"{len(fallback)} group(s) have no float consumer input to measure, so "
-                        f"'{criterion}' cannot rank them; they are ranked by L2 weight magnitude "
-                        f"(groups {fallback[:8]}{' ...' if len(fallback) > 8 else ''})")  # fmt: skip
-    for gid, values in scores.items():
-        if not np.all(np.isfinite(values)):
-            warnings.append(f"group {gid}: {int(np.sum(~np.isfinite(values)))} channel scores "
-                            "are not finite (NaN/inf weights or statistics); they rank as the "
-                            "least important")  # fmt: skip
-            scores[gid] = np.nan_to_num(values, nan=-np.inf, posinf=-np.inf)
-    step("score", 1)
-    timings["score_s"] = time.perf_counter() - t
-    cost_dims = sizes.dims
-    cost_before = model_cost(original, cost_dims)
+    def __init__(self, model: ir.Model, calibration: Any, random: int, dims: dict) -> None:
+        self.model, self.calibration, self.random, self.dims = model, calibration, random, dims
+        self.once = None
+        if not (calibration is None or isinstance(calibration, str | Path | list | tuple)):
+            self.once = list(calibration_batches(model, calibration))
 
-    allocate = ALLOCATIONS[allocation]
+    def batches(self) -> Iterable[dict]:
+        if self.once is not None:
+            return self.once
+        return calibration_batches(self.model, self.calibration, random=self.random,
+                                   dims=self.dims)  # fmt: skip
 
-    def plan_for(r: float) -> RemovalPlan:
-        removed = allocate(eligible, scores, r, round_to=round_to, min_channels=min_channels,
-                           skip=skip)  # fmt: skip
-        return RemovalPlan.build(groups, removed)
+    def first(self, count: int) -> list[dict]:
+        """Up to ``count`` feeds of the real calibration data (none for random samples)."""
+        if self.calibration is None:
+            return []
+        return list(itertools.islice(self.batches(), count))
 
-    t = time.perf_counter()
-    target = next((v for v in (target_macs, target_params, target_latency) if v is not None), None)
-    if target is not None:
-        measure = _target_measure(original, cost_dims, cost_before, target_macs, target_params,
-                                  providers)  # fmt: skip
-        searched = 0
-        reached: dict[float, float] = {}
 
-        def kept_fraction(r: float) -> float:
-            nonlocal searched
-            searched += 1
-            step("search ratio", searched, 13)
-            reached[r] = measure(_shrunk(original, plan_for(r), check=False))
-            return reached[r]
-
-        ratio = search_ratio(kept_fraction, target)
-        step("search ratio", 13, 13)
-        if reached.get(ratio, 0.0) > target:
-            warnings.append(f"target {target:g} is out of reach: removing the most this allows "
-                            f"(ratio {ratio:.2f}) keeps {reached[ratio]:.1%}")  # fmt: skip
-    if plan_data is not None:
-        removal = RemovalPlan.build(groups, load_removed(plan_data, eligible))
-        if not plan_data.get("refit_weights") or refit:  # refit fills go with refit weights
-            removal.fills = RemovalPlan.read_fills(plan_data)
-        if any(k >= len(removal.masks) or np.shape(v) != np.shape(removal.masks[k].removed)
-               for k, v in removal.fills.items()):  # fmt: skip
-            raise UsageError("the plan's compensation does not fit this model's masks")
-        ratio = float("nan")
-    else:
-        removal = plan_for(ratio)
-        untouched = [g.id for g in eligible if g.id in scores and g.id not in removal.removed
-                     and g.id not in skip]  # fmt: skip
-        if ratio > 0 and untouched and allocation == "uniform":
-            warnings.append(f"{len(untouched)} of {len(eligible)} prunable groups lose no "
-                            f"channel at ratio {ratio:.3g} (too few channels or units to remove "
-                            f"a whole one; groups {untouched[:8]}"
-                            f"{' ...' if len(untouched) > 8 else ''})")  # fmt: skip
-    if not removal.removed and (ratio or 0) > 0:
-        warnings.append("nothing is removed: no prunable group can lose a channel")
-    plan = removal
-    timings["allocate_s"] = time.perf_counter() - t
-    refit = bool(refit)  # unset only where no data was read
-    if (compensate or refit) and stats is None:
-        raise UsageError("compensation and refit need calibration data (calibration= or "
-                         "calibration_random=)")  # fmt: skip
-    compensate = bool(compensate)
-
-    def correct(removal: RemovalPlan) -> None:
-        """Attach compensation fills and refit weights (computed for this plan's masks)."""
-        if compensate:
-            removal.fills = compensation_fills(original, removal, stats)
-        if refit:
-            removal.weight_updates, refit_fills = refit_updates(original, removal, stats,
-                                                                centered=compensate)  # fmt: skip
-            removal.fills |= refit_fills
-        check_finite_corrections(removal)
-
-    correct(plan)
-    fills = plan.fills
-    t = time.perf_counter()
-    step("rewrite", 0)
-    pruned = _shrunk(original, plan)
-    step("rewrite", 1)
-    timings["rewrite_s"] = time.perf_counter() - t
-    cost_after = model_cost(pruned, cost_dims)
-
-    verification = similarity_check = staging = None
-    if verify and is_large(pruned):  # its weights go to a file before sessions read them
-        step("stage", 0)
-        staging = staged(pruned)
-        pruned = staging.model
-        step("stage", 1)
-    if verify:
-        t = time.perf_counter()
-        step("verify", 0)
-        feeds = feeds_for_verification(original, sizes, inputs, real)
-        try:
-            verification, similarity_check = _verified(
-                _as_loaded(model, base_dir), original, pruned, plan, groups, feeds, correct,
-                approximate_min_cosine)  # fmt: skip
-        except BaseException:
-            if staging is not None:
-                staging.remove()
-            raise
-        step("verify", 1)
-        timings["verify_s"] = time.perf_counter() - t
-    drop_intermediate_shapes(pruned)
-    timings["total_s"] = time.perf_counter() - start
-    options = {
-        "ratio": ratio, "target_macs": target_macs, "target_params": target_params,
-        "target_latency": target_latency, "criterion": criterion,
-        "calibration": _describe(calibration),
-        "calibration_random": calibration_random, "compensate": bool(fills),
-        "compensated_consumers": len(fills), "refit": refit,
-        "refit_weights": len(plan.weight_updates),
-        "round_to": round_to, "min_channels": min_channels, "exclude": list(exclude),
-        "allow_approximate": allow_approximate, "head_dim": head_dim,
-        "approximate_min_cosine": approximate_min_cosine,
-        "approximate_pruned": bool(set(plan.removed) & {g.id for g in groups if g.approximate}),
-        "cost_input_shapes": {k: list(v) for k, v in sizes.shapes.items()},
-        "second_input_shapes": None if sizes.second is None
-        else {k: list(v) for k, v in sizes.second.items()},
-        "probed_dims": sizes.probed, "probed_by_running": sizes.ran, "warnings": warnings, "allocation": allocation,
-    }  # fmt: skip
-    return PruneResult(
-        pruned, original, groups, plan, scores, float(ratio), cost_before, cost_after,
-        verification, similarity_check, analysis, options, timings, staging,
+def _calibrate(analysis: Analysis, eligible: list[Group], batches: Callable[[], Iterable[dict]],
+               refit: bool | None, providers: Sequence[str] | None,
+               progress: Progress | None) -> tuple[dict, bool | None]:  # fmt: skip
+    """The calibrate stage: statistics of every consumer input; Gram matrices where the refit
+    needs them (by default only where they fit in ``REFIT_MEMORY``). Returns (stats, refit)."""
+    keys = consumer_keys(eligible)
+    gram = refit_keys(analysis, eligible)
+    if refit is None:
+        shapes = {v.name: v.shape for v in analysis.values.values()}
+        need = sum(8 * shapes[name][axis] ** 2 for name, axis in gram
+                   if shapes.get(name) is not None
+                   and isinstance(shapes[name][axis], int))  # fmt: skip
+        refit = need <= REFIT_MEMORY
+    stats = collect_statistics(
+        analysis.model, keys, batches, providers=providers, gram=gram if refit else (),
+        progress=None if progress is None else (lambda i, n: progress("calibrate", i, n)),
     )
+    return stats, refit
 
 
-def _verified(source: ir.Model | onnx.ModelProto | str, original: ir.Model, pruned: ir.Model,
-              plan: RemovalPlan, groups: list[Group], feeds: list,
-              correct: Callable[[RemovalPlan], None],
-              min_cosine: float) -> tuple[Verification, Verification | None]:  # fmt: skip
-    """The oracle's verdicts; raises VerificationError when the pruned model fails it."""
-    try:
-        verification, similarity_check = _oracle(source, original, pruned, plan, groups, feeds,
-                                                 correct, min_cosine)  # fmt: skip
-    except UnsupportedModelError as exc:
-        raise UnsupportedModelError(f"{exc}; so the pruned model cannot be verified: prune "
-                                    "with --no-verify (verify=False) to write it "
-                                    "unverified") from exc
-    if not verification.passed:
-        raise VerificationError(
-            f"pruned model differs from the masked original: {verification.note} "
-            f"(max |diff| {verification.max_abs_diff:.3g}, at "
-            f"{'; '.join(shapes_text(s) for s in verification.input_shapes)}); please "
-            "report this model"
-        )
-    if similarity_check is not None and not similarity_check.passed:
-        raise VerificationError(
-            f"approximate groups change the outputs too much: cosine "
-            f"{similarity_check.min_cosine:.4f} below the threshold {min_cosine} "
-            "(prune less, or lower approximate_min_cosine / --approximate-min-cosine)"
-        )
-    return verification, similarity_check
+def _replayed(plan_data: Mapping, groups: list[Group], eligible: list[Group],
+              refit: bool | None) -> RemovalPlan:  # fmt: skip
+    """A stored plan applied to this model (its fills only with the refit they go with)."""
+    removal = RemovalPlan.build(groups, load_removed(plan_data, eligible))
+    if not plan_data.get("refit_weights") or refit:
+        removal.fills = RemovalPlan.read_fills(plan_data)
+    if any(k >= len(removal.masks) or np.shape(v) != np.shape(removal.masks[k].removed)
+           for k, v in removal.fills.items()):  # fmt: skip
+        raise UsageError("the plan's compensation does not fit this model's masks")
+    return removal
 
 
-def _oracle(source: ir.Model | onnx.ModelProto | str, original: ir.Model, pruned: ir.Model,
-            plan: RemovalPlan, groups: list[Group], feeds: list,
-            correct: Callable[[RemovalPlan], None], min_cosine: float) -> tuple[Verification, Verification | None]:  # fmt: skip
-    """The oracle on ``feeds``: pruned == masked original for the exact groups (approximate
-    groups, when pruned, by cosine of the written model to the masked original), and the
-    normalised working copy == the model as the user gave it."""
-    approximate_ids = {g.id for g in groups if g.approximate}
-    similarity_check = None
-    if approximate_ids & set(plan.removed):
-        exact_plan = RemovalPlan.build(
-            groups, {k: v for k, v in plan.removed.items() if k not in approximate_ids}
-        )
-        correct(exact_plan)
-        verification = verify_plan(original, _shrunk(original, exact_plan), exact_plan, feeds)
-        verification.add_note("oracle run on the exact groups (the model written has the "
-                              "approximate groups pruned too)")  # fmt: skip
-        similarity_check = similarity(masked_model(original, plan), pruned, feeds, min_cosine)
-    else:
-        verification = verify_plan(original, pruned, plan, feeds)
-    reference = compare(source, original, feeds)
-    if not reference.passed:
-        verification.passed = False
-        verification.add_note("the normalised working copy differs from the input model "
-                              f"({reference.note}); please report this model")  # fmt: skip
-    else:
-        verification.add_note("the working copy equals the input model")
-    return verification, similarity_check
+def _unremoved(removal: RemovalPlan, eligible: list[Group], scores: dict, skip: set,
+               ratio: float, allocation: str) -> list[str]:  # fmt: skip
+    """A warning when a uniform ratio removes no whole channel or unit of some groups."""
+    untouched = [g.id for g in eligible if g.id in scores and g.id not in removal.removed
+                 and g.id not in skip]  # fmt: skip
+    if ratio > 0 and untouched and allocation == "uniform":
+        return [f"{len(untouched)} of {len(eligible)} prunable groups lose no channel at ratio "
+                f"{ratio:.3g} (too few channels or units to remove a whole one; groups "
+                f"{untouched[:8]}{' ...' if len(untouched) > 8 else ''})"]  # fmt: skip
+    return []
 
 
-def _as_loaded(model: ModelSource, base_dir: str | Path | None) -> ir.Model | onnx.ModelProto | str:
-    """The model as the user gave it, for the reference check: a path is opened by
-    onnxruntime from the file itself; a proto reading external data from ``base_dir`` is
-    loaded (not normalised) with it."""
-    if isinstance(model, onnx.ModelProto) and base_dir is not None:
-        return load_model(model, base_dir)
-    if isinstance(model, onnx.ModelProto | ir.Model):
-        return model
-    return str(model)
+def _correct(original: ir.Model, stats: dict | None, compensate: bool, refit: bool,
+             removal: RemovalPlan) -> None:  # fmt: skip
+    """The correct stage: attach compensation fills and refit weights computed for this
+    plan's masks (the oracle recomputes them for its exact-groups plan)."""
+    if compensate:
+        removal.fills = compensation_fills(original, removal, stats)
+    if refit:
+        removal.weight_updates, refit_fills = refit_updates(original, removal, stats,
+                                                            centered=compensate)  # fmt: skip
+        removal.fills |= refit_fills
+    check_finite_corrections(removal)

@@ -200,3 +200,24 @@ def score_groups(
         mean = raw.mean()
         scores[group.id] = raw / mean if mean > 0 else raw
     return scores
+
+
+def rank(analysis: Analysis, groups: list[Group], name: str,
+         stats: Stats | None = None) -> tuple[dict[int, np.ndarray], list[str]]:  # fmt: skip
+    """The score stage: ``score_groups`` and a warning for each thing the scores cannot say
+    (groups a data criterion cannot measure, ranked by magnitude; non-finite channel scores,
+    which then rank as the least important)."""
+    scores = score_groups(analysis, groups, name, stats)
+    warnings = []
+    fallback = unmeasured(groups, stats) if name in DATA_CRITERIA else []
+    if fallback:
+        warnings.append(f"{len(fallback)} group(s) have no float consumer input to measure, so "
+                        f"'{name}' cannot rank them; they are ranked by L2 weight magnitude "
+                        f"(groups {fallback[:8]}{' ...' if len(fallback) > 8 else ''})")  # fmt: skip
+    for gid, values in scores.items():
+        if not np.all(np.isfinite(values)):
+            warnings.append(f"group {gid}: {int(np.sum(~np.isfinite(values)))} channel scores "
+                            "are not finite (NaN/inf weights or statistics); they rank as the "
+                            "least important")  # fmt: skip
+            scores[gid] = np.nan_to_num(values, nan=-np.inf, posinf=-np.inf)
+    return scores, warnings

@@ -37,7 +37,7 @@ import onnx_ir as ir
 import onnxruntime as ort
 
 from onnxprune import model_io
-from onnxprune.errors import UnsupportedModelError, UsageError
+from onnxprune.errors import UnsupportedModelError, UsageError, VerificationError
 
 TMP_ENV = "ONNXPRUNE_TMPDIR"
 INLINE_ENV = "ONNXPRUNE_INLINE_LIMIT"
@@ -127,8 +127,9 @@ class Staged:
 def staged(model: ir.Model) -> Staged:
     """``model`` written with external data into a private folder under the temp root (one
     tensor in memory at a time; weights computed on demand are computed then) and loaded back:
-    its weights then live in that file, memory-mapped, instead of in memory. ``remove``
-    deletes the folder (also run when the copy is garbage collected, and at exit)."""
+    its weights then live in that file, memory-mapped, instead of in memory; ``onnx.checker``
+    checks the written file by path. ``remove`` deletes the folder (also run when the copy is
+    garbage collected, and at exit)."""
     nbytes = model_io.model_nbytes(model)
     root = tmp_root()
     check_free_space(root, nbytes + _SPACE_MARGIN)
@@ -136,6 +137,10 @@ def staged(model: ir.Model) -> Staged:
     try:
         path = folder / "model.onnx"
         ir.save(model, path, external_data="model.onnx.data")
+        try:  # by path: the data file's references too
+            onnx.checker.check_model(str(path))
+        except onnx.checker.ValidationError as exc:
+            raise VerificationError(f"the rewritten model fails onnx.checker: {exc}") from exc
         copy = ir.load(path)
     except BaseException:
         shutil.rmtree(folder, ignore_errors=True)

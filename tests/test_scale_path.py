@@ -16,7 +16,7 @@ import onnx_ir as ir
 import onnxruntime as ort
 import pytest
 
-from onnxprune import api, sessions
+from onnxprune import api, oracle, sessions
 from onnxprune.api import prune
 from onnxprune.cli import main
 from onnxprune.metrics import model_cost
@@ -91,7 +91,7 @@ def test_large_model_prunes_in_place_and_moves_its_staged_data(decoder, forced, 
         staged_data.append((result.data, result.data.stat().st_ino))
         return result
 
-    monkeypatch.setattr(api, "staged", spy)
+    monkeypatch.setattr(oracle, "staged", spy)
     out = tmp_path / "out"
     out.mkdir()
     pruned = out / "p.onnx"
@@ -141,7 +141,7 @@ def test_costs_are_counted_on_a_skeleton_without_weight_bytes(decoder):
 
 def test_a_wrong_model_on_the_large_path_fails_and_leaves_nothing(decoder, forced, tmp_path,
                                                                   monkeypatch):  # fmt: skip
-    shrunk = api._shrunk
+    shrunk = api.rewrite
 
     def swapped_columns(original, plan, *, check=True):
         model = shrunk(original, plan, check=check)
@@ -151,7 +151,7 @@ def test_a_wrong_model_on_the_large_path_fails_and_leaves_nothing(decoder, force
         value.const_value = ir.Tensor(array, name=value.name)
         return model
 
-    monkeypatch.setattr(api, "_shrunk", swapped_columns)
+    monkeypatch.setattr(api, "rewrite", swapped_columns)
     out = tmp_path / "p.onnx"
     assert main(["prune", str(decoder), "-o", str(out), "--ratio", "0.25"]) == 1
     assert not out.exists() and not (tmp_path / "p.onnx.data").exists()

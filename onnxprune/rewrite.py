@@ -1,0 +1,35 @@
+"""The rewrite stage: a removal plan applied to a copy of the model.
+
+Order: refit weights (``plan.weight_updates``) replace their initializers; ``ShrinkPass``
+slices every planned tensor (memory-mapped weights lazily) and rewrites the sizes that depend
+on them; ``CompensatePass`` folds the plan's fills into the consumers' biases (against the
+consumers' full-size weights, refit values where the plan has them); ``CleanupPass`` removes
+what no longer feeds an output, re-infers shapes and runs ``onnx.checker`` (skipped with
+``check=False`` for the candidates a target search only measures).
+"""
+
+from __future__ import annotations
+
+import onnx_ir as ir
+
+from onnxprune.passes.cleanup import CleanupPass
+from onnxprune.passes.compensate import CompensatePass
+from onnxprune.passes.refit import apply_weight_updates
+from onnxprune.passes.shrink import ShrinkPass
+from onnxprune.plan import RemovalPlan
+
+
+def rewrite(original: ir.Model, plan: RemovalPlan, *, check: bool = True) -> ir.Model:
+    """A pruned copy of ``original`` (left unchanged) for ``plan``."""
+    model = original.clone()
+    apply_weight_updates(model, plan.weight_updates)
+    ShrinkPass(plan)(model)
+    if plan.fills:
+        nodes = {node.name: node for node in original.graph}
+        weights = {}
+        for index in plan.fills:
+            w = nodes[plan.masks[index].consumer.node].inputs[1]
+            weights[w.name] = plan.weight_updates.get(w.name, w.const_value.numpy())
+        CompensatePass(plan, weights)(model)
+    CleanupPass(check=check)(model)
+    return model
