@@ -56,11 +56,22 @@ def _weight_norms(analysis: Analysis, group: Group, power: int) -> np.ndarray:
         with reading(value.const_value) as array:
             if array.dtype.kind != "f" or array.ndim == 0:
                 continue
-            rows = np.moveaxis(array.astype(np.float64), dim.axis, 0).reshape(
-                array.shape[dim.axis], -1)
-        per_position = np.abs(rows).sum(axis=1) if power == 1 else np.square(rows).sum(axis=1)
+            per_position = _per_position(array, dim.axis, power)
         total += np.bincount(atom_of, weights=per_position, minlength=group.n_atoms)
     return total if power == 1 else np.sqrt(total)
+
+
+def _per_position(array: np.ndarray, axis: int, power: int) -> np.ndarray:
+    """Sum of |w| (power 1) or w² (power 2) over every axis but ``axis``, in float64, one
+    block of rows at a time (no full-size temporary)."""
+    rows = np.moveaxis(array, axis, 0).reshape(array.shape[axis], -1)
+    out = np.zeros(rows.shape[0])
+    step = max(1, (1 << 22) // max(rows.shape[1], 1))
+    for start in range(0, rows.shape[0], step):
+        block = rows[start:start + step].astype(np.float64)
+        out[start:start + step] = (np.abs(block).sum(axis=1) if power == 1
+                                   else np.einsum("ij,ij->i", block, block))  # fmt: skip
+    return out
 
 
 @criterion("l1")

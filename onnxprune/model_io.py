@@ -65,8 +65,10 @@ def load_model(source: ModelSource, base_dir: str | os.PathLike | None = None) -
         raise ModelLoadError(f"'{path}' is a directory; pass the .onnx file inside it")
     if path.stat().st_size == 0:
         raise ModelLoadError(f"model file '{path}' is empty; re-export the model")
-    try:
-        model = ir.load(path)
+    try:  # parsed once: the structure check reads the same proto
+        proto = onnx.load(str(path), load_external_data=False)
+        model = ir.from_proto(proto)
+        ir.external_data.set_base_dir(model.graph, path.parent)
     except Exception as exc:  # protobuf raises DecodeError, RuntimeError, ... for bad bytes
         raise ModelLoadError(
             f"'{path}' is not a readable ONNX model ({type(exc).__name__}: {exc}); "
@@ -74,7 +76,8 @@ def load_model(source: ModelSource, base_dir: str | os.PathLike | None = None) -
         ) from exc
     if len(model.graph) == 0 and not model.graph.outputs:
         raise ModelLoadError(f"'{path}' holds no graph; it is not an ONNX model export")
-    check_structure(onnx.load(str(path), load_external_data=False), f"'{path}'")
+    check_structure(proto, f"'{path}'")
+    del proto
     _check_external_data_readable(model, path)
     return _dynamic_negative_dims(model)
 

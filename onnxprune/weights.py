@@ -28,8 +28,10 @@ def release(tensor: ir.TensorProtocol | None) -> None:
     mapping and any view of it stay valid, and read the file again when next touched)."""
     raw = getattr(tensor, "raw", None) if isinstance(tensor, ir.ExternalTensor) else None
     if isinstance(raw, mmap.mmap) and hasattr(mmap, "MADV_DONTNEED"):
+        start = (tensor.offset or 0) // mmap.PAGESIZE * mmap.PAGESIZE
+        end = min(len(raw), (tensor.offset or 0) + tensor.nbytes)
         with contextlib.suppress(ValueError, OSError):
-            raw.madvise(mmap.MADV_DONTNEED)
+            raw.madvise(mmap.MADV_DONTNEED, start, max(end - start, 0))
 
 
 @contextlib.contextmanager

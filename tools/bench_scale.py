@@ -79,7 +79,7 @@ def bench(kind: str, work: Path) -> dict:
             [*onnxprune, "prune", str(model), "-o", str(out / "p.onnx"), "--target-macs", "0.6"])
     measure("prune --ratio 0.25, calibration 16 x 128 tokens (verified)",
             [*onnxprune, "prune", str(model), "-o", str(out / "p.onnx"), "--ratio", "0.25",
-             "--random", "16", "--dim", "batch=1", "--dim", "sequence=128"])  # fmt: skip
+             "--random", "16", "--dim", "input_ids=1,128"])  # fmt: skip
     cp = rows[0]["wall_s"]
     for row in rows:
         row["x_cp_time"] = round(row["wall_s"] / max(cp, 1e-9), 2)

@@ -1,0 +1,147 @@
+"""onnxprune beside Torch-Pruning on the torchvision CNN zoo, in one run on one machine.
+
+For every CNN of the zoo (random-init, BatchNorm-calibrated weights, as the tests build them;
+the torchscript export for onnxprune) and one pruning ratio, each in its own spawned process
+(imports done before the clock starts; peak RSS is the process's high-water mark):
+
+- onnxprune ``prune(path, ratio, verify=False)`` + ``save``, and the same with the oracle;
+- Torch-Pruning 1.6.1 ``MagnitudePruner`` (L2, the same ratio, the classifier ignored) +
+  ``step()`` on the torch model (its model build is not timed; its RSS includes torch).
+
+Columns: weights MB, wall time of each, peak RSS of each, parameters after. Writes
+``tools/results/bench_peers.{json,md}``.
+
+    python tools/bench_peers.py --ratio 0.5 [--models resnet50 vgg11_bn]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing as mp
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "tests"))
+RESULTS = Path(__file__).parent / "results"
+
+#: The CNNs of tools/results/bench_zoo.md.
+MODELS = ["resnet18", "resnet50", "resnext50_32x4d", "mobilenet_v2", "mobilenet_v3_large",
+          "efficientnet_b0", "regnet_y_400mf", "densenet121", "googlenet", "squeezenet1_1",
+          "vgg11_bn", "mnasnet0_5", "shufflenet_v2_x1_0"]  # fmt: skip
+
+
+def _peak_mb() -> float:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def _onnxprune(name: str, ratio: float, verify: bool, out: str, queue) -> None:
+    import onnxprune
+    import onnxprune.api  # noqa: F401 - the package imports lazily: imports before the clock
+    import zoo
+
+    path = zoo.export(name, "torchscript")
+    start = time.perf_counter()
+    result = onnxprune.prune(path, ratio=ratio, verify=verify)
+    result.save(out)
+    wall = time.perf_counter() - start
+    queue.put({"wall_s": wall, "peak_mb": _peak_mb(), "params": result.cost_after.params,
+               "params_before": result.cost_before.params,
+               "weights_mb": Path(path).stat().st_size / 2**20})  # fmt: skip
+
+
+def _torch_pruning(name: str, ratio: float, queue) -> None:
+    import torch
+    import torch_pruning as tp
+
+    import zoo
+
+    model = zoo.ZOO_MODELS[name]()
+    example = torch.randn(1, 3, zoo.INPUT_SIZE[name], zoo.INPUT_SIZE[name])
+    linears = [m for m in model.modules() if isinstance(m, torch.nn.Linear)]
+    convs = [m for m in model.modules() if isinstance(m, torch.nn.Conv2d)]
+    last = linears[-1:] or convs[-1:]  # the classifier keeps its classes
+    start = time.perf_counter()
+    pruner = tp.pruner.MagnitudePruner(model, example,
+                                       importance=tp.importance.MagnitudeImportance(p=2),
+                                       pruning_ratio=ratio, ignored_layers=last)  # fmt: skip
+    pruner.step()
+    wall = time.perf_counter() - start
+    queue.put({"wall_s": wall, "peak_mb": _peak_mb(),
+               "params": sum(p.numel() for p in model.parameters())})  # fmt: skip
+
+
+def _child(target, *args) -> dict:
+    context = mp.get_context("spawn")
+    queue = context.Queue()
+    process = context.Process(target=target, args=(*args, queue))
+    process.start()
+    try:
+        row = queue.get(timeout=1800)
+    except Exception as exc:  # noqa: BLE001 - a failed child: recorded, the run goes on
+        row = {"error": f"{type(exc).__name__}: {exc}"}
+    process.join()
+    if process.exitcode not in (0, None) and "error" not in row:
+        row["error"] = f"exit {process.exitcode}"
+    return row
+
+
+def bench(name: str, ratio: float, work: Path) -> dict:
+    out = str(work / f"{name}.onnx")
+    row = {"model": name, "ratio": ratio,
+           "onnxprune_no_verify": _child(_onnxprune, name, ratio, False, out),
+           "onnxprune_verified": _child(_onnxprune, name, ratio, True, out),
+           "torch_pruning": _child(_torch_pruning, name, ratio)}  # fmt: skip
+    print(name, {k: v for k, v in row.items() if isinstance(v, dict)}, flush=True)
+    return row
+
+
+def _cell(run: dict, key: str, fmt: str) -> str:
+    return "failed" if "error" in run else format(run[key], fmt)
+
+
+def markdown(rows: list[dict]) -> str:
+    ratio = rows[0]["ratio"] if rows else 0
+    lines = [
+        f"Ratio {ratio}, L2 magnitude, no data; one run on this machine (2 cores), each tool in "
+        "its own process with imports done before the clock starts. onnxprune: "
+        "`prune(path, ratio, verify=...)` + `save` of the torchscript export; Torch-Pruning "
+        "1.6.1: `MagnitudePruner` + `step()` on the torch model (classifier ignored). Peak RSS: "
+        "the process's high-water mark (Torch-Pruning's includes torch itself).", "",
+        "| model | weights MB | onnxprune s (no verify) | onnxprune s (verified) | "
+        "Torch-Pruning s | peak RSS MB (no verify / verified / TP) | params after (onnxprune / "
+        "TP) |", "|---|---:|---:|---:|---:|---:|---:|"]  # fmt: skip
+    for row in rows:
+        a, b, t = row["onnxprune_no_verify"], row["onnxprune_verified"], row["torch_pruning"]
+        weights = _cell(a, "weights_mb", ".0f")
+        lines.append(
+            f"| {row['model']} | {weights} | {_cell(a, 'wall_s', '.2f')} | "
+            f"{_cell(b, 'wall_s', '.2f')} | {_cell(t, 'wall_s', '.2f')} | "
+            f"{_cell(a, 'peak_mb', '.0f')} / {_cell(b, 'peak_mb', '.0f')} / "
+            f"{_cell(t, 'peak_mb', '.0f')} | {_cell(a, 'params', ',')} / {_cell(t, 'params', ',')} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--ratio", type=float, default=0.5)
+    parser.add_argument("--models", nargs="*", default=MODELS)
+    args = parser.parse_args(argv)
+    with tempfile.TemporaryDirectory() as work:
+        rows = [bench(name, args.ratio, Path(work)) for name in args.models]
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / "bench_peers.json").write_text(json.dumps(rows, indent=1))
+    (RESULTS / "bench_peers.md").write_text(markdown(rows))
+    print(markdown(rows))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
