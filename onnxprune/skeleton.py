@@ -68,3 +68,35 @@ def skeleton(model: ir.Model, *, as_inputs: bool = False, small: int = SMALL) ->
             for t in moved if t.name not in declared
         )  # fmt: skip
     return proto
+
+
+#: The domain ``checkable`` moves unregistered default-domain ops to.
+UNREGISTERED = "onnxprune.unregistered"
+
+
+def checkable(proto: onnx.ModelProto) -> onnx.ModelProto:
+    """``proto`` with nodes of the default domain that this onnx has no schema for (onnxruntime
+    adds some there: ``SimplifiedLayerNormalization``) moved to a custom domain, which
+    ``onnx.checker`` skips, as it skips every custom op; the rest is checked in full. The
+    proto is changed in place (pass a copy or a skeleton)."""
+    opset = next((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), None)
+    moved = False
+    for graph in _graphs(proto.graph):
+        for node in graph.node:
+            if node.domain in ("", "ai.onnx") and not onnx.defs.has(node.op_type, ""):
+                node.domain = UNREGISTERED
+                moved = True
+    if moved and opset is not None:
+        proto.opset_import.append(onnx.helper.make_opsetid(UNREGISTERED, 1))
+    return proto
+
+
+def _graphs(graph: onnx.GraphProto) -> Iterator[onnx.GraphProto]:
+    yield graph
+    for node in graph.node:
+        for attr in node.attribute:
+            if attr.type == onnx.AttributeProto.GRAPH:
+                yield from _graphs(attr.g)
+            elif attr.type == onnx.AttributeProto.GRAPHS:
+                for sub in attr.graphs:
+                    yield from _graphs(sub)

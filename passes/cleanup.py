@@ -12,7 +12,7 @@ from onnx_ir.passes import InPlacePass, PassResult
 from onnx_ir.passes.common import RemoveUnusedNodesPass, ShapeInferencePass
 
 from onnxprune.errors import VerificationError
-from onnxprune.skeleton import skeleton
+from onnxprune.skeleton import checkable, skeleton
 
 
 def drop_intermediate_shapes(model: ir.Model, *, keep_custom: bool = True) -> None:
@@ -43,7 +43,8 @@ class CleanupPass(InPlacePass):
         ShapeInferencePass()(model)
         if self.check:  # on the weightless skeleton: a model of any size, data never copied
             try:
-                onnx.checker.check_model(skeleton(model, as_inputs=True), full_check=True)
+                onnx.checker.check_model(checkable(skeleton(model, as_inputs=True)),
+                                         full_check=True)
             except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError) as exc:
                 raise VerificationError(f"the rewritten model fails onnx.checker: {exc}") from exc
         return PassResult(model, True)

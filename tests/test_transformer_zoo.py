@@ -124,6 +124,25 @@ def test_transformer_heads_and_mlp_prune_exactly(name: str, exporter: str, tmp_p
 
 
 @pytest.mark.zoo
+def test_ort_optimized_llama_prunes_around_ops_onnx_does_not_know() -> None:
+    """A Llama after onnxruntime's optimizer: SimplifiedLayerNormalization sits in the default
+    domain without an ONNX schema (onnx.checker refuses it), SkipSimplifiedLayerNormalization in
+    com.microsoft. The hidden width they normalise stays; heads and MLP prune, exactly, and
+    the checker still checks everything else."""
+    path = transformer_zoo.export_ort_optimized("llama", model_type="gpt2")
+    ops = Counter((n.domain, n.op_type) for n in onnx.load(path).graph.node)
+    assert ops[("", "SimplifiedLayerNormalization")] == 1
+    assert ops[("com.microsoft", "SkipSimplifiedLayerNormalization")] == 4
+    analysis = onnxprune.analyze(path)
+    assert "SimplifiedLayerNormalization" in analysis.analysis.unknown_ops
+    result = onnxprune.prune(path, ratio=0.5, inputs=_feeds("llama"))
+    assert_exact(result)
+    assert result.cost_after.params < 0.8 * result.cost_before.params
+    kept = Counter((n.domain, n.op_type) for n in result.to_proto().graph.node)
+    assert kept[("", "SimplifiedLayerNormalization")] == 1
+
+
+@pytest.mark.zoo
 def test_ort_optimized_bert_prunes_fused_attention_heads() -> None:
     """BERT after onnxruntime's transformer optimizer: com.microsoft Attention (packed QKV,
     ``num_heads``), SkipLayerNormalization, BiasGelu, EmbedLayerNormalization."""

@@ -235,9 +235,11 @@ def export(name: str, exporter: str) -> Path:
                       cache_dir())
 
 
-def export_ort_optimized(name: str, exporter: str = "torchscript") -> Path:
-    """The export of ``name`` after ``onnxruntime.transformers.optimizer`` (BERT-type fusion:
-    Attention, SkipLayerNormalization, BiasGelu, EmbedLayerNormalization, com.microsoft)."""
+def export_ort_optimized(name: str, exporter: str = "torchscript",
+                         model_type: str = "bert") -> Path:  # fmt: skip
+    """The export of ``name`` after ``onnxruntime.transformers.optimizer`` (``bert``: Attention,
+    SkipLayerNormalization, BiasGelu, EmbedLayerNormalization, com.microsoft; ``gpt2`` on a
+    Llama: SimplifiedLayerNormalization in the default domain, SkipSimplifiedLayerNormalization)."""
 
     def write(tmp: Path) -> None:
         import onnx
@@ -246,8 +248,9 @@ def export_ort_optimized(name: str, exporter: str = "torchscript") -> Path:
         config = MODELS[name].build().model.config
         with zoo.quiet():
             fused = optimizer.optimize_model(
-                str(export(name, exporter)), model_type="bert", opt_level=0,
+                str(export(name, exporter)), model_type=model_type, opt_level=0,
                 num_heads=config.num_attention_heads, hidden_size=config.hidden_size)
         onnx.save(fused.model, str(tmp))
 
-    return zoo.cached(f"{name}-{exporter}-ort-optimized.onnx", write, cache_dir())
+    suffix = "" if model_type == "bert" else f"-{model_type}"
+    return zoo.cached(f"{name}-{exporter}-ort-optimized{suffix}.onnx", write, cache_dir())

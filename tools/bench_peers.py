@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import json
 import multiprocessing as mp
+import queue as queue_module
 import sys
 import tempfile
 import time
@@ -82,11 +83,14 @@ def _child(target, *args) -> dict:
     queue = context.Queue()
     process = context.Process(target=target, args=(*args, queue))
     process.start()
-    try:
-        row = queue.get(timeout=1800)
-    except Exception as exc:  # noqa: BLE001 - a failed child: recorded, the run goes on
-        row = {"error": f"{type(exc).__name__}: {exc}"}
+    row = None
+    while row is None and (process.is_alive() or not queue.empty()):
+        try:
+            row = queue.get(timeout=1)
+        except queue_module.Empty:
+            continue
     process.join()
+    row = row if row is not None else {"error": f"exit {process.exitcode}"}
     if process.exitcode not in (0, None) and "error" not in row:
         row["error"] = f"exit {process.exitcode}"
     return row
