@@ -54,11 +54,33 @@ def _weight_norms(analysis: Analysis, group: Group, power: int) -> np.ndarray:
         if value is None or value.const_value is None:
             continue
         with reading(value.const_value) as array:
-            if array.dtype.kind != "f" or array.ndim == 0:
+            array = _dequantized(value, array)
+            if array is None or array.ndim == 0:
                 continue
             per_position = _per_position(array, dim.axis, power)
         total += np.bincount(atom_of, weights=per_position, minlength=group.n_atoms)
     return total if power == 1 else np.sqrt(total)
+
+
+def _dequantized(value, array: np.ndarray) -> np.ndarray | None:
+    """A float weight as it is; an integer one read by a DequantizeLinear (as its input 0) as
+    the float values it stands for, (w - zero_point) x scale; anything else None."""
+    if array.dtype.kind == "f":
+        return array
+    readers = [(n, i) for n, i in value.uses() if n.op_type == "DequantizeLinear" and i == 0]
+    if array.dtype.kind not in "iu" or len(readers) != 1:
+        return None
+    node = readers[0][0]
+    scale = constant_array(node.inputs[1])
+    zero = constant_array(node.inputs[2]) if len(node.inputs) > 2 else None
+    if scale is None or node.attributes.get("block_size") is not None:
+        return None
+    shape = [1] * array.ndim
+    if scale.ndim == 1 and scale.size > 1:
+        axis = node.attributes["axis"].value if "axis" in node.attributes else 1
+        shape[axis % array.ndim] = scale.size
+    offset = 0.0 if zero is None else zero.astype(np.float64).reshape(shape)
+    return (array.astype(np.float64) - offset) * scale.astype(np.float64).reshape(shape)
 
 
 def _per_position(array: np.ndarray, axis: int, power: int) -> np.ndarray:

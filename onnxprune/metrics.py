@@ -1,7 +1,8 @@
 """Parameters and MACs of an ONNX model, by op type.
 
-Parameters: elements of every float initializer read by a node, counted once and attributed
-to the op type of its first reader in graph order. MACs: multiply-accumulates of the
+Parameters: elements of every float initializer read by a node, and of every 8- or 4-bit
+integer initializer read as a quantized weight, counted once and attributed to the op type of
+its first reader in graph order. MACs: multiply-accumulates of the
 contractions only (the thop/fvcore convention), for one run at the bound input dims:
 Conv N·Cout·prod(out spatial)·Cin/group·prod(kernel); ConvTranspose
 N·Cin·prod(in spatial)·Cout/group·prod(kernel); Gemm M·N·K; MatMul prod(batch)·M·N·K; the
@@ -214,13 +215,23 @@ def _proto(model: Countable) -> onnx.ModelProto:
     return skeleton(model) if isinstance(model, ir.Model) else model
 
 
+#: Where an integer initializer is a quantized weight: op type -> its weight input indices.
+QUANTIZED_WEIGHTS = {"DequantizeLinear": (0,), "QLinearConv": (3,), "QLinearMatMul": (3,),
+                     "ConvInteger": (1,), "MatMulInteger": (1,), "QGemm": (3,)}  # fmt: skip
+INTEGER_TYPES = {TensorProto.INT8, TensorProto.UINT8, TensorProto.INT4, TensorProto.UINT4}
+
+
 def parameter_counts(model: Countable) -> dict[str, int]:
-    """Elements of every float initializer (or Constant) that a node reads, by tensor name."""
+    """Elements of every float initializer (or Constant) that a node reads, and of every
+    8- or 4-bit integer one read as a quantized weight (``QUANTIZED_WEIGHTS``), by name."""
     model = _proto(model)
     tensors = _initializers(model)
     read = {name for node in model.graph.node for name in node.input}
+    quantized = {node.input[i] for node in model.graph.node
+                 for i in QUANTIZED_WEIGHTS.get(node.op_type, ()) if i < len(node.input)}  # fmt: skip
     return {name: math.prod(t.dims) for name, t in tensors.items()
-            if name in read and t.data_type in FLOAT_TYPES}  # fmt: skip
+            if name in read and (t.data_type in FLOAT_TYPES
+                                 or (t.data_type in INTEGER_TYPES and name in quantized))}  # fmt: skip
 
 
 def node_macs(model: Countable, dims: Dims | None = None) -> dict[str, int | None]:

@@ -14,6 +14,12 @@ FIGURES: dict[str, tuple[float, float, str]] = {
     "digits_cnn_l2_50": (368 / 450, 2 / 450, "bundled digits CNN at 50% MACs, L2 magnitude"),
     "digits_cnn_calibrated_50": (442 / 450, 2 / 450,
                                  "bundled digits CNN at 50% MACs, fluctuation + refit"),
+    "digits_qdq_original": (446 / 450, 1 / 450, "digits CNN quantized (QDQ int8), original"),
+    "digits_qdq_calibrated_50": (427 / 450, 2 / 450,
+                                 "digits CNN quantized (QDQ, per-tensor) at 50% MACs, calibrated"),
+    "digits_qdq_per_channel_calibrated_50": (428 / 450, 2 / 450,
+                                             "digits CNN quantized (QDQ, per-channel) at 50% "
+                                             "MACs, calibrated"),
     "keras_digits_original": (441 / 450, 1 / 450, "Keras digits CNN, original"),
     "keras_digits_calibrated_50": (440 / 450, 2 / 450, "Keras digits CNN at 50% MACs"),
     "sklearn_mlp_original": (438 / 450, 1 / 450, "scikit-learn MLP, original"),

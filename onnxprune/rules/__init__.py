@@ -12,6 +12,7 @@ from onnxprune.rules import (  # noqa: F401  (imported for registration)
     linear,
     normalization,
     pooling,
+    quantized,
     recurrent,
     shape_ops,
     spatial,
