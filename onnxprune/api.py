@@ -36,6 +36,7 @@ from onnxprune.metrics import ModelCost, model_cost, node_macs, parameter_counts
 from onnxprune.model_io import (
     ModelSource,
     files_read,
+    from_graphsurgeon,
     load_model,
     save_model,
     uses_external_data,
@@ -108,6 +109,7 @@ def analyze(
     ``head_dim``: where a dim is split into factors (heads x head_dim), prune the innermost
     factor (head_dim, in every head alike) instead of the outermost (whole heads).
     ``base_dir``: the folder whose external data a ``ModelProto`` loaded without it reads."""
+    model = from_graphsurgeon(model)
     source = None if isinstance(model, onnx.ModelProto | ir.Model) else Path(model)
     working = load_model(model, base_dir)
     external = uses_external_data(working)
@@ -138,6 +140,12 @@ class PruneResult:
 
     def to_proto(self) -> onnx.ModelProto:
         return ir.to_proto(self.model)
+
+    def to_graphsurgeon(self):
+        """The pruned model as an ``onnx_graphsurgeon.Graph`` (needs onnx-graphsurgeon)."""
+        import onnx_graphsurgeon as gs
+
+        return gs.import_onnx(self.to_proto())
 
     def close(self) -> None:
         """Remove the temporary copy a large verified model was staged in (``model`` reads its
@@ -253,7 +261,8 @@ def prune(
     """Prune ``model`` and verify the result.
 
     Args:
-        model: a path, ``onnx.ModelProto`` or ``onnx_ir.Model`` (never modified).
+        model: a path, ``onnx.ModelProto``, ``onnx_ir.Model`` or ``onnx_graphsurgeon.Graph``
+            (never modified).
         ratio: fraction of each prunable group's channels to remove, in [0, 1).
         target_macs: keep this fraction of the original MACs (0.5 halves them); searches a
             uniform ratio.
@@ -302,6 +311,7 @@ def prune(
         UsageError: options out of range or matching nothing.
         VerificationError: the oracle failed.
     """
+    model = from_graphsurgeon(model)
     targets = {"ratio": ratio, "target_macs": target_macs, "target_params": target_params,
                "target_latency": target_latency, "plan": plan}  # fmt: skip
     _check_arguments(model, targets, inputs, allocation, approximate_min_cosine)
@@ -451,7 +461,8 @@ def _check_arguments(model: Any, targets: dict, inputs: Any, allocation: str,
     if plan is not None and not isinstance(plan, str | Path | Mapping):
         raise UsageError(f"plan must be a path or a dict, got {type(plan).__name__}")
     if not isinstance(model, str | Path | onnx.ModelProto | ir.Model):
-        raise UsageError("model must be a path, an onnx.ModelProto or an onnx_ir.Model, got "
+        raise UsageError("model must be a path, an onnx.ModelProto, an onnx_ir.Model or an "
+                         "onnx_graphsurgeon.Graph, got "
                          f"{type(model).__name__}")  # fmt: skip
     if inputs is not None and (isinstance(inputs, Mapping) or not all(
             isinstance(f, Mapping) for f in inputs)):  # fmt: skip

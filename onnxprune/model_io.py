@@ -31,6 +31,17 @@ ModelSource = str | os.PathLike | onnx.ModelProto | ir.Model
 PROTOBUF_LIMIT = 2**31 - 1 - 64 * 2**20
 
 
+def from_graphsurgeon(model: object) -> object:
+    """An ``onnx_graphsurgeon.Graph`` (the graph TensorRT users edit) as the ``ModelProto`` it
+    exports (its opset and weights included); anything else as given."""
+    kind = type(model)
+    if kind.__name__ == "Graph" and kind.__module__.startswith("onnx_graphsurgeon"):
+        import onnx_graphsurgeon as gs
+
+        return gs.export_onnx(model)
+    return model
+
+
 def load_model(source: ModelSource, base_dir: str | os.PathLike | None = None) -> ir.Model:
     """Return an onnx-ir model for ``source``; a given ``ir.Model`` is copied, never mutated.
     A ``ModelProto`` that still refers to external data reads it from ``base_dir`` (the folder
