@@ -23,7 +23,7 @@ from onnx_ir.passes.common import (
 
 from onnxprune import rules
 from onnxprune.channel_graph import ChannelGraph, Dim, Reason
-from onnxprune.graph_values import all_values
+from onnxprune.graph_values import all_values, analysed_graphs, analysed_nodes
 from onnxprune.passes.fold_constants import FoldShapeConstantsPass
 from onnxprune.passes.untie import UntieRecord, UntieSharedConstantsPass
 from onnxprune.rules.context import RuleContext, _RankUnknown
@@ -58,8 +58,8 @@ class Analysis:
 
     @cached_property
     def nodes(self) -> dict[str, ir.Node]:
-        """Nodes of the main graph by name (names are unique after normalisation)."""
-        return {node.name: node for node in self.model.graph}
+        """Nodes of the main graph and of If branches by name (unique after normalisation)."""
+        return {node.name: node for node in analysed_nodes(self.model.graph)}
 
     @cached_property
     def values(self) -> dict[str, ir.Value]:
@@ -113,7 +113,7 @@ def analyze(
     untied = normalize(model)
     opset = model_opset(model)
     analysis = Analysis(model, ChannelGraph(), opset, untied.copies)
-    nodes = list(model.graph)
+    nodes = analysed_nodes(model.graph)
     for i, node in enumerate(nodes):
         _apply_rule(analysis, node)
         if progress is not None:
@@ -193,11 +193,14 @@ def _block_interface(analysis: Analysis) -> None:
 
 
 def _block_subgraph_captures(analysis: Analysis) -> None:
-    main = analysis.model.graph
+    """A value read inside a subgraph the analysis does not enter (a Loop or Scan body) is
+    blocked: what the body does with it is not mapped. If branches are analysed like the
+    main graph (``graph_values.TRANSPARENT``)."""
+    entered = {id(g) for g in analysed_graphs(analysis.model.graph)}
     for value in analysis.values.values():
         for node, _ in value.uses():
-            if node.graph is not main:
-                reason = Reason(node.name, node.op_type, "read inside a subgraph (If/Loop/Scan)")
+            if id(node.graph) not in entered:
+                reason = Reason(node.name, node.op_type, "read inside a Loop/Scan body")
                 _block_value(analysis, value, reason)
                 break
 

@@ -10,15 +10,49 @@ def reads_constant(node: ir.Node) -> bool:
     return any(v is not None and v.const_value is not None for v in node.inputs)
 
 
-def all_values(graph: ir.Graph) -> dict[str, ir.Value]:
-    """Every named value of the main graph: inputs, initializers and node outputs."""
-    values: dict[str, ir.Value] = {}
-    for v in (*graph.inputs, *graph.initializers.values()):
-        values[v.name] = v
+#: Ops whose subgraphs are analysed like the main graph (a branch runs once, on the values it
+#: reads): their nodes, initializers and outputs take part in groups. Loop and Scan bodies
+#: carry state between iterations and stay opaque (what they read is blocked).
+TRANSPARENT = frozenset({"If"})
+
+
+def branches(node: ir.Node) -> list[ir.Graph]:
+    """The subgraphs of a transparent node (If: then, else), else none."""
+    if node.op_type not in TRANSPARENT or node.domain not in ("", "ai.onnx"):
+        return []
+    return [a.value for a in node.attributes.values() if isinstance(a.value, ir.Graph)]
+
+
+def analysed_nodes(graph: ir.Graph) -> list[ir.Node]:
+    """The main graph's nodes and, after each transparent node, its branches' (recursively)."""
+    out = []
     for node in graph:
-        for v in node.outputs:
-            if v is not None and v.name:
-                values[v.name] = v
+        out.append(node)
+        for branch in branches(node):
+            out.extend(analysed_nodes(branch))
+    return out
+
+
+def analysed_graphs(graph: ir.Graph) -> list[ir.Graph]:
+    """The main graph and every branch of a transparent node in it (recursively)."""
+    out = [graph]
+    for node in graph:
+        for branch in branches(node):
+            out.extend(analysed_graphs(branch))
+    return out
+
+
+def all_values(graph: ir.Graph) -> dict[str, ir.Value]:
+    """Every named value of the graph and of its transparent nodes' branches: inputs,
+    initializers and node outputs."""
+    values: dict[str, ir.Value] = {}
+    for g in analysed_graphs(graph):
+        for v in (*g.inputs, *g.initializers.values()):
+            values[v.name] = v
+        for node in g:
+            for v in node.outputs:
+                if v is not None and v.name:
+                    values[v.name] = v
     return values
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import onnx_ir as ir
 
+from onnxprune.graph_values import analysed_nodes
 from onnxprune.passes.cleanup import CleanupPass
 from onnxprune.passes.compensate import CompensatePass
 from onnxprune.passes.refit import apply_weight_updates
@@ -25,7 +26,7 @@ def rewrite(original: ir.Model, plan: RemovalPlan, *, check: bool = True) -> ir.
     apply_weight_updates(model, plan.weight_updates)
     ShrinkPass(plan)(model)
     if plan.fills:
-        nodes = {node.name: node for node in original.graph}
+        nodes = {node.name: node for node in analysed_nodes(original.graph)}
         weights = {}
         for index in plan.fills:
             w = nodes[plan.masks[index].consumer.node].inputs[1]

@@ -48,6 +48,7 @@ import onnxruntime as ort
 
 from onnxprune.channel_graph import Dim
 from onnxprune.errors import UsageError
+from onnxprune.graph_values import analysed_graphs, analysed_nodes
 from onnxprune.input_sizes import shapes_text
 from onnxprune.plan import RemovalPlan
 from onnxprune.sessions import is_large, open_session, with_outputs
@@ -132,7 +133,7 @@ def masked_model(original: ir.Model, plan: RemovalPlan) -> ir.Model:
     for name, array in plan.weight_updates.items():  # refit weights, as in the pruned model
         model.graph.initializers[name].const_value = ir.Tensor(np.ascontiguousarray(array),
                                                                name=name)  # fmt: skip
-    nodes = {node.name: node for node in model.graph}
+    nodes = {node.name: node for node in analysed_nodes(model.graph)}
     for i, mask in enumerate(plan.masks):
         node = nodes[mask.consumer.node]
         x = node.inputs[mask.consumer.input_index]
@@ -149,7 +150,7 @@ def masked_model(original: ir.Model, plan: RemovalPlan) -> ir.Model:
         mul.outputs[0].name = f"{name}_out"
         mul.outputs[0].shape = x.shape
         mul.outputs[0].type = x.type
-        model.graph.insert_before(node, mul)
+        node.graph.insert_before(node, mul)
         masked = mul.outputs[0]
         if i in fills:
             constant = np.zeros(mask.size, dtype=values.dtype)
@@ -160,7 +161,7 @@ def masked_model(original: ir.Model, plan: RemovalPlan) -> ir.Model:
             add = ir.Node("", "Add", [masked, fill_value], name=f"{name}_fill_add", num_outputs=1)
             add.outputs[0].name = f"{name}_filled"
             add.outputs[0].shape, add.outputs[0].type = x.shape, x.type
-            model.graph.insert_before(node, add)
+            node.graph.insert_before(node, add)
             masked = add.outputs[0]
         node.replace_input_with(mask.consumer.input_index, masked)
     return model
@@ -408,18 +409,29 @@ def verify_plan(
     return result
 
 
+_QUANTIZED = {ir.DataType.INT8, ir.DataType.UINT8, ir.DataType.INT4, ir.DataType.UINT4}
+
+
+def _initializers(model: ir.Model) -> dict[str, ir.Value]:
+    return {name: value for graph in analysed_graphs(model.graph)
+            for name, value in graph.initializers.items()}  # fmt: skip
+
+
 def check_weights(result: Verification, original: ir.Model, pruned: ir.Model,
                   plan: RemovalPlan) -> None:  # fmt: skip
-    """Every float initializer the pruned model shares by name with the original equals the
-    original's (refit values where the plan has them) taken at the kept positions of each
-    shrunk axis, exactly. Inputs a dead channel leaves unread cannot show a misplaced weight
-    column at the outputs; this shows it."""
+    """Every float or quantized (8/4-bit integer) initializer the pruned model shares by name
+    with the original, in the main graph and in If branches, equals the original's (refit
+    values where the plan has them) taken at the kept positions of each shrunk axis, exactly.
+    Inputs a dead channel leaves unread cannot show a misplaced weight column at the outputs;
+    this shows it."""
     bad = []
-    for name, value in pruned.graph.initializers.items():
-        before = original.graph.initializers.get(name)
+    originals = _initializers(original)
+    for name, value in _initializers(pruned).items():
+        before = originals.get(name)
         if before is None or value.const_value is None or before.const_value is None:
             continue
-        if not before.const_value.dtype.is_floating_point():
+        if not (before.const_value.dtype.is_floating_point()
+                or before.const_value.dtype in _QUANTIZED):  # fmt: skip
             continue
         full = plan.weight_updates.get(name)
         with reading(before.const_value) as source, reading(value.const_value) as actual:

@@ -19,6 +19,7 @@ import onnx_ir as ir
 from onnx_ir.passes import InPlacePass, PassResult
 
 from onnxprune.channel_graph import Dim
+from onnxprune.graph_values import analysed_nodes
 from onnxprune.plan import Mask, RemovalPlan
 from onnxprune.shape_values import constant_array
 from onnxprune.statistics import ChannelStats, Key
@@ -66,7 +67,7 @@ def compensable_masks(
 ) -> Iterator[tuple[int, Mask, ir.Node, ChannelStats]]:
     """(mask index, mask, consumer, statistics of its input) for every mask whose consumer
     can absorb a bias and whose input was calibrated."""
-    nodes = {node.name: node for node in model.graph}
+    nodes = {node.name: node for node in analysed_nodes(model.graph)}
     for index, mask in enumerate(plan.masks):
         node = nodes.get(mask.consumer.node)
         if node is None or not compensable(node, mask):
@@ -94,7 +95,7 @@ class CompensatePass(InPlacePass):
         self.weights = weights
 
     def call(self, model: ir.Model) -> PassResult:
-        nodes = {node.name: node for node in model.graph}
+        nodes = {node.name: node for node in analysed_nodes(model.graph)}
         deltas: dict[str, np.ndarray] = {}
         for index, fill in self.plan.fills.items():
             mask = self.plan.masks[index]

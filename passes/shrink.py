@@ -16,7 +16,7 @@ import onnx_ir as ir
 from onnx_ir.passes import InPlacePass, PassResult
 
 from onnxprune.errors import UnsupportedModelError
-from onnxprune.graph_values import all_values
+from onnxprune.graph_values import all_values, analysed_nodes
 from onnxprune.plan import RemovalPlan
 from onnxprune.shape_values import Broadcast, Literal, int_vector, shape_entries
 from onnxprune.weights import sliced
@@ -103,7 +103,7 @@ class ShrinkPass(InPlacePass):
         self.graph = model.graph
         self.values = all_values(model.graph)
         self.writer = _Writer(self.values)
-        for node in list(model.graph):
+        for node in analysed_nodes(model.graph):
             domain = "" if node.domain in ("", "ai.onnx") else node.domain
             rewrite = REWRITERS.get((domain, node.op_type))
             if rewrite is not None:

@@ -6,6 +6,7 @@ Importing this package registers every rule.
 from onnxprune.rules import (  # noqa: F401  (imported for registration)
     concat_split,
     contrib,
+    control_flow,
     conv,
     elementwise,
     layout,
