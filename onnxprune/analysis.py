@@ -23,7 +23,7 @@ from onnx_ir.passes.common import (
 
 from onnxprune import rules
 from onnxprune.channel_graph import ChannelGraph, Dim, Reason
-from onnxprune.graph_values import all_values, analysed_graphs, analysed_nodes
+from onnxprune.graph_values import all_values, analysed_graphs, analysed_nodes, branches
 from onnxprune.passes.fold_constants import FoldShapeConstantsPass
 from onnxprune.passes.untie import UntieRecord, UntieSharedConstantsPass
 from onnxprune.rules.context import RuleContext, _RankUnknown
@@ -193,16 +193,36 @@ def _block_interface(analysis: Analysis) -> None:
 
 
 def _block_subgraph_captures(analysis: Analysis) -> None:
-    """A value read inside a subgraph the analysis does not enter (a Loop or Scan body) is
-    blocked: what the body does with it is not mapped. If branches are analysed like the
-    main graph (``graph_values.TRANSPARENT``)."""
-    entered = {id(g) for g in analysed_graphs(analysis.model.graph)}
-    for value in analysis.values.values():
-        for node, _ in value.uses():
-            if id(node.graph) not in entered:
-                reason = Reason(node.name, node.op_type, "read inside a Loop/Scan body")
-                _block_value(analysis, value, reason)
-                break
+    """A value read inside a subgraph the analysis does not enter (a Loop or Scan body, an
+    If whose branches lack shapes) is blocked: what the body does with it is not mapped.
+    Reads are found by name (a subgraph may name an outer value without the IR linking the
+    use)."""
+    for graph in analysed_graphs(analysis.model.graph):
+        for node in graph:
+            if branches(node):
+                continue
+            for attr in node.attributes.values():
+                if not isinstance(attr.value, ir.Graph):
+                    continue
+                reason = Reason(node.name, node.op_type,
+                                f"read inside the {node.op_type} subgraph (not analysed)")
+                for name in sorted(_captured_names(attr.value)):
+                    value = analysis.values.get(name)
+                    if value is not None:
+                        _block_value(analysis, value, reason)
+
+
+def _captured_names(graph: ir.Graph) -> set[str]:
+    """Names a subgraph (and its own subgraphs) reads without defining them."""
+    defined = {v.name for v in graph.inputs} | set(graph.initializers)
+    used = {v.name for v in graph.outputs}
+    for node in graph:
+        defined |= {v.name for v in node.outputs if v is not None}
+        used |= {v.name for v in node.inputs if v is not None}
+        for attr in node.attributes.values():
+            if isinstance(attr.value, ir.Graph):
+                used |= _captured_names(attr.value)
+    return used - defined
 
 
 def _block_unbound_size_reads(analysis: Analysis) -> None:

@@ -17,10 +17,23 @@ TRANSPARENT = frozenset({"If"})
 
 
 def branches(node: ir.Node) -> list[ir.Graph]:
-    """The subgraphs of a transparent node (If: then, else), else none."""
+    """The subgraphs of a transparent node (If: then, else) whose every value has a known
+    shape, else none: a branch whose shapes inference could not give is left opaque (what it
+    reads is blocked) rather than analysed on guesses."""
     if node.op_type not in TRANSPARENT or node.domain not in ("", "ai.onnx"):
         return []
-    return [a.value for a in node.attributes.values() if isinstance(a.value, ir.Graph)]
+    graphs = [a.value for a in node.attributes.values() if isinstance(a.value, ir.Graph)]
+    return graphs if all(_shaped(g) for g in graphs) else []
+
+
+def _shaped(graph: ir.Graph) -> bool:
+    for node in graph:
+        if any(v is not None and v.shape is None for v in (*node.inputs, *node.outputs)):
+            return False
+        if any(not _shaped(a.value) for a in node.attributes.values()
+               if isinstance(a.value, ir.Graph)):  # fmt: skip
+            return False
+    return all(v.shape is not None for v in graph.outputs)
 
 
 def analysed_nodes(graph: ir.Graph) -> list[ir.Node]:

@@ -91,8 +91,11 @@ def collect_statistics(
                   if v.name not in types and v.type.tensor_type.elem_type}  # fmt: skip
     wanted: dict[str, list[int]] = {}
     weights = set(model.graph.initializers)  # a consumer reading a weight (LSTM's R) has no data
+    # only main-graph values can become extra outputs (not those inside If branches)
+    reachable = {v.name for v in model.graph.inputs} | {
+        v.name for node in model.graph for v in node.outputs if v is not None}
     for tensor, axis in keys:
-        if (tensor in types and tensor not in weights
+        if (tensor in types and tensor not in weights and tensor in reachable
                 and ir.DataType(types[tensor]).is_floating_point()):  # fmt: skip
             wanted.setdefault(tensor, []).append(axis)
     names = sorted(wanted)

@@ -138,10 +138,43 @@ def test_a_loop_body_reading_a_channel_blocks_it():
     analysis = onnxprune.analyze(model)
     stem = next(g for g in analysis.groups if any(d.tensor == "w1" for d in g.atom_of))
     assert not stem.prunable
-    assert any("Loop/Scan body" in str(r) for r in stem.blocked), [str(r) for r in stem.blocked]
+    assert any("Loop subgraph" in str(r) for r in stem.blocked), [str(r) for r in stem.blocked]
 
 
 @pytest.mark.parametrize("ratio", [0.25, 0.75])
 def test_branch_groups_prune_at_other_ratios(ratio):
     result = onnxprune.prune(_if_with_constant_weights(), ratio=ratio)
     assert_exact(result)
+
+
+def test_an_if_output_of_unknown_rank_blocks_what_its_branches_return():
+    """Branches returning different ranks (then: the 4-D activation, else: it flattened) give
+    the If output no rank, so its readers cannot be mapped: the channels the branches return
+    are blocked rather than shrunk under a reader that still expects them all (the pattern
+    of silero-vad's decoder)."""
+    rng = np.random.default_rng(3)
+
+    def branch(name: str, op: str) -> onnx.GraphProto:
+        shape = [1, 8, 8, 8] if op == "Identity" else [1, 512]
+        out = helper.make_tensor_value_info(f"{name}_y", TensorProto.FLOAT, shape)
+        return helper.make_graph([helper.make_node(op, ["r"], [f"{name}_y"], name=f"{name}_op")],
+                                 name, [], [out])  # fmt: skip
+
+    w1 = numpy_helper.from_array(rng.standard_normal((8, 3, 3, 3)).astype(np.float32), "w1")
+    w2 = numpy_helper.from_array(rng.standard_normal((2, 8, 1, 1)).astype(np.float32), "w2")
+    zero = numpy_helper.from_array(np.array(0, np.float32), "zero")
+    nodes = [helper.make_node("Conv", ["x", "w1"], ["a"], name="c1", pads=[1, 1, 1, 1]),
+             helper.make_node("Relu", ["a"], ["r"], name="relu"),
+             helper.make_node("ReduceSum", ["x"], ["s"], name="sum", keepdims=0),
+             helper.make_node("Greater", ["s", "zero"], ["cond"], name="gt"),
+             helper.make_node("If", ["cond"], ["b"], name="if", then_branch=branch("then", "Identity"),
+                              else_branch=branch("else", "Flatten")),
+             helper.make_node("Conv", ["b", "w2"], ["y"], name="c2")]  # fmt: skip
+    graph = helper.make_graph(
+        nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 8, 8])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)], [w1, w2, zero])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    analysis = onnxprune.analyze(model)
+    stem = next(g for g in analysis.groups if any(d.tensor == "w1" for d in g.atom_of))
+    assert not stem.prunable
+    assert any("If output 0" in str(r) for r in stem.blocked), [str(r) for r in stem.blocked]

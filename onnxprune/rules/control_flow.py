@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import onnx_ir as ir
 
+from onnxprune.graph_values import branches as graph_branches
 from onnxprune.rules.context import RuleContext
 from onnxprune.rules.registry import channel_rule
 
@@ -19,6 +20,9 @@ from onnxprune.rules.registry import channel_rule
 @channel_rule("If")
 def if_(node: ir.Node, ctx: RuleContext) -> None:
     """Y_k = then_k or else_k: every axis of both is the same dim as Y_k's."""
+    if not graph_branches(node):
+        ctx.block("If branches with values of unknown shape are not analysed")
+        return
     branches = [node.attributes[k].value for k in ("then_branch", "else_branch")
                 if k in node.attributes]  # fmt: skip
     cond = ctx.input(0)
@@ -28,7 +32,8 @@ def if_(node: ir.Node, ctx: RuleContext) -> None:
         outs = [b.outputs[k] for b in branches if k < len(b.outputs)]
         ranks = {ctx.rank(v) for v in (y, *outs)}
         if len(outs) != 2 or len(ranks) != 1 or None in ranks:
-            ctx.block(f"If output {k} and its branch outputs differ in rank or are unknown", [y])
+            ctx.block(f"If output {k} and its branch outputs differ in rank or are unknown",
+                      [y, *outs])  # fmt: skip
             continue
         for out in outs:
             ctx.passthrough(out, y)
