@@ -15,8 +15,11 @@ $(VENV)/.runtime: pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install -q -e .
 	touch $@
 
-$(VENV)/.test: pyproject.toml | $(BIN)/python
+# silero-vad's wheel is a test fixture (the ONNX files it ships); its own dependencies
+# (torchaudio) are not needed, so it is installed without them.
+$(VENV)/.test: pyproject.toml Makefile | $(BIN)/python
 	$(BIN)/python -m pip install -q -e '.[test,frameworks]'
+	$(BIN)/python -m pip install -q --no-deps silero-vad==6.2.3
 	touch $@ $(VENV)/.runtime
 
 demo: $(VENV)/.runtime

@@ -201,13 +201,25 @@ _ATTENTION = {"Attention": _attention_macs, "MultiHeadAttention": _mha_macs,
               "GroupQueryAttention": _gqa_macs}  # fmt: skip
 
 
+def _graphs(graph: onnx.GraphProto) -> list[onnx.GraphProto]:
+    """``graph`` and every subgraph in it (If branches, Loop and Scan bodies)."""
+    out = [graph]
+    for node in graph.node:
+        for a in node.attribute:
+            for sub in ([a.g] if a.type == onnx.AttributeProto.GRAPH else list(a.graphs)):
+                out.extend(_graphs(sub))
+    return out
+
+
 def _initializers(model: onnx.ModelProto) -> dict[str, onnx.TensorProto]:
-    tensors = {t.name: t for t in model.graph.initializer}
-    for node in model.graph.node:
-        if node.op_type == "Constant":
-            for a in node.attribute:
-                if a.name == "value":
-                    tensors[node.output[0]] = a.t
+    tensors = {}
+    for graph in _graphs(model.graph):
+        tensors.update({t.name: t for t in graph.initializer})
+        for node in graph.node:
+            if node.op_type == "Constant":
+                for a in node.attribute:
+                    if a.name == "value":
+                        tensors[node.output[0]] = a.t
     return tensors
 
 
@@ -223,11 +235,13 @@ INTEGER_TYPES = {TensorProto.INT8, TensorProto.UINT8, TensorProto.INT4, TensorPr
 
 def parameter_counts(model: Countable) -> dict[str, int]:
     """Elements of every float initializer (or Constant) that a node reads, and of every
-    8- or 4-bit integer one read as a quantized weight (``QUANTIZED_WEIGHTS``), by name."""
+    8- or 4-bit integer one read as a quantized weight (``QUANTIZED_WEIGHTS``), by name;
+    subgraphs (If branches, Loop bodies) included."""
     model = _proto(model)
     tensors = _initializers(model)
-    read = {name for node in model.graph.node for name in node.input}
-    quantized = {node.input[i] for node in model.graph.node
+    nodes = [node for graph in _graphs(model.graph) for node in graph.node]
+    read = {name for node in nodes for name in node.input}
+    quantized = {node.input[i] for node in nodes
                  for i in QUANTIZED_WEIGHTS.get(node.op_type, ()) if i < len(node.input)}  # fmt: skip
     return {name: math.prod(t.dims) for name, t in tensors.items()
             if name in read and (t.data_type in FLOAT_TYPES
@@ -250,11 +264,12 @@ def model_cost(model: Countable, dims: Dims | None = None) -> ModelCost:
     params_by_op: dict[str, int] = {}
     macs_by_op: dict[str, int] = {}
     unknown: list[str] = []
-    for node in inferred.graph.node:
+    for node in (n for graph in _graphs(inferred.graph) for n in graph.node):
         for name in node.input:
             if name in counts and name not in seen:
                 seen.add(name)
                 params_by_op[node.op_type] = params_by_op.get(node.op_type, 0) + counts[name]
+    for node in inferred.graph.node:  # MACs of the main graph (subgraph shapes are not bound)
         macs = _node_macs(node, shapes)
         if macs is None:
             unknown.append(node.name or node.op_type)

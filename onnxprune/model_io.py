@@ -350,7 +350,7 @@ def _movable(model: ir.Model, data: Path, folder: Path) -> bool:
     """Whether every external tensor of ``model`` reads ``data`` (and nothing else large is
     held in memory), and ``data`` can be renamed into ``folder`` (same file system)."""
     held = 0
-    for value in model.graph.initializers.values():
+    for value in (v for g in model.graphs() for v in g.initializers.values()):
         tensor = value.const_value
         if isinstance(tensor, ir.ExternalTensor):
             if Path(tensor.path).resolve() != data.resolve():
@@ -362,8 +362,9 @@ def _movable(model: ir.Model, data: Path, folder: Path) -> bool:
 
 
 def _repoint(model: ir.Model, old: Path, new: Path) -> None:
-    """External tensors reading ``old`` read the same bytes of ``new`` (the file was moved)."""
-    for value in model.graph.initializers.values():
+    """External tensors reading ``old`` read the same bytes of ``new`` (the file was moved),
+    in every graph of the model."""
+    for value in (v for g in model.graphs() for v in g.initializers.values()):
         tensor = value.const_value
         if isinstance(tensor, ir.ExternalTensor) and os.path.abspath(tensor.path) == str(old):
             value.const_value = ir.ExternalTensor(

@@ -20,6 +20,10 @@ FIGURES: dict[str, tuple[float, float, str]] = {
     "digits_qdq_per_channel_calibrated_50": (428 / 450, 2 / 450,
                                              "digits CNN quantized (QDQ, per-channel) at 50% "
                                              "MACs, calibrated"),
+    "silero_vad_original": (0.88, 1 / 100, "silero-vad (float16) on 100 synthetic clips"),
+    "silero_vad_calibrated_30": (0.80, 1 / 100,
+                                 "silero-vad (float16) on 100 synthetic clips at ratio 0.3, "
+                                 "calibrated"),
     "keras_digits_original": (441 / 450, 1 / 450, "Keras digits CNN, original"),
     "keras_digits_calibrated_50": (440 / 450, 2 / 450, "Keras digits CNN at 50% MACs"),
     "sklearn_mlp_original": (438 / 450, 1 / 450, "scikit-learn MLP, original"),
