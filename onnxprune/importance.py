@@ -62,24 +62,38 @@ def _weight_norms(analysis: Analysis, group: Group, power: int) -> np.ndarray:
     return total if power == 1 else np.sqrt(total)
 
 
+#: Readers of a quantized weight: (op, input) -> (scale input, zero-point input).
+_QUANTIZED_READERS = {("DequantizeLinear", 0): (1, 2), ("QLinearConv", 3): (4, 5),
+                      ("QGemm", 3): (4, 5)}  # fmt: skip
+
+
 def _dequantized(value, array: np.ndarray) -> np.ndarray | None:
-    """A float weight as it is; an integer one read by a DequantizeLinear (as its input 0) as
-    the float values it stands for, (w - zero_point) x scale; anything else None."""
+    """A float weight as it is; an integer one read as a quantized weight (DequantizeLinear,
+    QLinearConv, QGemm) as the float values it stands for, (w - zero_point) x scale with a
+    scale vector along the weight's quantization axis; anything else None."""
     if array.dtype.kind == "f":
         return array
-    readers = [(n, i) for n, i in value.uses() if n.op_type == "DequantizeLinear" and i == 0]
+    readers = [(n, i) for n, i in value.uses() if (n.op_type, i) in _QUANTIZED_READERS]
     if array.dtype.kind not in "iu" or len(readers) != 1:
         return None
-    node = readers[0][0]
-    scale = constant_array(node.inputs[1])
-    zero = constant_array(node.inputs[2]) if len(node.inputs) > 2 else None
+    node, index = readers[0]
+    scale_at, zero_at = _QUANTIZED_READERS[(node.op_type, index)]
+    scale = constant_array(node.inputs[scale_at])
+    zero = constant_array(node.inputs[zero_at]) if len(node.inputs) > zero_at else None
     if scale is None or node.attributes.get("block_size") is not None:
         return None
     shape = [1] * array.ndim
     if scale.ndim == 1 and scale.size > 1:
-        axis = node.attributes["axis"].value if "axis" in node.attributes else 1
+        if node.op_type == "DequantizeLinear":
+            axis = node.attributes["axis"].value if "axis" in node.attributes else 1
+        elif node.op_type == "QGemm":
+            trans = node.attributes.get("transB")
+            axis = 0 if trans is not None and trans.value else 1
+        else:
+            axis = 0
         shape[axis % array.ndim] = scale.size
-    offset = 0.0 if zero is None else zero.astype(np.float64).reshape(shape)
+    offset = 0.0 if zero is None else zero.astype(np.float64).reshape(
+        shape if zero.size > 1 else [1] * array.ndim)
     return (array.astype(np.float64) - offset) * scale.astype(np.float64).reshape(shape)
 
 

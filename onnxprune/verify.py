@@ -47,7 +47,7 @@ import onnx_ir as ir
 import onnxruntime as ort
 
 from onnxprune.channel_graph import Dim
-from onnxprune.errors import UsageError
+from onnxprune.errors import UnsupportedModelError, UsageError
 from onnxprune.graph_values import analysed_graphs, analysed_nodes
 from onnxprune.input_sizes import shapes_text
 from onnxprune.plan import RemovalPlan
@@ -125,7 +125,8 @@ class Verification:
 
 
 def masked_model(original: ir.Model, plan: RemovalPlan) -> ir.Model:
-    """A copy of ``original`` with the plan's removed channels zeroed at their consumers, or,
+    """A copy of ``original`` with the plan's removed channels zeroed at their consumers (set
+    to the zero point where the consumer reads a quantized integer input), or,
     for mask ``i`` in ``plan.fills``, set to the constants ``plan.fills[i]`` (bias
     compensation); initializers in ``plan.weight_updates`` carry their refit values."""
     fills = plan.fills
@@ -143,10 +144,18 @@ def masked_model(original: ir.Model, plan: RemovalPlan) -> ir.Model:
         values = np.ones(mask.size, dtype=x.dtype.numpy())
         values[mask.removed] = 0
         name = f"onnxprune_mask_{i}"
-        mask_value = ir.Value(name=name, shape=ir.Shape(shape), type=x.type)
+        zero_point = _zero_point(node, mask.consumer.input_index)
+        if zero_point is not None:  # a quantized input: "nothing" is its zero point
+            values = values.astype(bool)
+        mask_value = ir.Value(name=name, shape=ir.Shape(shape),
+                              type=ir.TensorType(ir.DataType.BOOL) if zero_point is not None
+                              else x.type)  # fmt: skip
         mask_value.const_value = ir.Tensor(values.reshape(shape), name=name)
         model.graph.register_initializer(mask_value)
-        mul = ir.Node("", "Mul", [x, mask_value], name=f"{name}_mul", num_outputs=1)
+        mul = (ir.Node("", "Mul", [x, mask_value], name=f"{name}_mul", num_outputs=1)
+               if zero_point is None else
+               ir.Node("", "Where", [mask_value, x, zero_point], name=f"{name}_where",
+                       num_outputs=1))  # fmt: skip
         mul.outputs[0].name = f"{name}_out"
         mul.outputs[0].shape = x.shape
         mul.outputs[0].type = x.type
@@ -168,6 +177,23 @@ def masked_model(original: ir.Model, plan: RemovalPlan) -> ir.Model:
 
 
 ModelLike = ir.Model | onnx.ModelProto | str
+
+#: Integer inputs of quantized ops and the input holding their zero point.
+ZERO_POINTS = {"QLinearConv": {0: 2}, "QGemm": {0: 2}, "QLinearMatMul": {0: 2, 3: 5},
+               "ConvInteger": {0: 2}, "MatMulInteger": {0: 2}}  # fmt: skip
+
+
+def _zero_point(node: ir.Node, index: int) -> ir.Value | None:
+    """The zero-point value of a quantized op's integer input ``index`` (a removed channel is
+    masked to it, contributing nothing), else None (masked to 0)."""
+    x = node.inputs[index]
+    position = ZERO_POINTS.get(node.op_type, {}).get(index)
+    if position is None or x is None or x.dtype is None or x.dtype.is_floating_point():
+        return None
+    zero = node.inputs[position] if position < len(node.inputs) else None
+    if zero is None:
+        raise UnsupportedModelError(f"'{node.name}' has no zero point for input {index}")
+    return zero
 
 
 def _outputs(session: ort.InferenceSession) -> list[str]:

@@ -1,8 +1,9 @@
 """Quantized models from ``onnxruntime.quantization``: the QDQ format (per-tensor and
 per-channel int8) prunes exactly, int8 weights sliced with their scales and zero points,
-and keeps its accuracy; the integer-arithmetic formats (QOperator, dynamic quantization),
-whose masked integer inputs would mean their zero point rather than zero, are blocked with
-the op named and never rewritten; a wrong QDQ model fails the oracle's comparison."""
+and keeps its accuracy; the QOperator format (QLinearConv, QGemm, QLinearAdd on uint8)
+prunes exactly against a masked model that sets removed channels to the zero point (zero
+would be wrong, and a test shows it); dynamic quantization (ConvInteger) is blocked with the
+op named; a wrong QDQ model fails the oracle's comparison."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import onnx
+import onnx_ir as ir
 import onnxruntime as ort
 import pytest
 from onnxruntime.quantization import (
@@ -23,9 +25,9 @@ from onnxruntime.quantization.shape_inference import quant_pre_process
 
 import onnxprune
 from accuracy import check_accuracy
-from graphs import assert_exact
+from graphs import assert_exact, conv, model, weight
 from onnxprune.cli import main
-from onnxprune.verify import compare
+from onnxprune.verify import compare, masked_model
 
 ROOT = Path(__file__).resolve().parent.parent
 DIGITS = ROOT / "models" / "digits_cnn.onnx"
@@ -91,14 +93,68 @@ def test_qdq_model_prunes_exactly_and_keeps_its_accuracy(quantized, name):
                    "digits_qdq_per_channel_calibrated_50", measured)  # fmt: skip
 
 
-@pytest.mark.parametrize(("name", "op"), [("qoperator", "QLinearConv"),
-                                          ("dynamic", "ConvInteger")])  # fmt: skip
-def test_integer_arithmetic_is_blocked_with_the_op_named(quantized, tmp_path, capsys, name, op):
-    analysis = onnxprune.analyze(quantized[name])
+def test_qoperator_model_prunes_exactly_with_zero_point_masks(quantized):
+    """QLinearConv/QGemm read uint8 activations: the oracle masks a removed channel to the
+    input's zero point (a Where), and the pruned model equals that exactly."""
+    path = quantized["qoperator"]
+    ops = {n.op_type for n in onnx.load(path).graph.node}
+    assert {"QLinearConv", "QGemm", "QLinearAdd"} <= ops and "Conv" not in ops
+    result = onnxprune.prune(path, target_macs=0.5, calibration=CALIB)
+    assert_exact(result)
+    assert result.verification.max_abs_diff == 0.0
+    assert any("no float consumer input" in w for w in result.options["warnings"])
+    masked = masked_model(result.original, result.plan)
+    assert any(n.op_type == "Where" for n in masked.graph)
+    measured = _accuracy(result.to_proto())
+    print(f"qoperator: {_accuracy(path):.2%} -> {measured:.2%} at 50% MACs")
+    check_accuracy("digits_qoperator_50", measured)
+
+
+def test_a_zeroed_instead_of_zero_point_mask_would_be_wrong(tmp_path):
+    """Two QOperator convolutions with no ReLU between them, so the second reads uint8 with a
+    zero point far from 0: the pruned model equals the zero-point-masked original exactly,
+    and a mask of 0 (what a float input takes) gives a different model."""
+    float_model = tmp_path / "two_convs.onnx"
+    onnx.save(model([conv("c1", "x", "w1", "b1", "a", pads=[1, 1, 1, 1]),
+                     conv("c2", "a", "w2", "b2", "y")],
+                    {"x": [1, 3, 8, 8]}, {"y": [1, 4, 8, 8]},
+                    {"w1": weight(16, 3, 3, 3, seed=0), "b1": weight(16, seed=1),
+                     "w2": weight(4, 16, 1, 1, seed=2), "b2": weight(4, seed=3)}),
+              float_model)  # fmt: skip
+    samples = [{"x": weight(1, 3, 8, 8, seed=10 + k)} for k in range(8)]
+
+    class Reader(CalibrationDataReader):
+        def __init__(self) -> None:
+            self.feeds = iter(samples)
+
+        def get_next(self):
+            return next(self.feeds, None)
+
+    path = tmp_path / "two_convs_qop.onnx"
+    quantize_static(str(float_model), str(path), Reader(), quant_format=QuantFormat.QOperator,
+                    activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8)  # fmt: skip
+    result = onnxprune.prune(path, ratio=0.5, inputs=samples[:2])
+    assert_exact(result)
+    right = masked_model(result.original, result.plan)
+    where = [n for n in right.graph if n.op_type == "Where"]
+    assert where and int(where[0].inputs[2].const_value.numpy()) != 0
+    wrong = right.clone()
+    for node in [n for n in wrong.graph if n.op_type == "Where"]:
+        zero = node.inputs[2]
+        value = ir.Value(name=f"{node.name}_zero", shape=zero.shape, type=zero.type)
+        value.const_value = ir.Tensor(np.zeros_like(zero.const_value.numpy()), name=value.name)
+        wrong.graph.register_initializer(value)
+        node.replace_input_with(2, value)
+    assert compare(right, result.model, samples[2:]).passed
+    assert not compare(wrong, result.model, samples[2:]).passed
+
+
+def test_dynamic_quantization_is_blocked_with_the_op_named(quantized, tmp_path, capsys):
+    analysis = onnxprune.analyze(quantized["dynamic"])
     assert not analysis.prunable
-    assert op in analysis.analysis.unknown_ops
+    assert "ConvInteger" in analysis.analysis.unknown_ops
     out = tmp_path / "p.onnx"
-    assert main(["prune", str(quantized[name]), "-o", str(out), "--ratio", "0.5"]) == 2
+    assert main(["prune", str(quantized["dynamic"]), "-o", str(out), "--ratio", "0.5"]) == 2
     assert "nothing would change" in capsys.readouterr().err and not out.exists()
 
 

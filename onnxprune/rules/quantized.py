@@ -7,8 +7,12 @@ channels (per-channel weights: the int8 initializer, its scale and its zero poin
 together). Blocked quantization (``block_size``) is blocked. A removed channel reaches no
 consumer here: the float ops after DequantizeLinear are its consumers, where the oracle's
 mask puts an exact zero (a masked integer tensor would mean its zero point, not zero).
-Integer-arithmetic ops (QLinearConv, QLinearMatMul, ConvInteger, MatMulInteger, QGemm,
-DynamicQuantizeLinear) have no rule: their channels are blocked.
+QOperator ops: QLinearConv and com.microsoft QGemm contract their quantized input like Conv
+and Gemm (their integer input is a consumer: the oracle's mask sets a removed channel to the
+input's zero point, which is what contributes nothing there); their weight's scale and zero
+point vectors follow the output channels; QLinearAdd broadcasts like Add. QLinearMatMul,
+ConvInteger, MatMulInteger and DynamicQuantizeLinear have no rule: their channels are
+blocked.
 """
 
 from __future__ import annotations
@@ -43,3 +47,84 @@ def quantize_linear(node: ir.Node, ctx: RuleContext) -> None:
                           [param])  # fmt: skip
             else:
                 ctx.ignore(*ctx.dims(param))
+
+
+def _scalars(ctx: RuleContext, node: ir.Node, indices: tuple[int, ...]) -> bool:
+    """Per-tensor scales and zero points at ``indices`` (0-D or one element); False (and the
+    node blocked) where one is per-axis."""
+    for i in indices:
+        param = node.inputs[i] if i < len(node.inputs) else None
+        if param is None or not ctx.rank(param):
+            continue
+        if ctx.shape(param) != (1,):
+            ctx.block(f"{node.op_type} with a per-axis quantization parameter at input {i}")
+            return False
+        ctx.ignore(*ctx.dims(param))
+    return True
+
+
+def _per_channel(ctx: RuleContext, node: ir.Node, indices: tuple[int, ...], dim) -> None:
+    """Weight scales/zero points at ``indices``: a vector is the weight's output channels."""
+    for i in indices:
+        param = node.inputs[i] if i < len(node.inputs) else None
+        if param is None or not ctx.rank(param):
+            continue
+        if ctx.shape(param) == (1,):
+            ctx.ignore(*ctx.dims(param))
+        else:
+            ctx.same(ctx.dim(param, 0), dim)
+
+
+@channel_rule("QLinearConv")
+def qlinear_conv(node: ir.Node, ctx: RuleContext) -> None:
+    """Conv on uint8/int8 (x, x_scale, x_zp, w, w_scale, w_zp, y_scale, y_zp, B): as Conv,
+    with w at input 3 and B at 8; w_scale/w_zp vectors follow W's output channels; the
+    activation scales are per-tensor. Grouped forms are blocked."""
+    x, w, b, y = ctx.input(0), ctx.input(3), ctx.input(8), ctx.output(0)
+    if not _scalars(ctx, node, (1, 2, 6, 7)):
+        return
+    if ctx.attr("group", 1) != 1:
+        ctx.block("grouped QLinearConv is not supported yet")
+        return
+    xd, wd, yd = ctx.dims(x), ctx.dims(w), ctx.dims(y)
+    ctx.same(xd[0], yd[0])
+    for dims in (xd[2:], wd[2:], yd[2:]):
+        for d in dims:
+            ctx.block_dim(d, "spatial or kernel axis")
+    ctx.same(xd[1], wd[1])
+    ctx.same(wd[0], yd[1])
+    ctx.consume(xd[1], 0)
+    if isinstance(ctx.size(yd[1]), int):
+        ctx.produce(yd[1])
+    _per_channel(ctx, node, (4, 5), wd[0])
+    if b is not None:
+        ctx.same(ctx.dim(b, 0), yd[1])
+
+
+@channel_rule("QGemm", domain="com.microsoft")
+def qgemm(node: ir.Node, ctx: RuleContext) -> None:
+    """Gemm on quantized A (input 0) and B (input 3): A's K axis is contracted with B's; B's
+    N axis, its scale/zero-point vectors and C (input 6) are Y's output columns."""
+    a, b, c, y = ctx.input(0), ctx.input(3), ctx.input(6), ctx.output(0)
+    if not _scalars(ctx, node, (1, 2, 7, 8)) or ctx.attr("transA", 0):
+        if ctx.attr("transA", 0):
+            ctx.block("QGemm with transA")
+        return
+    ad, bd, yd = ctx.dims(a), ctx.dims(b), ctx.dims(y)
+    b_k, b_n = (bd[1], bd[0]) if ctx.attr("transB", 0) else (bd[0], bd[1])
+    ctx.same(ad[1], b_k)
+    ctx.consume(ad[1], 0)
+    ctx.same(ad[0], yd[0])
+    ctx.same(b_n, yd[1])
+    if isinstance(ctx.size(yd[1]), int):
+        ctx.produce(yd[1])
+    _per_channel(ctx, node, (4, 5), b_n)
+    if c is not None:
+        ctx.broadcast([c], y)
+
+
+@channel_rule("QLinearAdd", domain="com.microsoft")
+def qlinear_add(node: ir.Node, ctx: RuleContext) -> None:
+    """C = A + B on quantized tensors with per-tensor scales: broadcasting as Add."""
+    if _scalars(ctx, node, (1, 2, 4, 5, 6, 7)):
+        ctx.broadcast([ctx.input(0), ctx.input(3)], ctx.output(0))
