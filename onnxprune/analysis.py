@@ -195,8 +195,7 @@ def _block_interface(analysis: Analysis) -> None:
 def _block_subgraph_captures(analysis: Analysis) -> None:
     """A value read inside a subgraph the analysis does not enter (a Loop or Scan body, an
     If whose branches lack shapes) is blocked: what the body does with it is not mapped.
-    Reads are found by name (a subgraph may name an outer value without the IR linking the
-    use)."""
+    Reads are every name the body (and its own subgraphs) uses without defining it."""
     for graph in analysed_graphs(analysis.model.graph):
         for node in graph:
             if branches(node):
