@@ -27,7 +27,7 @@ from onnxprune.graph_values import all_values, analysed_graphs, analysed_nodes, 
 from onnxprune.passes.fold_constants import FoldShapeConstantsPass
 from onnxprune.passes.untie import UntieRecord, UntieSharedConstantsPass
 from onnxprune.rules.context import RuleContext, _RankUnknown
-from onnxprune.shape_refine import refine_reshape_shapes
+from onnxprune.shape_refine import contrib_gemm_shapes, refine_reshape_shapes
 from onnxprune.shape_values import (
     SHAPE_ARITHMETIC,
     SIZE_COMBINERS,
@@ -83,6 +83,8 @@ def normalize(model: ir.Model) -> UntieRecord:
     ShapeInferencePass()(model)
     refine_reshape_shapes(model)
     complete_shapes(model)
+    if contrib_gemm_shapes(model):
+        ShapeInferencePass()(model)  # what reads the QGemm output gets its shapes too
     return record
 
 

@@ -113,3 +113,26 @@ def refine_reshape_shapes(model: ir.Model) -> bool:
     if changed:
         ShapeInferencePass()(model)
     return changed
+
+
+def contrib_gemm_shapes(model: ir.Model) -> int:
+    """Output shapes of com.microsoft QGemm, which neither ONNX's nor onnxruntime's shape
+    inference gives: Y is (M, N) with M from A (A is (M, K); transA is not written by the
+    quantizer) and N from B ((N, K) with transB, else (K, N)); its type is the output zero
+    point's (quantized output) or float. Returns how many were set."""
+    changed = 0
+    for node in model.graph:
+        if node.op_type != "QGemm" or node.domain != "com.microsoft" or not node.outputs:
+            continue
+        y, a, b = node.outputs[0], node.inputs[0], node.inputs[3]
+        trans_a, trans_b = node.attributes.get("transA"), node.attributes.get("transB")
+        if (y.shape is not None or a is None or b is None or a.shape is None or b.shape is None
+                or len(a.shape) != 2 or len(b.shape) != 2 or (trans_a and trans_a.value)):  # fmt: skip
+            continue
+        n = b.shape[0] if trans_b is not None and trans_b.value else b.shape[1]
+        y.shape = ir.Shape([a.shape[0], n])
+        zero = node.inputs[8] if len(node.inputs) > 8 else None
+        if y.dtype is None:
+            y.dtype = zero.dtype if zero is not None and zero.dtype else ir.DataType.FLOAT
+        changed += 1
+    return changed

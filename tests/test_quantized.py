@@ -102,6 +102,7 @@ def test_qoperator_model_prunes_exactly_with_zero_point_masks(quantized):
     result = onnxprune.prune(path, target_macs=0.5, calibration=CALIB)
     assert_exact(result)
     assert result.verification.max_abs_diff == 0.0
+    assert len(result.plan.removed) == 4  # the fc group too: QGemm's output shape is set
     assert any("no float consumer input" in w for w in result.options["warnings"])
     masked = masked_model(result.original, result.plan)
     assert any(n.op_type == "Where" for n in masked.graph)
