@@ -27,7 +27,7 @@ import onnx
 import onnx_ir as ir
 from onnx import TensorProto
 
-from onnxprune.skeleton import skeleton
+from onnxprune.skeleton import graphs, skeleton
 from onnxprune.symbolic_shapes import infer_symbolic_shapes
 
 Dims = Mapping[str, int | Sequence[int]]
@@ -201,19 +201,9 @@ _ATTENTION = {"Attention": _attention_macs, "MultiHeadAttention": _mha_macs,
               "GroupQueryAttention": _gqa_macs}  # fmt: skip
 
 
-def _graphs(graph: onnx.GraphProto) -> list[onnx.GraphProto]:
-    """``graph`` and every subgraph in it (If branches, Loop and Scan bodies)."""
-    out = [graph]
-    for node in graph.node:
-        for a in node.attribute:
-            for sub in ([a.g] if a.type == onnx.AttributeProto.GRAPH else list(a.graphs)):
-                out.extend(_graphs(sub))
-    return out
-
-
 def _initializers(model: onnx.ModelProto) -> dict[str, onnx.TensorProto]:
     tensors = {}
-    for graph in _graphs(model.graph):
+    for graph in graphs(model.graph):
         tensors.update({t.name: t for t in graph.initializer})
         for node in graph.node:
             if node.op_type == "Constant":
@@ -239,7 +229,7 @@ def parameter_counts(model: Countable) -> dict[str, int]:
     subgraphs (If branches, Loop bodies) included."""
     model = _proto(model)
     tensors = _initializers(model)
-    nodes = [node for graph in _graphs(model.graph) for node in graph.node]
+    nodes = [node for graph in graphs(model.graph) for node in graph.node]
     read = {name for node in nodes for name in node.input}
     quantized = {node.input[i] for node in nodes
                  for i in QUANTIZED_WEIGHTS.get(node.op_type, ()) if i < len(node.input)}  # fmt: skip
@@ -264,7 +254,7 @@ def model_cost(model: Countable, dims: Dims | None = None) -> ModelCost:
     params_by_op: dict[str, int] = {}
     macs_by_op: dict[str, int] = {}
     unknown: list[str] = []
-    for node in (n for graph in _graphs(inferred.graph) for n in graph.node):
+    for node in (n for graph in graphs(inferred.graph) for n in graph.node):
         for name in node.input:
             if name in counts and name not in seen:
                 seen.add(name)

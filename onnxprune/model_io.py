@@ -24,6 +24,7 @@ import onnx
 import onnx_ir as ir
 
 from onnxprune.errors import ModelLoadError, UnsupportedModelError, UsageError
+from onnxprune.skeleton import weightless
 
 ModelSource = str | os.PathLike | onnx.ModelProto | ir.Model
 
@@ -135,20 +136,15 @@ def _check_declared_outputs(proto: onnx.ModelProto, where: str) -> None:
                 for o in proto.graph.output if o.type.tensor_type.HasField("shape")}  # fmt: skip
     if not any(any(v is not None for v in dims) for dims in declared.values()):
         return
-    graph = onnx.GraphProto(name=proto.graph.name)
-    graph.node.extend(proto.graph.node)
-    graph.input.extend(proto.graph.input)
-    inputs = {v.name for v in proto.graph.input}
-    for tensor in proto.graph.initializer:
-        if math.prod(tensor.dims) <= 4096 and tensor.data_location != onnx.TensorProto.EXTERNAL:
-            graph.initializer.append(tensor)
-        elif tensor.name not in inputs:
-            graph.input.append(onnx.helper.make_tensor_value_info(tensor.name, tensor.data_type,
-                                                                  list(tensor.dims)))  # fmt: skip
-    graph.output.extend(onnx.helper.make_empty_tensor_value_info(o.name)
-                        for o in proto.graph.output)  # fmt: skip
-    skeleton = onnx.helper.make_model(graph, opset_imports=list(proto.opset_import),
-                                      ir_version=proto.ir_version)  # fmt: skip
+    skeleton = weightless(proto, lambda t: math.prod(t.dims) > 4096
+                          or t.data_location == onnx.TensorProto.EXTERNAL)  # fmt: skip
+    if skeleton is proto:
+        skeleton = onnx.ModelProto()
+        skeleton.CopyFrom(proto)  # small: every initializer holds at most 4096 elements
+    del skeleton.graph.value_info[:]  # the outputs' shapes come from inference alone
+    del skeleton.graph.output[:]
+    skeleton.graph.output.extend(onnx.helper.make_empty_tensor_value_info(o.name)
+                                 for o in proto.graph.output)  # fmt: skip
     try:
         inferred = onnx.shape_inference.infer_shapes(skeleton, data_prop=True)
     except Exception:  # noqa: BLE001 - inference gives up on some valid models: no verdict

@@ -12,7 +12,7 @@ proto of a 4 GB model is a few hundred kilobytes. Shape inference, cost counting
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import onnx
 import onnx_ir as ir
@@ -56,18 +56,50 @@ def skeleton(model: ir.Model, *, as_inputs: bool = False, small: int = SMALL) ->
     docstring); ``model`` is left as it was."""
     with _swapped(model, small) as stubs:
         proto = ir.to_proto(model)
-    if as_inputs:
-        large = {v.name for v in stubs}
-        declared = {v.name for v in proto.graph.input}
-        kept = [t for t in proto.graph.initializer if t.name not in large]
-        moved = [t for t in proto.graph.initializer if t.name in large]
-        del proto.graph.initializer[:]
-        proto.graph.initializer.extend(kept)
-        proto.graph.input.extend(
-            onnx.helper.make_tensor_value_info(t.name, t.data_type, list(t.dims))
-            for t in moved if t.name not in declared
-        )  # fmt: skip
-    return proto
+    if not as_inputs:
+        return proto
+    large = {v.name for v in stubs}
+    return weightless(proto, lambda t: t.name in large)
+
+
+def weightless(proto: onnx.ModelProto,
+               drop: Callable[[onnx.TensorProto], bool]) -> onnx.ModelProto:  # fmt: skip
+    """A new proto with ``proto``'s graph, opsets and functions in which every initializer
+    ``drop`` selects is a typed graph input instead (never copied); ``proto`` itself when
+    ``drop`` selects none."""
+    if not any(drop(t) for t in proto.graph.initializer):
+        return proto
+    bare = onnx.ModelProto()
+    for name in ("ir_version", "producer_name", "domain", "model_version"):
+        setattr(bare, name, getattr(proto, name))
+    bare.opset_import.extend(proto.opset_import)
+    bare.functions.extend(proto.functions)
+    graph = bare.graph
+    graph.name = proto.graph.name
+    graph.node.extend(proto.graph.node)
+    graph.input.extend(proto.graph.input)
+    graph.output.extend(proto.graph.output)
+    graph.value_info.extend(proto.graph.value_info)
+    declared = {v.name for v in graph.input}
+    for tensor in proto.graph.initializer:
+        if not drop(tensor):
+            graph.initializer.append(tensor)
+        elif tensor.name not in declared:
+            graph.input.append(onnx.helper.make_tensor_value_info(tensor.name, tensor.data_type,
+                                                                  list(tensor.dims)))  # fmt: skip
+    return bare
+
+
+def graphs(graph: onnx.GraphProto) -> Iterator[onnx.GraphProto]:
+    """``graph`` and every subgraph in it (If branches, Loop and Scan bodies), recursively."""
+    yield graph
+    for node in graph.node:
+        for attr in node.attribute:
+            if attr.type == onnx.AttributeProto.GRAPH:
+                yield from graphs(attr.g)
+            elif attr.type == onnx.AttributeProto.GRAPHS:
+                for sub in attr.graphs:
+                    yield from graphs(sub)
 
 
 #: The domain ``checkable`` moves unregistered default-domain ops to.
@@ -81,7 +113,7 @@ def checkable(proto: onnx.ModelProto) -> onnx.ModelProto:
     proto is changed in place (pass a copy or a skeleton)."""
     opset = next((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), None)
     moved = False
-    for graph in _graphs(proto.graph):
+    for graph in graphs(proto.graph):
         for node in graph.node:
             if node.domain in ("", "ai.onnx") and not onnx.defs.has(node.op_type, ""):
                 node.domain = UNREGISTERED
@@ -89,14 +121,3 @@ def checkable(proto: onnx.ModelProto) -> onnx.ModelProto:
     if moved and opset is not None:
         proto.opset_import.append(onnx.helper.make_opsetid(UNREGISTERED, 1))
     return proto
-
-
-def _graphs(graph: onnx.GraphProto) -> Iterator[onnx.GraphProto]:
-    yield graph
-    for node in graph.node:
-        for attr in node.attribute:
-            if attr.type == onnx.AttributeProto.GRAPH:
-                yield from _graphs(attr.g)
-            elif attr.type == onnx.AttributeProto.GRAPHS:
-                for sub in attr.graphs:
-                    yield from _graphs(sub)

@@ -20,7 +20,7 @@ import onnx_ir as ir
 from onnx import TensorProto
 
 from onnxprune.graph_values import all_values, dim_value
-from onnxprune.skeleton import skeleton
+from onnxprune.skeleton import skeleton, weightless
 
 #: Initializers with more elements than this are passed to the inference as declared inputs.
 _INLINE_LIMIT = 4096
@@ -72,32 +72,6 @@ def _large(init: onnx.TensorProto) -> bool:
     return init.data_location == TensorProto.EXTERNAL or (floating and count > _INLINE_LIMIT)
 
 
-def _declare_large_initializers(proto: onnx.ModelProto) -> onnx.ModelProto:
-    """``proto``, or a skeleton of it whose large float initializers are declared inputs."""
-    if not any(_large(init) for init in proto.graph.initializer):
-        return proto
-    bare = onnx.ModelProto()
-    for name in ("ir_version", "producer_name", "domain", "model_version"):
-        setattr(bare, name, getattr(proto, name))
-    bare.opset_import.extend(proto.opset_import)
-    bare.functions.extend(proto.functions)
-    graph = bare.graph
-    graph.name = proto.graph.name
-    graph.node.extend(proto.graph.node)
-    graph.input.extend(proto.graph.input)
-    graph.output.extend(proto.graph.output)
-    graph.value_info.extend(proto.graph.value_info)
-    names = {v.name for v in graph.input}
-    for init in proto.graph.initializer:
-        if not _large(init):
-            graph.initializer.append(init)
-        elif init.name not in names:
-            graph.input.append(
-                onnx.helper.make_tensor_value_info(init.name, init.data_type, init.dims)
-            )
-    return bare
-
-
 def infer_symbolic_shapes(
     proto: onnx.ModelProto, types: dict[str, int] | None = None
 ) -> dict[str, Shape] | None:
@@ -107,7 +81,7 @@ def infer_symbolic_shapes(
         from onnxruntime.tools import symbolic_shape_infer
     except ImportError:  # onnxruntime without its tools, or sympy missing
         return None
-    bare = _declare_large_initializers(proto)
+    bare = weightless(proto, _large)
     try:
         with _silenced("onnxruntime"), contextlib.redirect_stdout(io.StringIO()):
             inferred = _run(_size_products(symbolic_shape_infer), bare)

@@ -6,6 +6,7 @@ inputs that take each branch; a Loop body reading a channel blocks it, naming th
 from __future__ import annotations
 
 import warnings
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -76,6 +77,29 @@ def test_torch_data_dependent_branch_prunes_in_both_branches(tmp_path):
     assert widths["head.weight"][1] == 3
 
 
+def _stem_if(rng: np.random.Generator, then_branch: Callable[[], onnx.GraphProto],
+             else_branch: Callable[[], onnx.GraphProto], *, if_output: str = "y",
+             tail: Sequence[onnx.NodeProto] = (), inits: Sequence[onnx.TensorProto] = (),
+             y_shape: list[int] | None = (1, 2, 8, 8)) -> onnx.ModelProto:  # fmt: skip
+    """x (1x3x8x8) -> Conv 'c1' (8 channels, weight 'w1') -> Relu -> 'r', which the branches
+    read from the outer scope; an If on sum(x) > 0 gives ``if_output``; ``tail`` nodes after
+    it produce 'y'."""
+    w1 = numpy_helper.from_array(rng.standard_normal((8, 3, 3, 3)).astype(np.float32), "w1")
+    zero = numpy_helper.from_array(np.array(0, np.float32), "zero")
+    nodes = [helper.make_node("Conv", ["x", "w1"], ["a"], name="c1", pads=[1, 1, 1, 1]),
+             helper.make_node("Relu", ["a"], ["r"], name="relu"),
+             helper.make_node("ReduceSum", ["x"], ["s"], name="sum", keepdims=0),
+             helper.make_node("Greater", ["s", "zero"], ["cond"], name="gt"),
+             helper.make_node("If", ["cond"], [if_output], name="if", then_branch=then_branch(),
+                              else_branch=else_branch()), *tail]  # fmt: skip
+    graph = helper.make_graph(
+        nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 8, 8])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT,
+                                       None if y_shape is None else list(y_shape))],
+        [w1, zero, *inits])  # fmt: skip
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+
 def _if_with_constant_weights() -> onnx.ModelProto:
     """x -> Conv(8) -> Relu -> If(cond): each branch a 1x1 Conv whose weight is a Constant
     node inside the branch, reading the outer Relu output."""
@@ -89,18 +113,7 @@ def _if_with_constant_weights() -> onnx.ModelProto:
         out = helper.make_tensor_value_info(f"{name}_y", TensorProto.FLOAT, [1, 2, 8, 8])
         return helper.make_graph(nodes, name, [], [out])
 
-    w1 = numpy_helper.from_array(rng.standard_normal((8, 3, 3, 3)).astype(np.float32), "w1")
-    zero = numpy_helper.from_array(np.array(0, np.float32), "zero")
-    nodes = [helper.make_node("Conv", ["x", "w1"], ["a"], name="c1", pads=[1, 1, 1, 1]),
-             helper.make_node("Relu", ["a"], ["r"], name="relu"),
-             helper.make_node("ReduceSum", ["x"], ["s"], name="sum", keepdims=0),
-             helper.make_node("Greater", ["s", "zero"], ["cond"], name="gt"),
-             helper.make_node("If", ["cond"], ["y"], name="if", then_branch=branch("then"),
-                              else_branch=branch("else"))]  # fmt: skip
-    graph = helper.make_graph(
-        nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 8, 8])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 2, 8, 8])], [w1, zero])
-    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    return _stem_if(rng, lambda: branch("then"), lambda: branch("else"))
 
 
 def test_constant_weights_inside_branches_are_sliced_in_each_branch():
@@ -160,20 +173,10 @@ def test_an_if_output_of_unknown_rank_blocks_what_its_branches_return():
         return helper.make_graph([helper.make_node(op, ["r"], [f"{name}_y"], name=f"{name}_op")],
                                  name, [], [out])  # fmt: skip
 
-    w1 = numpy_helper.from_array(rng.standard_normal((8, 3, 3, 3)).astype(np.float32), "w1")
     w2 = numpy_helper.from_array(rng.standard_normal((2, 8, 1, 1)).astype(np.float32), "w2")
-    zero = numpy_helper.from_array(np.array(0, np.float32), "zero")
-    nodes = [helper.make_node("Conv", ["x", "w1"], ["a"], name="c1", pads=[1, 1, 1, 1]),
-             helper.make_node("Relu", ["a"], ["r"], name="relu"),
-             helper.make_node("ReduceSum", ["x"], ["s"], name="sum", keepdims=0),
-             helper.make_node("Greater", ["s", "zero"], ["cond"], name="gt"),
-             helper.make_node("If", ["cond"], ["b"], name="if", then_branch=branch("then", "Identity"),
-                              else_branch=branch("else", "Flatten")),
-             helper.make_node("Conv", ["b", "w2"], ["y"], name="c2")]  # fmt: skip
-    graph = helper.make_graph(
-        nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 8, 8])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)], [w1, w2, zero])
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model = _stem_if(rng, lambda: branch("then", "Identity"), lambda: branch("else", "Flatten"),
+                     if_output="b", tail=[helper.make_node("Conv", ["b", "w2"], ["y"], name="c2")],
+                     inits=[w2], y_shape=None)  # fmt: skip
     analysis = onnxprune.analyze(model)
     stem = next(g for g in analysis.groups if any(d.tensor == "w1" for d in g.atom_of))
     assert not stem.prunable
