@@ -24,6 +24,7 @@ from onnxprune.analysis import Analysis
 from onnxprune.channel_graph import Consumer
 from onnxprune.errors import UsageError
 from onnxprune.groups import Group
+from onnxprune.quantization import QUANTIZED_INPUTS, WEIGHT_INPUT
 from onnxprune.shape_values import constant_array
 from onnxprune.statistics import ChannelStats, Key
 from onnxprune.weights import reading, release
@@ -62,22 +63,19 @@ def _weight_norms(analysis: Analysis, group: Group, power: int) -> np.ndarray:
     return total if power == 1 else np.sqrt(total)
 
 
-#: Readers of a quantized weight: (op, input) -> (scale input, zero-point input).
-_QUANTIZED_READERS = {("DequantizeLinear", 0): (1, 2), ("QLinearConv", 3): (4, 5),
-                      ("QGemm", 3): (4, 5)}  # fmt: skip
-
-
 def _dequantized(value, array: np.ndarray) -> np.ndarray | None:
-    """A float weight as it is; an integer one read as a quantized weight (DequantizeLinear,
-    QLinearConv, QGemm) as the float values it stands for, (w - zero_point) x scale with a
+    """A float weight as it is; an integer one read as a quantized weight
+    (``quantization.WEIGHT_INPUT`` of an op with a scale) as the float values it stands for, (w - zero_point) x scale with a
     scale vector along the weight's quantization axis; anything else None."""
     if array.dtype.kind == "f":
         return array
-    readers = [(n, i) for n, i in value.uses() if (n.op_type, i) in _QUANTIZED_READERS]
+    readers = [(n, i) for n, i in value.uses() if WEIGHT_INPUT.get(n.op_type) == i]
     if array.dtype.kind not in "iu" or len(readers) != 1:
         return None
     node, index = readers[0]
-    scale_at, zero_at = _QUANTIZED_READERS[(node.op_type, index)]
+    scale_at, zero_at = QUANTIZED_INPUTS[node.op_type][index]
+    if scale_at is None:  # integer arithmetic without a scale (ConvInteger): no float values
+        return None
     scale = constant_array(node.inputs[scale_at])
     zero = constant_array(node.inputs[zero_at]) if len(node.inputs) > zero_at else None
     if scale is None or node.attributes.get("block_size") is not None:
@@ -89,6 +87,8 @@ def _dequantized(value, array: np.ndarray) -> np.ndarray | None:
         elif node.op_type == "QGemm":
             trans = node.attributes.get("transB")
             axis = 0 if trans is not None and trans.value else 1
+        elif node.op_type == "QLinearMatMul":
+            axis = -1  # B is (K, N): a scale per output column
         else:
             axis = 0
         shape[axis % array.ndim] = scale.size

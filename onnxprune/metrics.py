@@ -27,6 +27,7 @@ import onnx
 import onnx_ir as ir
 from onnx import TensorProto
 
+from onnxprune.quantization import QUANTIZED_TYPES, WEIGHT_INPUT
 from onnxprune.skeleton import graphs, skeleton
 from onnxprune.symbolic_shapes import infer_symbolic_shapes
 
@@ -217,25 +218,19 @@ def _proto(model: Countable) -> onnx.ModelProto:
     return skeleton(model) if isinstance(model, ir.Model) else model
 
 
-#: Where an integer initializer is a quantized weight: op type -> its weight input indices.
-QUANTIZED_WEIGHTS = {"DequantizeLinear": (0,), "QLinearConv": (3,), "QLinearMatMul": (3,),
-                     "ConvInteger": (1,), "MatMulInteger": (1,), "QGemm": (3,)}  # fmt: skip
-INTEGER_TYPES = {TensorProto.INT8, TensorProto.UINT8, TensorProto.INT4, TensorProto.UINT4}
-
-
 def parameter_counts(model: Countable) -> dict[str, int]:
     """Elements of every float initializer (or Constant) that a node reads, and of every
-    8- or 4-bit integer one read as a quantized weight (``QUANTIZED_WEIGHTS``), by name;
+    8- or 4-bit integer one read as a quantized weight (``quantization.WEIGHT_INPUT``), by name;
     subgraphs (If branches, Loop bodies) included."""
     model = _proto(model)
     tensors = _initializers(model)
     nodes = [node for graph in graphs(model.graph) for node in graph.node]
     read = {name for node in nodes for name in node.input}
     quantized = {node.input[i] for node in nodes
-                 for i in QUANTIZED_WEIGHTS.get(node.op_type, ()) if i < len(node.input)}  # fmt: skip
+                 if (i := WEIGHT_INPUT.get(node.op_type)) is not None and i < len(node.input)}
     return {name: math.prod(t.dims) for name, t in tensors.items()
             if name in read and (t.data_type in FLOAT_TYPES
-                                 or (t.data_type in INTEGER_TYPES and name in quantized))}  # fmt: skip
+                                 or (t.data_type in QUANTIZED_TYPES and name in quantized))}  # fmt: skip
 
 
 def node_macs(model: Countable, dims: Dims | None = None) -> dict[str, int | None]:

@@ -51,6 +51,7 @@ from onnxprune.errors import UnsupportedModelError, UsageError
 from onnxprune.graph_values import analysed_graphs, analysed_nodes
 from onnxprune.input_sizes import shapes_text
 from onnxprune.plan import RemovalPlan
+from onnxprune.quantization import QUANTIZED_INPUTS, QUANTIZED_TYPES
 from onnxprune.sessions import is_large, open_session, with_outputs
 from onnxprune.weights import derived, reading
 
@@ -178,16 +179,12 @@ def masked_model(original: ir.Model, plan: RemovalPlan) -> ir.Model:
 
 ModelLike = ir.Model | onnx.ModelProto | str
 
-#: Integer inputs of quantized ops and the input holding their zero point.
-ZERO_POINTS = {"QLinearConv": {0: 2}, "QGemm": {0: 2}, "QLinearMatMul": {0: 2, 3: 5},
-               "ConvInteger": {0: 2}, "MatMulInteger": {0: 2}}  # fmt: skip
-
-
 def _zero_point(node: ir.Node, index: int) -> ir.Value | None:
     """The zero-point value of a quantized op's integer input ``index`` (a removed channel is
     masked to it, contributing nothing), else None (masked to 0)."""
     x = node.inputs[index]
-    position = ZERO_POINTS.get(node.op_type, {}).get(index)
+    params = QUANTIZED_INPUTS.get(node.op_type, {}).get(index)
+    position = None if params is None else params[1]
     if position is None or x is None or x.dtype is None or x.dtype.is_floating_point():
         return None
     zero = node.inputs[position] if position < len(node.inputs) else None
@@ -435,9 +432,6 @@ def verify_plan(
     return result
 
 
-_QUANTIZED = {ir.DataType.INT8, ir.DataType.UINT8, ir.DataType.INT4, ir.DataType.UINT4}
-
-
 def _initializers(model: ir.Model) -> dict[str, ir.Value]:
     return {name: value for graph in analysed_graphs(model.graph)
             for name, value in graph.initializers.items()}  # fmt: skip
@@ -457,7 +451,7 @@ def check_weights(result: Verification, original: ir.Model, pruned: ir.Model,
         if before is None or value.const_value is None or before.const_value is None:
             continue
         if not (before.const_value.dtype.is_floating_point()
-                or before.const_value.dtype in _QUANTIZED):  # fmt: skip
+                or before.const_value.dtype in QUANTIZED_TYPES):  # fmt: skip
             continue
         full = plan.weight_updates.get(name)
         with reading(before.const_value) as source, reading(value.const_value) as actual:
