@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import contextlib
+import fnmatch
 import functools
 import itertools
 import time
@@ -20,9 +21,20 @@ import onnx
 import onnx_ir as ir
 
 from onnxprune.allocation import allocate_ratio, excluded_groups
+from onnxprune.allocation_depth import (
+    OutputError,
+    candidate_depths,
+    combined,
+    fewest_blocks,
+    inside,
+)
 from onnxprune.allocation_global import allocate_global
 from onnxprune.analysis import Analysis
 from onnxprune.analysis import analyze as build_channel_graph
+from onnxprune.block_scores import CRITERIA as BLOCK_CRITERIA
+from onnxprune.block_scores import DATA_CRITERIA as BLOCK_DATA_CRITERIA
+from onnxprune.block_scores import MAX_FEEDS, rank_blocks
+from onnxprune.blocks import Block, Blocks, find_blocks
 from onnxprune.calibration import calibration_batches
 from onnxprune.errors import UsageError
 from onnxprune.finite import check_finite_corrections, nonfinite_weights
@@ -50,7 +62,7 @@ from onnxprune.rewrite import rewrite
 from onnxprune.sessions import Staged, check_room_for, is_large, runs_on
 from onnxprune.skeleton import skeleton
 from onnxprune.statistics import collect_statistics
-from onnxprune.targets import search_share
+from onnxprune.targets import kept_measure, search_share
 from onnxprune.verify import Verification
 
 Progress = Callable[[str, int, int], None]
@@ -75,6 +87,19 @@ class ModelAnalysis:
     @property
     def prunable(self) -> list[Group]:
         return [g for g in self.groups if g.prunable]
+
+    @functools.cached_property
+    def blocks(self) -> Blocks:
+        """The removable residual branches (depth pruning) and the sums that are not."""
+        return find_blocks(self.analysis.model)
+
+    def block_macs_share(self, dims: Mapping[str, int] | None = None) -> dict[int, float]:
+        """Each removable block's share of the model's MACs (its branch nodes')."""
+        macs = {k: v or 0 for k, v in node_macs(skeleton(self.analysis.model),
+                                                  dict(dims or {})).items()}  # fmt: skip
+        total = sum(macs.values())
+        return {b.id: sum(macs.get(n, 0) for n in b.nodes) / total if total else 0.0
+                for b in self.blocks.blocks}  # fmt: skip
 
     def prunable_share(self) -> float:
         """Share of produced channels (outside groups blocked only by the model interface)
@@ -137,6 +162,9 @@ class PruneResult:
     timings: dict[str, float] = field(default_factory=dict)
     #: the temporary copy a large verified model's weights live in until it is saved
     staged: Staged | None = field(default=None, repr=False)
+    #: the removable blocks considered (depth pruning) and their scores (lower goes first)
+    blocks: list[Block] = field(default_factory=list)
+    block_scores: dict[int, float] = field(default_factory=dict)
 
     def to_proto(self) -> onnx.ModelProto:
         return ir.to_proto(self.model)
@@ -255,6 +283,10 @@ def prune(
     dims: Mapping[str, int] | None = None,
     approximate_min_cosine: float = 0.9,
     allocation: str = "uniform",
+    remove_blocks: int | None = None,
+    depth: str = "width",
+    block_criterion: str | None = None,
+    iterative_blocks: bool = False,
     base_dir: str | Path | None = None,
     progress: Progress | None = None,
 ) -> PruneResult:
@@ -294,6 +326,18 @@ def prune(
         allocation: ``uniform`` (``ratio`` of every group; targets search that ratio) or
             ``global`` (``ratio`` of all channels, the lowest normalised scores model-wide,
             no group losing more than 90%; targets search that share).
+        remove_blocks: drop this many residual branches (sublayers: attention, MLP, residual
+            blocks; :mod:`onnxprune.blocks`), the least important first; with ``ratio`` or
+            a target, width is then pruned on what is left; alone, nothing else is removed.
+        depth: ``width`` (channels only, the default), ``depth`` (whole branches only:
+            ``ratio`` is the fraction of blocks to drop, a target drops the fewest that reach
+            it) or ``both`` (a target met by the best measured mix of dropped branches and
+            width; :mod:`onnxprune.allocation_depth`).
+        block_criterion: how branches are ranked (:mod:`onnxprune.block_scores`):
+            ``output`` (default with calibration data), ``influence``, or ``weight`` (the
+            default without data, a weight-norm proxy).
+        iterative_blocks: choose branches one at a time, re-scoring the rest after each
+            (``output`` criterion).
         base_dir: for a ``ModelProto`` loaded without its external data, the folder of the
             model file (its data is read from there, never from elsewhere).
         calibration: calibration data: a ``CalibrationDataReader``-like object, an iterable of
@@ -314,7 +358,8 @@ def prune(
     model = from_graphsurgeon(model)
     targets = {"ratio": ratio, "target_macs": target_macs, "target_params": target_params,
                "target_latency": target_latency, "plan": plan}  # fmt: skip
-    _check_arguments(model, targets, inputs, allocation, approximate_min_cosine)
+    _check_arguments(model, targets, inputs, allocation, approximate_min_cosine,
+                     remove_blocks, depth, block_criterion)  # fmt: skip
     check_options(calibration_random=calibration_random, round_to=round_to,
                   min_channels=min_channels, providers=providers)
     start = time.perf_counter()
@@ -358,28 +403,74 @@ def prune(
         scores, notes = rank(analysis.analysis, eligible, criterion, stats)
         warnings += notes
     cost_before = model_cost(original, sizes.dims)
+    # score blocks (depth)
+    found: list[Block] = []
+    block_feeds: list[dict] = []
+    block_scores: dict[int, float] = {}
+    order: list[int] = []
+    if remove_blocks is not None or depth != "width" or (plan_data or {}).get("blocks"):
+        found = [b for b in analysis.blocks.blocks if not _excluded_block(b, exclude)]
+    if found and plan_data is None:
+        with clock("score blocks"):
+            block_criterion = block_criterion or ("output" if has_data else "weight")
+            if block_criterion in BLOCK_DATA_CRITERIA and not has_data:
+                raise UsageError(f"block criterion '{block_criterion}' needs calibration data "
+                                 "(calibration= or calibration_random=)")  # fmt: skip
+            if block_criterion == "weight":
+                warnings.append("blocks are ranked by a weight-norm proxy (no calibration "
+                                "data): give calibration data (--calib or --random N) to rank "
+                                "them by their effect on the outputs")  # fmt: skip
+            block_feeds = list(itertools.islice(data.batches(), MAX_FEEDS)) if has_data else []
+            greedy = (remove_blocks if remove_blocks is not None else len(found)
+                      ) if iterative_blocks else 0  # fmt: skip
+            block_scores, order = rank_blocks(original, found, block_criterion, block_feeds,
+                                              iterative=greedy, providers=providers,
+                                              step=clock.steps("score blocks"))  # fmt: skip
+    by_id = {b.id: b for b in found}
+
+    def dropped_at(count: int) -> list[Block]:
+        return [by_id[k] for k in order[:count]]
+
     # allocate
     allocate = ALLOCATIONS[allocation]
 
-    def plan_for(share: float) -> RemovalPlan:
-        removed = allocate(eligible, scores, share, round_to=round_to,
-                           min_channels=min_channels, skip=skip)  # fmt: skip
-        return RemovalPlan.build(groups, removed)
+    def plan_for(share: float, dropped: Sequence[Block] = ()) -> RemovalPlan:
+        removed = allocate(eligible, scores, share, round_to=round_to, min_channels=min_channels,
+                           skip=skip | inside(eligible, dropped))  # fmt: skip
+        return RemovalPlan.build(groups, removed, dropped)
 
+    search_rows: list[dict] = []
     with clock("allocate"):
         kind, target = next(((k, v) for k, v in (("macs", target_macs), ("params", target_params),
                                                  ("latency", target_latency)) if v is not None),
                             (None, None))  # fmt: skip
-        if target is not None:
-            ratio, notes = search_share(original, plan_for, kind, target, sizes.dims, cost_before,
-                                        providers, clock.steps("search ratio"))  # fmt: skip
-            warnings += notes
         if plan_data is not None:
-            removal, ratio = _replayed(plan_data, groups, eligible, refit), float("nan")
+            removal, ratio = _replayed(plan_data, groups, eligible, refit, found), float("nan")
+        elif depth == "depth":
+            removal, ratio, notes = _depth_only(original, groups, dropped_at, len(found), ratio,
+                                                kind, target, sizes.dims, cost_before,
+                                                providers)  # fmt: skip
+            warnings += notes
+        elif depth == "both" and found:
+            removal, ratio, search_rows, notes = _combined(
+                original, plan_for, dropped_at, len(found), kind, target, sizes.dims,
+                cost_before, providers, block_feeds or real or feeds_for_verification(
+                    original, sizes, inputs, real), clock)  # fmt: skip
+            warnings += notes
         else:
-            removal = plan_for(ratio)
+            dropped = dropped_at(remove_blocks or 0)
+            if remove_blocks is not None and remove_blocks > len(found):
+                warnings.append(f"only {len(found)} removable blocks: all are dropped "
+                                f"(remove_blocks={remove_blocks})")  # fmt: skip
+            if target is not None:
+                ratio, notes = search_share(original, lambda r: plan_for(r, dropped), kind,
+                                            target, sizes.dims, cost_before, providers,
+                                            clock.steps("search ratio"))  # fmt: skip
+                warnings += notes
+            ratio = 0.0 if ratio is None else ratio
+            removal = plan_for(ratio, dropped)
             warnings += _unremoved(removal, eligible, scores, skip, ratio, allocation)
-        if not removal.removed and (ratio or 0) > 0:
+        if not removal and (ratio or 0) > 0:
             warnings.append("nothing is removed: no prunable group can lose a channel")
     # correct
     refit = bool(refit)  # unset only where no data was read
@@ -419,11 +510,14 @@ def prune(
         "second_input_shapes": None if sizes.second is None
         else {k: list(v) for k, v in sizes.second.items()},
         "probed_dims": sizes.probed, "probed_by_running": sizes.ran, "warnings": warnings,
-        "allocation": allocation,
+        "allocation": allocation, "depth": depth, "remove_blocks": remove_blocks,
+        "block_criterion": block_criterion if found else None,
+        "iterative_blocks": iterative_blocks, "blocks_removed": sorted(removal.blocks),
+        "depth_search": search_rows,
     }  # fmt: skip
     return PruneResult(
         pruned, original, groups, removal, scores, float(ratio), cost_before, cost_after,
-        verdicts[0], verdicts[1], analysis, options, timings, staging,
+        verdicts[0], verdicts[1], analysis, options, timings, staging, found, block_scores,
     )
 
 
@@ -451,8 +545,11 @@ class _Clock:
 
 
 def _check_arguments(model: Any, targets: dict, inputs: Any, allocation: str,
-                     approximate_min_cosine: float) -> None:  # fmt: skip
+                     approximate_min_cosine: float, remove_blocks: int | None = None,
+                     depth: str = "width",
+                     block_criterion: str | None = None) -> None:  # fmt: skip
     """UsageError for arguments of the wrong type or out of range."""
+    _check_depth(targets, remove_blocks, depth, block_criterion)
     for name, value in targets.items():
         if name != "plan" and value is not None and (
                 isinstance(value, bool) or not isinstance(value, int | float)):  # fmt: skip
@@ -470,13 +567,39 @@ def _check_arguments(model: Any, targets: dict, inputs: Any, allocation: str,
     if allocation not in ALLOCATIONS:
         raise UsageError(f"allocation must be one of {sorted(ALLOCATIONS)}, got {allocation!r}")
     given = [k for k, v in targets.items() if v is not None]
-    if len(given) != 1:
+    if len(given) != 1 and not (remove_blocks is not None and not given):
         raise UsageError(f"give exactly one of {', '.join(targets)} (got {given or 'none'})")
     if inputs is not None and len(inputs) == 0:
         raise UsageError("inputs= is empty: give at least one feed to verify on, or leave it "
                          "out to verify on generated inputs")  # fmt: skip
     if not 0.0 < approximate_min_cosine <= 1.0:
         raise UsageError(f"approximate_min_cosine must be in (0, 1], got {approximate_min_cosine}")
+
+
+DEPTH_MODES = ("width", "depth", "both")
+
+
+def _check_depth(targets: dict, remove_blocks: int | None, depth: str,
+                 block_criterion: str | None) -> None:  # fmt: skip
+    """UsageError for depth options that cannot mean anything together."""
+    if depth not in DEPTH_MODES:
+        raise UsageError(f"depth must be one of {list(DEPTH_MODES)}, got {depth!r}")
+    if remove_blocks is not None and (isinstance(remove_blocks, bool) or not isinstance(
+            remove_blocks, int) or remove_blocks < 0):  # fmt: skip
+        raise UsageError(f"remove_blocks (--remove-blocks) must be a whole number >= 0, got "
+                         f"{remove_blocks!r}")  # fmt: skip
+    if remove_blocks is not None and depth != "width":
+        raise UsageError("remove_blocks (--remove-blocks) fixes the depth: give it without "
+                         "depth='depth'/'both' (--depth-only/--with-depth)")  # fmt: skip
+    if remove_blocks is not None and targets.get("plan") is not None:
+        raise UsageError("a plan (--plan) fixes the blocks it drops: give it without "
+                         "remove_blocks (--remove-blocks)")  # fmt: skip
+    if depth == "both" and targets.get("ratio") is not None:
+        raise UsageError("depth='both' (--with-depth) mixes depth and width to meet a target: "
+                         "give target_macs/target_params/target_latency, not a ratio")  # fmt: skip
+    if block_criterion is not None and block_criterion not in BLOCK_CRITERIA:
+        raise UsageError(f"block_criterion must be one of {list(BLOCK_CRITERIA)}, got "
+                         f"{block_criterion!r}")  # fmt: skip
 
 
 def _plan_corrections(plan_data: Mapping | None, refit: bool | None, compensate: bool | None,
@@ -538,15 +661,76 @@ def _calibrate(analysis: Analysis, eligible: list[Group], batches: Callable[[], 
 
 
 def _replayed(plan_data: Mapping, groups: list[Group], eligible: list[Group],
-              refit: bool | None) -> RemovalPlan:  # fmt: skip
+              refit: bool | None, blocks: Sequence[Block] = ()) -> RemovalPlan:  # fmt: skip
     """A stored plan applied to this model (its fills only with the refit they go with)."""
-    removal = RemovalPlan.build(groups, load_removed(plan_data, eligible))
+    by_id = {b.id: b for b in blocks}
+    dropped = []
+    for key, entry in (plan_data.get("blocks") or {}).items():
+        block = by_id.get(int(key))
+        if block is None or (block.add, block.skip_index) != (entry["add"],
+                                                              entry["skip_input"]):  # fmt: skip
+            raise UsageError(f"the plan drops block {key} (sum '{entry['add']}'), which this "
+                             "model (with these options) does not have as a removable "
+                             "block")  # fmt: skip
+        dropped.append(block)
+    removal = RemovalPlan.build(groups, load_removed(plan_data, eligible), dropped)
     if not plan_data.get("refit_weights") or refit:
         removal.fills = RemovalPlan.read_fills(plan_data)
     if any(k >= len(removal.masks) or np.shape(v) != np.shape(removal.masks[k].removed)
            for k, v in removal.fills.items()):  # fmt: skip
         raise UsageError("the plan's compensation does not fit this model's masks")
     return removal
+
+
+def _excluded_block(block: Block, patterns: Sequence[str]) -> bool:
+    """A block whose sum or branch node matches an ``exclude`` pattern is kept."""
+    names = [block.add, *block.nodes]
+    return any(fnmatch.filter(names, p) for p in patterns)
+
+
+def _depth_only(original: ir.Model, groups: list[Group],
+                dropped_at: Callable[[int], list[Block]], count: int, ratio: float | None,
+                kind: str | None, target: float | None, dims: dict, cost: ModelCost,
+                providers: Sequence[str] | None) -> tuple[RemovalPlan, float, list[str]]:  # fmt: skip
+    """Whole branches only: ``ratio`` of the blocks, or the fewest that reach ``target``."""
+    if target is None:
+        return RemovalPlan.build(groups, {}, dropped_at(int(round((ratio or 0) * count)))), \
+            0.0, []
+    measure = kept_measure(original, dims, cost, kind, providers)
+    depth, notes = fewest_blocks(
+        lambda d: measure(rewrite(original, RemovalPlan.build(groups, {}, dropped_at(d)),
+                                  check=False)), count, target)  # fmt: skip
+    return RemovalPlan.build(groups, {}, dropped_at(depth)), 0.0, notes
+
+
+def _combined(original: ir.Model, plan_for: Callable[..., RemovalPlan],
+              dropped_at: Callable[[int], list[Block]], count: int, kind: str | None,
+              target: float | None, dims: dict, cost: ModelCost,
+              providers: Sequence[str] | None, feeds: list[dict],
+              clock: _Clock) -> tuple[RemovalPlan, float, list[dict], list[str]]:  # fmt: skip
+    """Depth and width to one target: the candidate mix of least output change on ``feeds``
+    (:mod:`onnxprune.allocation_depth`)."""
+    assert kind is not None and target is not None
+    measure = kept_measure(original, dims, cost, kind, providers)
+    depth_only, _ = fewest_blocks(
+        lambda d: measure(rewrite(original, plan_for(0.0, dropped_at(d)), check=False)),
+        count, target)  # fmt: skip
+    shares: dict[int, tuple[float, list[str]]] = {}
+
+    def plan_at(depth: int) -> RemovalPlan:
+        dropped = dropped_at(depth)
+        shares[depth] = search_share(original, lambda r: plan_for(r, dropped), kind, target,
+                                     dims, cost, providers)  # fmt: skip
+        return plan_for(shares[depth][0], dropped)
+
+    error = OutputError(original, feeds, providers)
+    plan, rows = combined(candidate_depths(depth_only), plan_at,
+                          lambda p: error(rewrite(original, p, check=False)),
+                          clock.steps("depth search"))  # fmt: skip
+    for row in rows:
+        row["ratio"] = shares[row["blocks"]][0]
+    share, notes = shares[len(plan.blocks)]
+    return plan, share, rows, notes
 
 
 def _unremoved(removal: RemovalPlan, eligible: list[Group], scores: dict, skip: set,

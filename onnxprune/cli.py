@@ -138,10 +138,12 @@ def _prune(args, out: Console, err: Console) -> int:
             exclude=args.exclude, allow_approximate=args.allow_approximate,
             head_dim=args.head_dim, verify=not args.no_verify, dims=_dims(args.dim),
             approximate_min_cosine=args.approximate_min_cosine, allocation=args.allocation,
+            remove_blocks=args.remove_blocks, depth=args.depth,
+            block_criterion=args.block_criterion, iterative_blocks=args.iterative_blocks,
             progress=progress,
         )  # fmt: skip
     with result:  # removes the staged copy of a large model once written
-        if not result.plan.removed and args.ratio != 0:
+        if not result.plan and args.ratio != 0:
             warnings = "; ".join(result.options["warnings"]) or "no prunable group"
             raise UsageError(f"nothing would change: no channel is removed ({warnings}); nothing "
                              "was written")  # fmt: skip
@@ -165,6 +167,13 @@ def _prune(args, out: Console, err: Console) -> int:
         out.print(f"pruned {len(result.plan.removed)} of {sum(g.prunable for g in result.groups)} "
                   "prunable groups "
                   + (f"from plan {args.plan}" if args.plan else f"at ratio {result.ratio:.3f}"))
+        if result.blocks or result.plan.blocks:
+            dropped = sorted(result.plan.blocks)
+            out.print(f"dropped {len(dropped)} of {len(result.blocks)} removable blocks"
+                      + (f" ({', '.join(map(str, dropped[:12]))}"
+                         f"{' ...' if len(dropped) > 12 else ''})" if dropped else "")
+                      + (f", ranked by {result.options['block_criterion']}"
+                         if result.options.get("block_criterion") else ""))
         source = result.options.get("calibration") or (
             f"{args.random} random samples" if args.random else None)
         if source:
@@ -275,7 +284,13 @@ def _verify(args, out: Console, err: Console) -> int:
            for k, v in removed.items()):  # fmt: skip
         raise UsageError(f"the plan stored in '{args.pruned}' does not fit '{args.original}' "
                          "(other groups or widths): is it the model it was pruned from?")
-    rebuilt = RemovalPlan.build(ma.groups, removed)
+    blocks = {b.id: b for b in ma.blocks.blocks} if stored.get("blocks") else {}
+    dropped = [blocks.get(int(k)) for k in stored.get("blocks") or {}]
+    if any(b is None or (b.add, b.skip_index) != (e.get("add"), e.get("skip_input"))
+           for b, e in zip(dropped, (stored.get("blocks") or {}).values(), strict=True)):  # fmt: skip
+        raise UsageError(f"the blocks the plan in '{args.pruned}' drops are not removable "
+                         f"blocks of '{args.original}': is it the model it was pruned from?")
+    rebuilt = RemovalPlan.build(ma.groups, removed, dropped)
     rebuilt.fills = RemovalPlan.read_fills(stored)
     try:
         rebuilt.weight_updates = _refit_weights(ma.analysis.model, pruned, rebuilt,
@@ -377,7 +392,7 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Prune, verify (pruned == masked original) and write atomically.")
     p.add_argument("model", help="the .onnx file (never modified)")
     p.add_argument("-o", "--output", required=True, help="where to write the pruned model")
-    target = p.add_mutually_exclusive_group(required=True)
+    target = p.add_mutually_exclusive_group()
     target.add_argument("--ratio", type=float, help="remove this fraction of each group's "
                         "channels, in [0, 1)")
     target.add_argument("--target-macs", type=float, help="keep this fraction of the MACs "
@@ -390,6 +405,24 @@ def build_parser() -> argparse.ArgumentParser:
                         "(same model, same options)")
     p.add_argument("--criterion", choices=sorted(CRITERIA), help="importance criterion "
                    "(default: fluctuation with calibration data, else l2 weight magnitude)")
+    depth = p.add_argument_group("depth pruning (whole residual branches: attention/MLP "
+                                 "sublayers, residual blocks)")  # fmt: skip
+    depth.add_argument("--remove-blocks", type=int, metavar="N", help="drop the N least "
+                       "important branches (alone, or before width pruning to --ratio/target)")
+    modes = depth.add_mutually_exclusive_group()
+    modes.add_argument("--depth-only", action="store_const", const="depth", dest="depth",
+                       help="only drop branches: --ratio is the fraction of branches, a target "
+                       "drops the fewest that reach it")
+    modes.add_argument("--with-depth", action="store_const", const="both", dest="depth",
+                       help="meet the target with the mix of dropped branches and width whose "
+                       "outputs change least (measured on the calibration data)")
+    depth.add_argument("--block-criterion", choices=["output", "influence", "weight"],
+                       help="rank branches by the output change when each is zeroed "
+                       "(output, default with data), 1 - cosine of the residual stream "
+                       "across it (influence), or a weight-norm proxy (default without data)")
+    depth.add_argument("--iterative-blocks", action="store_true", help="choose branches one at "
+                       "a time, re-scoring the rest after each (output criterion)")
+    p.set_defaults(depth="width")
     p.add_argument("--calib", metavar="PATH", help="calibration data: an .npz keyed by input "
                    "name (samples on axis 0) or a folder of .npz/.npy files")
     p.add_argument("--random", type=int, default=0, metavar="N", help="calibrate on N random "

@@ -5,12 +5,13 @@ every tensor (kept positions per member dim) and every consumer (positions to ma
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
+from onnxprune.blocks import Block
 from onnxprune.channel_graph import Consumer, Dim
 from onnxprune.errors import UsageError
 from onnxprune.groups import Group
@@ -37,10 +38,13 @@ class RemovalPlan:
     fills: dict[int, np.ndarray] = field(default_factory=dict)
     #: Initializer name -> new value of the same shape (least-squares refit of kept weights).
     weight_updates: dict[str, np.ndarray] = field(default_factory=dict)
+    #: Removed residual branches: block id -> (sum node, index of the sum's kept input).
+    blocks: dict[int, tuple[str, int]] = field(default_factory=dict)
 
     @classmethod
-    def build(cls, groups: list[Group], removed: dict[int, np.ndarray]) -> RemovalPlan:
-        plan = cls()
+    def build(cls, groups: list[Group], removed: dict[int, np.ndarray],
+              blocks: Iterable[Block] = ()) -> RemovalPlan:  # fmt: skip
+        plan = cls(blocks={b.id: (b.add, b.skip_index) for b in blocks})
         by_id = {g.id: g for g in groups}
         for gid, atoms in removed.items():
             atoms = np.unique(np.asarray(atoms, dtype=np.int64))
@@ -64,7 +68,7 @@ class RemovalPlan:
         return plan
 
     def __bool__(self) -> bool:
-        return bool(self.removed)
+        return bool(self.removed or self.blocks)
 
     def new_size(self, tensor: str, axis: int, old: int | str | None) -> int | str | None:
         kept = self.kept.get(Dim(tensor, axis))
@@ -90,7 +94,9 @@ class RemovalPlan:
         """Removed atoms per group and compensation fills per mask, as plain data."""
         return {"removed": {str(g): a.tolist() for g, a in self.removed.items()},
                 "fills": {str(i): v.tolist() for i, v in self.fills.items()},
-                "refit_weights": sorted(self.weight_updates)}  # fmt: skip
+                "refit_weights": sorted(self.weight_updates),
+                "blocks": {str(k): {"add": a, "skip_input": i}
+                           for k, (a, i) in sorted(self.blocks.items())}}  # fmt: skip
 
     @staticmethod
     def read_fills(data: dict) -> dict[int, np.ndarray]:
@@ -121,6 +127,12 @@ def read_plan(plan: str | Path | Mapping) -> Mapping:
         data = plan
     if not isinstance(data, Mapping) or not isinstance(data.get("removed"), Mapping):
         raise UsageError("the plan has no 'removed' mapping (group id -> channels); give a "
+                         "file written by --plan-out")  # fmt: skip
+    blocks = data.get("blocks", {})
+    if not isinstance(blocks, Mapping) or not all(
+            str(k).isdigit() and isinstance(v, Mapping) and isinstance(v.get("add"), str)
+            and v.get("skip_input") in (0, 1) for k, v in blocks.items()):  # fmt: skip
+        raise UsageError("the plan's 'blocks' are not block id -> {add, skip_input}; give a "
                          "file written by --plan-out")  # fmt: skip
     for key, atoms in data["removed"].items():
         if not str(key).isdigit() or not isinstance(atoms, list) or not all(

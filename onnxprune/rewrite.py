@@ -3,7 +3,8 @@
 Order: refit weights (``plan.weight_updates``) replace their initializers; ``ShrinkPass``
 slices every planned tensor (memory-mapped weights lazily) and rewrites the sizes that depend
 on them; ``CompensatePass`` folds the plan's fills into the consumers' biases (against the
-consumers' full-size weights, refit values where the plan has them); ``CleanupPass`` removes
+consumers' full-size weights, refit values where the plan has them); ``RemoveBlocksPass``
+drops the plan's residual branches (their sums pass the shortcut); ``CleanupPass`` removes
 what no longer feeds an output, re-infers shapes and runs ``onnx.checker`` (skipped with
 ``check=False`` for the candidates a target search only measures).
 """
@@ -16,6 +17,7 @@ from onnxprune.graph_values import analysed_nodes
 from onnxprune.passes.cleanup import CleanupPass
 from onnxprune.passes.compensate import CompensatePass
 from onnxprune.passes.refit import apply_weight_updates
+from onnxprune.passes.remove_blocks import RemoveBlocksPass
 from onnxprune.passes.shrink import ShrinkPass
 from onnxprune.plan import RemovalPlan
 
@@ -32,5 +34,7 @@ def rewrite(original: ir.Model, plan: RemovalPlan, *, check: bool = True) -> ir.
             w = nodes[plan.masks[index].consumer.node].inputs[1]
             weights[w.name] = plan.weight_updates.get(w.name, w.const_value.numpy())
         CompensatePass(plan, weights)(model)
+    if plan.blocks:
+        RemoveBlocksPass(list(plan.blocks.values()))(model)
     CleanupPass(check=check)(model)
     return model

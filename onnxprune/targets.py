@@ -25,7 +25,7 @@ from onnxprune.rewrite import rewrite
 SEARCH_STEPS = 13
 
 
-def _measure(original: ir.Model, dims: dict, cost: ModelCost, kind: str,
+def kept_measure(original: ir.Model, dims: dict, cost: ModelCost, kind: str,
              providers: Sequence[str] | None) -> Callable[[ir.Model], float]:  # fmt: skip
     """Kept fraction of ``kind`` (macs, params, latency) of a candidate model."""
     if kind == "macs":
@@ -44,7 +44,7 @@ def search_share(original: ir.Model, plan_for: Callable[[float], RemovalPlan], k
                  step: Callable[[int, int], None] | None = None) -> tuple[float, list[str]]:  # fmt: skip
     """(share, warnings): the smallest share whose candidate keeps at most ``target`` of
     ``kind``."""
-    measure = _measure(original, dims, cost, kind, providers)
+    measure = kept_measure(original, dims, cost, kind, providers)
     reached: dict[float, float] = {}
 
     def kept_fraction(share: float) -> float:

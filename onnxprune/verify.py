@@ -127,7 +127,8 @@ class Verification:
 
 def masked_model(original: ir.Model, plan: RemovalPlan) -> ir.Model:
     """A copy of ``original`` with the plan's removed channels zeroed at their consumers (set
-    to the zero point where the consumer reads a quantized integer input), or,
+    to the zero point where the consumer reads a quantized integer input) and its dropped
+    residual branches multiplied by zero at their sums, or,
     for mask ``i`` in ``plan.fills``, set to the constants ``plan.fills[i]`` (bias
     compensation); initializers in ``plan.weight_updates`` carry their refit values."""
     fills = plan.fills
@@ -174,7 +175,25 @@ def masked_model(original: ir.Model, plan: RemovalPlan) -> ir.Model:
             node.graph.insert_before(node, add)
             masked = add.outputs[0]
         node.replace_input_with(mask.consumer.input_index, masked)
+    for k, (name, skip_index) in plan.blocks.items():  # dropped branches: multiplied by zero
+        zero_branch(model, nodes[name], 1 - skip_index, f"onnxprune_block_{k}")
     return model
+
+
+def zero_branch(model: ir.Model, node: ir.Node, index: int, name: str,
+                gate: ir.Value | None = None) -> None:  # fmt: skip
+    """Input ``index`` of ``node`` multiplied by zero (or by the scalar ``gate``) before the
+    node reads it: the oracle's independent form of a dropped residual branch."""
+    y = node.inputs[index]
+    if gate is None:
+        gate = ir.Value(name=f"{name}_zero", shape=ir.Shape([]), type=y.type)
+        gate.const_value = ir.Tensor(np.zeros((), dtype=y.dtype.numpy()), name=gate.name)
+        model.graph.register_initializer(gate)
+    mul = ir.Node("", "Mul", [y, gate], name=f"{name}_mul", num_outputs=1)
+    mul.outputs[0].name = f"{name}_out"
+    mul.outputs[0].shape, mul.outputs[0].type = y.shape, y.type
+    node.graph.insert_before(node, mul)
+    node.replace_input_with(index, mul.outputs[0])
 
 
 ModelLike = ir.Model | onnx.ModelProto | str
