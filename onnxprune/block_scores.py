@@ -115,12 +115,14 @@ def influence_scores(model: ir.Model, blocks: Sequence[Block], feeds: Sequence[F
     nodes = {node.name: node for node in model.graph}
     pairs = {b.id: (nodes[b.add].inputs[b.skip_index].name, nodes[b.add].outputs[0].name)
              for b in blocks}  # fmt: skip
-    names = sorted({n for pair in pairs.values() for n in pair})
+    inputs = {v.name for v in model.graph.inputs}
+    names = sorted({n for pair in pairs.values() for n in pair} - inputs)
     session = with_outputs(model, names, providers=providers)
     sums = dict.fromkeys(pairs, 0.0)
     count = 0
     for feed in list(feeds)[:MAX_FEEDS]:
-        values = dict(zip(names, session.run(names, feed), strict=True))
+        values = dict(zip(names, session.run(names, feed), strict=True)) | {
+            k: v for k, v in feed.items() if k in inputs}
         for k, (s, out) in pairs.items():
             a = np.asarray(values[s], dtype=np.float64).reshape(len(values[s]), -1)
             b = np.asarray(values[out], dtype=np.float64).reshape(len(values[out]), -1)

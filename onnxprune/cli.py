@@ -107,7 +107,27 @@ def _analyze(args, out: Console, err: Console) -> int:
     if report["unknown_ops"]:
         out.print("ops without a channel rule (their channels are blocked): "
                   + ", ".join(f"{k} x{v}" for k, v in report["unknown_ops"].items()))
+    _print_blocks(out, report, args.all)
     return 0
+
+
+def _print_blocks(out: Console, report: dict, everything: bool) -> None:
+    """The removable residual branches (depth pruning), as ``analyze`` lists them."""
+    blocks, rejected = report["blocks"], report["not_removable_blocks"]
+    if blocks:
+        table = Table(title="removable blocks (depth pruning: --remove-blocks, --depth-only, "
+                      "--with-depth)")  # fmt: skip
+        for col in ("block", "layer", "sum node", "input", "nodes", "params", "MACs"):
+            table.add_column(col, justify="left" if col in ("sum node", "input") else "right")
+        for b in blocks:
+            table.add_row(str(b["id"]), str(b["layer"]), b["add"], b["input"], str(b["nodes"]),
+                          f"{b['params']:,}", f"{b['macs_share']:.1%}")  # fmt: skip
+        out.print(table)
+    out.print(f"{len(blocks)} removable blocks (residual branches) in {report['layers']} "
+              f"layers; {len(rejected)} weighted sums not removable"
+              + ("" if everything or not rejected else " (reasons with --all)"))
+    for r in rejected if everything else []:
+        out.print(f"  {r['add']}: {r['reason']}")
 
 
 def _prune(args, out: Console, err: Console) -> int:

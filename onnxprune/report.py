@@ -87,7 +87,21 @@ def analysis_report(ma: ModelAnalysis) -> dict:
         "prunable_cost_share": ma.prunable_cost_share(),
         "unknown_ops": dict(ma.analysis.unknown_ops),
         "untied_initializers": ma.analysis.untied,
+        **_blocks_section(ma),
     }
+
+
+def _blocks_section(ma: ModelAnalysis) -> dict:
+    """The removable residual branches (depth pruning) with their MACs share, the number of
+    layers they form, and the weighted sums that are not removable with why."""
+    found = ma.blocks
+    share = ma.block_macs_share()
+    return {
+        "blocks": [b.to_dict() | {"macs_share": share[b.id]} for b in found.blocks],
+        "layers": len(found.layers),
+        "not_removable_blocks": [{"add": r.add, "reason": r.reason}
+                                 for r in found.not_removable],
+    }  # fmt: skip
 
 
 def build_report(result: PruneResult, latency: dict | None = None) -> dict:
@@ -102,6 +116,10 @@ def build_report(result: PruneResult, latency: dict | None = None) -> dict:
         if group.id in result.scores:
             s = result.scores[group.id]
             row["score"] = {"min": float(s.min()), "mean": float(s.mean()), "max": float(s.max())}
+    for row in report["blocks"]:
+        if row["id"] in result.block_scores:
+            row["score"] = result.block_scores[row["id"]]
+        row["dropped"] = row["id"] in result.plan.blocks
     report.update(
         options=result.options,
         timings=result.timings,
@@ -161,6 +179,7 @@ def _markdown(report: dict) -> str:
     for g in report["groups"]:
         lines += [f"| {g['id']} | {g['status']} | {g['channels']} | {g['unit']} | {g['width']} | "
                   f"{g.get('width_after', '')} | {g['members']} | {', '.join(g['producers'][:2])} |"]
+    lines += _blocks_markdown(report)
     blocked = [g for g in report["groups"] if g["blocked"]]
     if blocked:
         lines += ["", "## Blocked groups", ""]
@@ -173,6 +192,22 @@ def _markdown(report: dict) -> str:
         lines += ["", "Accidentally shared initializers copied per reader: " + ", ".join(
             report["untied_initializers"])]
     return "\n".join(lines) + "\n"
+
+
+def _blocks_markdown(report: dict) -> list[str]:
+    blocks = report.get("blocks", [])
+    lines = ["", "## Removable blocks (depth)", "",
+             f"{len(blocks)} removable residual branches in {report.get('layers', 0)} layers; "
+             f"{len(report.get('not_removable_blocks', []))} weighted sums not removable."]
+    if blocks:
+        lines += ["", "| block | layer | sum node | params | MACs share | score | dropped |",
+                  "|---:|---:|---|---:|---:|---:|---|"]
+        lines += [f"| {b['id']} | {b['layer']} | `{b['add']}` | {b['params']:,} | "
+                  f"{b['macs_share']:.1%} | "
+                  f"{'' if b.get('score') is None else format(b['score'], '.4g')} | "
+                  f"{'yes' if b.get('dropped') else ''} |" for b in blocks]  # fmt: skip
+    lines += [f"- `{r['add']}`: {r['reason']}" for r in report.get("not_removable_blocks", [])[:20]]
+    return lines
 
 
 def _plots(report: dict, directory: Path) -> list[Path]:
@@ -215,6 +250,23 @@ def _plots(report: dict, directory: Path) -> list[Path]:
             written.append(directory / "macs_by_op.png")
             fig.savefig(written[-1], dpi=110)
             plt.close(fig)
+    scored = [b for b in report.get("blocks", []) if b.get("score") is not None]
+    if scored:
+        fig, ax = plt.subplots(figsize=(max(5, len(scored) * 0.3), 3.2))
+        ax.plot([b["id"] for b in scored], [b["score"] for b in scored], "-", color="#90a4ae")
+        for dropped, color, label in ((False, "#1e88e5", "kept"), (True, "#e53935", "dropped")):
+            pts = [b for b in scored if bool(b.get("dropped")) == dropped]
+            if pts:
+                ax.scatter([b["id"] for b in pts], [b["score"] for b in pts], color=color,
+                           label=label, zorder=3)  # fmt: skip
+        ax.set_xlabel("block (graph order)")
+        ax.set_ylabel(f"score ({report.get('options', {}).get('block_criterion')})")
+        ax.set_title("block importance")
+        ax.legend()
+        fig.tight_layout()
+        written.append(directory / "block_scores.png")
+        fig.savefig(written[-1], dpi=110)
+        plt.close(fig)
     return written
 
 

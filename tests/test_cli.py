@@ -178,3 +178,43 @@ def test_costs_are_counted_at_bound_or_fed_input_sizes(tmp_path, capsys):
                  "--dim", "n=1"]) == 0  # fmt: skip
     printed = " ".join(capsys.readouterr().out.split())
     assert "counted at x 1x3x7x7" in printed and "chosen" not in printed
+
+
+@pytest.fixture
+def residual(tmp_path) -> Path:
+    """Three residual MLP blocks (x + W2 relu(W1 x)) and a head."""
+    nodes, inits, x = [], {}, "x"
+    for i in range(3):
+        nodes += [helper.make_node("MatMul", [x, f"w1_{i}"], [f"h{i}"], name=f"mm1_{i}"),
+                  helper.make_node("Relu", [f"h{i}"], [f"r{i}"], name=f"relu{i}"),
+                  helper.make_node("MatMul", [f"r{i}", f"w2_{i}"], [f"y{i}"], name=f"mm2_{i}"),
+                  helper.make_node("Add", [x, f"y{i}"], [f"s{i}"], name=f"add{i}")]  # fmt: skip
+        inits |= {f"w1_{i}": weight(8, 16), f"w2_{i}": weight(16, 8)}
+        x = f"s{i}"
+    nodes.append(helper.make_node("MatMul", [x, "head"], ["out"], name="head"))
+    inits["head"] = weight(8, 4)
+    path = tmp_path / "residual.onnx"
+    onnx.save(model(nodes, {"x": ["batch", 8]}, {"out": ["batch", 4]}, inits), path)
+    return path
+
+
+def test_depth_pruning_from_the_command_line(residual, tmp_path, capsys):
+    assert main(["analyze", str(residual)]) == 0
+    assert "3 removable blocks (residual branches) in 3 layers" in capsys.readouterr().out
+    out, plan = tmp_path / "p.onnx", tmp_path / "plan.json"
+    assert main(["prune", str(residual), "-o", str(out), "--remove-blocks", "2", "--random",
+                 "4", "--report", str(tmp_path / "rep"), "--plan-out", str(plan)]) == 0
+    text = capsys.readouterr().out
+    assert "dropped 2 of 3 removable blocks" in text and "ranked by output" in text
+    assert len(json.loads(plan.read_text())["blocks"]) == 2
+    assert (tmp_path / "rep" / "block_scores.png").is_file()
+    assert "## Removable blocks (depth)" in (tmp_path / "rep" / "report.md").read_text()
+    assert sum(n.op_type == "Add" for n in onnx.load(out).graph.node) == 1
+    assert main(["verify", str(residual), str(out)]) == 0
+    again = tmp_path / "again.onnx"
+    assert main(["prune", str(residual), "-o", str(again), "--plan", str(plan)]) == 0
+    feed = feeds(onnx.load(residual))[0]
+    np.testing.assert_array_equal(run(onnx.load(out), feed)[0], run(onnx.load(again), feed)[0])
+    assert main(["prune", str(residual), "-o", str(tmp_path / "d.onnx"), "--target-params",
+                 "0.7", "--depth-only"]) == 0
+    assert "weight-norm proxy" in capsys.readouterr().out
