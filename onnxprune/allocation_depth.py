@@ -8,8 +8,9 @@ Rules (blocks are taken in their removal order, least important first):
   reaches gives every block and a warning;
 - combined, to a target: candidate depths from 0 (width only) to the depth-only count (depth
   only), at most ``CANDIDATES`` of them evenly spaced; each gets the width share that reaches
-  the target with its blocks dropped, and the candidate whose outputs change least on the
-  feeds (``block_scores.output_change`` against the original) wins. Width only and depth only
+  the target with its blocks dropped, and its corrections (refit, compensation: without them
+  width would be judged worse than it is written), and the candidate whose outputs change
+  least on the feeds (``block_scores.output_change`` against the original) wins. Width only and depth only
   are always candidates, so on those feeds the plan is at least as close to the original as
   the better of the two.
 """

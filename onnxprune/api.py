@@ -392,17 +392,32 @@ def prune(
         sizes = decide_sizes(original, dims, real[0] if real else None,
                              runs_on(original) if probe else None)  # fmt: skip
         data.dims = sizes.dims
+    # width is not pruned when only blocks are dropped: no channel statistics or scores
+    width = plan_data is not None or not (depth == "depth" or (
+        remove_blocks is not None and all(v is None for v in targets.values())))  # fmt: skip
+    if not width:
+        if compensate or refit:
+            raise UsageError("compensation and refit correct width pruning; dropping whole "
+                             "blocks only (depth-only) has nothing for them to correct")
+        refit = compensate = False
     # calibrate
     stats = None
-    if has_data:
+    if has_data and width:
         with clock("calibrate"):
             stats, refit = _calibrate(analysis.analysis, eligible, data.batches, refit,
                                       providers, progress)  # fmt: skip
     # score
-    with clock("score"):
-        scores, notes = rank(analysis.analysis, eligible, criterion, stats)
-        warnings += notes
+    scores: dict[int, np.ndarray] = {}
+    if width:
+        with clock("score"):
+            scores, notes = rank(analysis.analysis, eligible, criterion, stats)
+            warnings += notes
     cost_before = model_cost(original, sizes.dims)
+    refit = bool(refit)  # unset only where no data was read
+    if (compensate or refit) and stats is None:
+        raise UsageError("compensation and refit need calibration data (calibration= or "
+                         "calibration_random=)")  # fmt: skip
+    correct = functools.partial(_correct, original, stats, bool(compensate), refit)
     # score blocks (depth)
     found: list[Block] = []
     block_feeds: list[dict] = []
@@ -455,9 +470,11 @@ def prune(
             removal, ratio, search_rows, notes = _combined(
                 original, plan_for, dropped_at, len(found), kind, target, sizes.dims,
                 cost_before, providers, block_feeds or real or feeds_for_verification(
-                    original, sizes, inputs, real), clock)  # fmt: skip
+                    original, sizes, inputs, real), correct, clock)  # fmt: skip
             warnings += notes
         else:
+            if depth == "both":
+                warnings.append("the model has no removable block: width only")
             dropped = dropped_at(remove_blocks or 0)
             if remove_blocks is not None and remove_blocks > len(found):
                 warnings.append(f"only {len(found)} removable blocks: all are dropped "
@@ -469,15 +486,11 @@ def prune(
                 warnings += notes
             ratio = 0.0 if ratio is None else ratio
             removal = plan_for(ratio, dropped)
-            warnings += _unremoved(removal, eligible, scores, skip, ratio, allocation)
+            if width:
+                warnings += _unremoved(removal, eligible, scores, skip, ratio, allocation)
         if not removal and (ratio or 0) > 0:
             warnings.append("nothing is removed: no prunable group can lose a channel")
     # correct
-    refit = bool(refit)  # unset only where no data was read
-    if (compensate or refit) and stats is None:
-        raise UsageError("compensation and refit need calibration data (calibration= or "
-                         "calibration_random=)")  # fmt: skip
-    correct = functools.partial(_correct, original, stats, bool(compensate), refit)
     correct(removal)
     # rewrite
     with clock("rewrite"):
@@ -606,7 +619,7 @@ def _plan_corrections(plan_data: Mapping | None, refit: bool | None, compensate:
                       has_data: bool) -> tuple[bool | None, bool | None]:  # fmt: skip
     """A replayed plan made with a refit needs the data again (its weights are not stored);
     its compensation setting is the plan's unless given."""
-    if plan_data is not None and plan_data.get("refit_weights"):
+    if plan_data is not None and plan_data.get("refit_weights") and refit is not False:
         if not has_data:
             raise UsageError("the plan was made with a least-squares refit, which it does not "
                              "store: give the same calibration data to recompute it, or "
@@ -707,9 +720,11 @@ def _combined(original: ir.Model, plan_for: Callable[..., RemovalPlan],
               dropped_at: Callable[[int], list[Block]], count: int, kind: str | None,
               target: float | None, dims: dict, cost: ModelCost,
               providers: Sequence[str] | None, feeds: list[dict],
+              correct: Callable[[RemovalPlan], None],
               clock: _Clock) -> tuple[RemovalPlan, float, list[dict], list[str]]:  # fmt: skip
     """Depth and width to one target: the candidate mix of least output change on ``feeds``
-    (:mod:`onnxprune.allocation_depth`)."""
+    (:mod:`onnxprune.allocation_depth`), each candidate measured with its corrections
+    (refit, compensation) as it would be written."""
     assert kind is not None and target is not None
     measure = kept_measure(original, dims, cost, kind, providers)
     depth_only, _ = fewest_blocks(
@@ -721,7 +736,9 @@ def _combined(original: ir.Model, plan_for: Callable[..., RemovalPlan],
         dropped = dropped_at(depth)
         shares[depth] = search_share(original, lambda r: plan_for(r, dropped), kind, target,
                                      dims, cost, providers)  # fmt: skip
-        return plan_for(shares[depth][0], dropped)
+        plan = plan_for(shares[depth][0], dropped)
+        correct(plan)
+        return plan
 
     error = OutputError(original, feeds, providers)
     plan, rows = combined(candidate_depths(depth_only), plan_at,

@@ -78,10 +78,6 @@ class Blocks:
             out.setdefault(block.layer, []).append(block)
         return out
 
-    def by_id(self, ids) -> list[Block]:
-        index = {b.id: b for b in self.blocks}
-        return [index[i] for i in ids]
-
 
 class _Graph:
     """The main graph's node order, its live nodes (those an output depends on: folded shape

@@ -7,6 +7,7 @@
   shape constants that carry their sizes.
 - :class:`CompensatePass` folds the calibration mean of removed channels into the
   consumers' biases.
+- :class:`RemoveBlocksPass` drops residual branches: their sums pass the shortcut through.
 - :class:`CleanupPass` removes dead nodes and initializers, re-infers shapes and runs the
   full ONNX checker.
 
@@ -19,6 +20,7 @@ _MODULES = {
     "CleanupPass": "cleanup",
     "CompensatePass": "compensate",
     "FoldShapeConstantsPass": "fold_constants",
+    "RemoveBlocksPass": "remove_blocks",
     "ShrinkPass": "shrink",
     "UntieSharedConstantsPass": "untie",
 }

@@ -154,7 +154,9 @@ def test_depth_options_that_cannot_go_together_are_refused() -> None:
                           ({"depth": "both", "ratio": 0.2}, "target"),
                           ({"depth": "sideways", "ratio": 0.2}, "depth must be"),
                           ({"ratio": 0.2, "depth": "depth", "block_criterion": "x"}, "criterion"),
-                          ({"remove_blocks": 1, "block_criterion": "output"}, "calibration")):
+                          ({"remove_blocks": 1, "block_criterion": "output"}, "calibration"),
+                          ({"remove_blocks": 1, "compensate": True, "calibration_random": 2},
+                           "nothing for them")):
         with pytest.raises(onnxprune.UsageError, match=match):
             onnxprune.prune(proto, **kwargs)
 
@@ -179,6 +181,9 @@ def test_combined_search_is_no_worse_than_width_or_depth_alone() -> None:
     assert chosen["output_change"] == best
     assert result.verification.passed
     assert result.cost_after.params / result.cost_before.params <= 0.7 + 1e-9
+    replay = onnxprune.prune(proto, plan=result.plan.to_dict(), refit=False)
+    assert replay.plan.blocks == result.plan.blocks
+    assert replay.plan.removed.keys() == result.plan.removed.keys()
 
 
 def _make_llm():

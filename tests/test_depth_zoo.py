@@ -70,3 +70,21 @@ def test_blocks_drop_with_width_and_pass_the_oracle(source: str, name: str, expo
     print(f"{name} [{exporter}]: {len(found.blocks)} blocks in {len(found.layers)} layers; "
           f"2 dropped + ratio 0.25 keeps {result.cost_after.macs / result.cost_before.macs:.1%} "
           "of MACs")
+
+
+@pytest.mark.zoo
+@pytest.mark.parametrize(("source", "name", "exporter"), [
+    ("torchvision", "resnet18", "torchscript"), ("transformers", "llama", "dynamo")])
+def test_every_block_dropped_at_once_passes_the_oracle(source: str, name: str, exporter: str):
+    """All blocks of resnet18 (three with a projection shortcut) or of a Llama decoder
+    (attention reading the shared rotary tables and mask, MLP) go in one plan."""
+    path, feeds = _model(source, name, exporter)
+    found = onnxprune.analyze(path).blocks.blocks
+    plan = {"removed": {}, "blocks": {str(b.id): {"add": b.add, "skip_input": b.skip_index}
+                                      for b in found}}  # fmt: skip
+    result = onnxprune.prune(path, plan=plan, inputs=feeds)
+    assert_exact(result)
+    assert sorted(result.plan.blocks) == [b.id for b in found]
+    pruned = result.to_proto()
+    weights = {w for b in found for w in b.weights}
+    assert not weights & {t.name for t in pruned.graph.initializer}
