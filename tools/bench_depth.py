@@ -129,7 +129,9 @@ def markdown(report: dict) -> str:
                   "| latency ms | speedup | speedup / MACs |",
                   "|---:|---|---:|---:|---:|---:|---:|---:|---:|"]  # fmt: skip
         for r in model["rows"]:
-            lines.append(f"| {r['target_macs']:.0%} | {r['mode']} | {r['macs_kept']:.1%} | "
+            short = r["macs_kept"] > r["target_macs"] + 0.01  # a target depth cannot reach
+            lines.append(f"| {r['target_macs']:.0%} | {r['mode']} | {r['macs_kept']:.1%}"
+                         f"{' (all blocks)' if short else ''} | "
                          f"{r['blocks_dropped']} | {r['groups_pruned']} | {r['accuracy']:.1%} | "
                          f"{r['latency_ms_before']:.2f} → {r['latency_ms_after']:.2f} | "
                          f"{r['speedup']:.2f}x | {r['speedup_per_macs']:.2f} |")  # fmt: skip
@@ -144,7 +146,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--targets", nargs="+", type=float, default=[0.9, 0.8, 0.7])
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--out", type=Path, default=ROOT / "tools" / "results")
+    parser.add_argument("--markdown-only", action="store_true", help="rewrite the markdown "
+                        "from the JSON of the last run")
     args = parser.parse_args(argv)
+    if args.markdown_only:
+        report = json.loads((args.out / "bench_depth.json").read_text())
+        (args.out / "bench_depth.md").write_text(markdown(report))
+        return 0
     runs = {"minilm": minilm_rows, "rec": rec_rows}
     report = {"date": time.strftime("%Y-%m-%d"), "threads": args.threads,
               "models": [runs[m](args.targets, args.threads) for m in args.models]}  # fmt: skip
