@@ -4,7 +4,8 @@ For each model (built by ``tools/make_llm.py``; external data) one run measures,
 in its own process (peak RSS from ``wait4``): ``cp`` of the model folder, onnx-ir load + save,
 ``onnxprune analyze``, ``prune --ratio 0.25`` with and without verification, ``prune
 --target-macs 0.6``, ``prune`` with calibration (16 random sequences of 128 tokens) and
-``onnxprune verify`` of the written model. Ratios are to ``cp``'s time and to the model's
+``onnxprune verify`` of the written model, and depth pruning (``--remove-blocks 8``, blocks
+ranked by their output change on 4 random sequences of 64 tokens). Ratios are to ``cp``'s time and to the model's
 size on disk. Writes ``tools/results/bench_scale.{json,md}``.
 
 Usage: ``python tools/bench_scale.py [shaped] [llama]`` (default: the models already built).
@@ -80,6 +81,9 @@ def bench(kind: str, work: Path) -> dict:
     measure("prune --ratio 0.25, calibration 16 x 128 tokens (verified)",
             [*onnxprune, "prune", str(model), "-o", str(out / "p.onnx"), "--ratio", "0.25",
              "--random", "16", "--dim", "input_ids=1,128"])  # fmt: skip
+    measure("prune --remove-blocks 8, ranked on 4 x 64 tokens (verified)",
+            [*onnxprune, "prune", str(model), "-o", str(out / "p.onnx"), "--remove-blocks", "8",
+             "--random", "4", "--dim", "input_ids=1,64"])  # fmt: skip
     cp = rows[0]["wall_s"]
     for row in rows:
         row["x_cp_time"] = round(row["wall_s"] / max(cp, 1e-9), 2)
