@@ -65,8 +65,9 @@ def _weight_norms(analysis: Analysis, group: Group, power: int) -> np.ndarray:
 
 def _dequantized(value, array: np.ndarray) -> np.ndarray | None:
     """A float weight as it is; an integer one read as a quantized weight
-    (``quantization.WEIGHT_INPUT`` of an op with a scale) as the float values it stands for, (w - zero_point) x scale with a
-    scale vector along the weight's quantization axis; anything else None."""
+    (``quantization.WEIGHT_INPUT``) as the float values it stands for, (w - zero_point) x
+    scale, with vectors along the weight's quantization axis (integer ops, whose scale is
+    applied after them, as w - zero_point); anything else None."""
     if array.dtype.kind == "f":
         return array
     readers = [(n, i) for n, i in value.uses() if WEIGHT_INPUT.get(n.op_type) == i]
@@ -74,27 +75,31 @@ def _dequantized(value, array: np.ndarray) -> np.ndarray | None:
         return None
     node, index = readers[0]
     scale_at, zero_at = QUANTIZED_INPUTS[node.op_type][index]
-    if scale_at is None:  # integer arithmetic without a scale (ConvInteger): no float values
-        return None
-    scale = constant_array(node.inputs[scale_at])
     zero = constant_array(node.inputs[zero_at]) if len(node.inputs) > zero_at else None
+    if scale_at is None:  # integer arithmetic (ConvInteger, MatMulInteger): the scale is
+        scale = np.ones(1)  # applied after it, so w - zero_point ranks the channels
+    else:
+        scale = constant_array(node.inputs[scale_at])
     if scale is None or node.attributes.get("block_size") is not None:
         return None
     shape = [1] * array.ndim
-    if scale.ndim == 1 and scale.size > 1:
+    vector = next((v for v in (scale, zero) if v is not None and v.size > 1), None)
+    if vector is not None:
         if node.op_type == "DequantizeLinear":
             axis = node.attributes["axis"].value if "axis" in node.attributes else 1
         elif node.op_type == "QGemm":
             trans = node.attributes.get("transB")
             axis = 0 if trans is not None and trans.value else 1
-        elif node.op_type == "QLinearMatMul":
+        elif node.op_type in ("QLinearMatMul", "MatMulInteger"):
             axis = -1  # B is (K, N): a scale per output column
         else:
             axis = 0
-        shape[axis % array.ndim] = scale.size
+        shape[axis % array.ndim] = vector.size
+    ones = [1] * array.ndim
     offset = 0.0 if zero is None else zero.astype(np.float64).reshape(
-        shape if zero.size > 1 else [1] * array.ndim)
-    return (array.astype(np.float64) - offset) * scale.astype(np.float64).reshape(shape)
+        shape if zero.size > 1 else ones)
+    return (array.astype(np.float64) - offset) * scale.astype(np.float64).reshape(
+        shape if scale.size > 1 else ones)
 
 
 def _per_position(array: np.ndarray, axis: int, power: int) -> np.ndarray:

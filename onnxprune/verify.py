@@ -47,7 +47,7 @@ import onnx_ir as ir
 import onnxruntime as ort
 
 from onnxprune.channel_graph import Dim
-from onnxprune.errors import UnsupportedModelError, UsageError
+from onnxprune.errors import UsageError
 from onnxprune.graph_values import analysed_graphs, analysed_nodes
 from onnxprune.input_sizes import shapes_text
 from onnxprune.plan import RemovalPlan
@@ -207,9 +207,7 @@ def _zero_point(node: ir.Node, index: int) -> ir.Value | None:
     if position is None or x is None or x.dtype is None or x.dtype.is_floating_point():
         return None
     zero = node.inputs[position] if position < len(node.inputs) else None
-    if zero is None:
-        raise UnsupportedModelError(f"'{node.name}' has no zero point for input {index}")
-    return zero
+    return zero  # absent: the zero point is 0, and a 0/1 Mul masks to it
 
 
 def _outputs(session: ort.InferenceSession) -> list[str]:

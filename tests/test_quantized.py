@@ -2,8 +2,11 @@
 per-channel int8) prunes exactly, int8 weights sliced with their scales and zero points,
 and keeps its accuracy; the QOperator format (QLinearConv, QGemm, QLinearAdd on uint8)
 prunes exactly against a masked model that sets removed channels to the zero point (zero
-would be wrong, and a test shows it); dynamic quantization (ConvInteger) is blocked with the
-op named; a wrong QDQ model fails the oracle's comparison."""
+would be wrong, and a test shows it); dynamic quantization (DynamicQuantizeLinear with
+ConvInteger/MatMulInteger, per-tensor and per-channel; a BERT and a Llama too) prunes bit
+for bit against a masked model that zeroes removed channels before DynamicQuantizeLinear
+takes its range (without that mask a test shows it differs); a wrong QDQ model fails the
+oracle's comparison."""
 
 from __future__ import annotations
 
@@ -26,7 +29,6 @@ from onnxruntime.quantization.shape_inference import quant_pre_process
 import onnxprune
 from accuracy import check_accuracy
 from graphs import assert_exact, conv, model, weight
-from onnxprune.cli import main
 from onnxprune.verify import compare, masked_model
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -56,8 +58,10 @@ def quantized(tmp_path_factory) -> dict[str, Path]:
         quantize_static(str(pre), str(paths[name]), _Reader(), quant_format=fmt,
                         per_channel=per_channel, activation_type=QuantType.QUInt8,
                         weight_type=QuantType.QInt8)  # fmt: skip
-    paths["dynamic"] = folder / "dynamic.onnx"
-    quantize_dynamic(str(DIGITS), str(paths["dynamic"]), weight_type=QuantType.QInt8)
+    for name, per_channel in (("dynamic", False), ("dynamic_per_channel", True)):
+        paths[name] = folder / f"{name}.onnx"
+        quantize_dynamic(str(DIGITS), str(paths[name]), weight_type=QuantType.QInt8,
+                         per_channel=per_channel)  # fmt: skip
     return paths
 
 
@@ -150,13 +154,57 @@ def test_a_zeroed_instead_of_zero_point_mask_would_be_wrong(tmp_path):
     assert not compare(wrong, result.model, samples[2:]).passed
 
 
-def test_dynamic_quantization_is_blocked_with_the_op_named(quantized, tmp_path, capsys):
-    analysis = onnxprune.analyze(quantized["dynamic"])
-    assert not analysis.prunable
-    assert "ConvInteger" in analysis.analysis.unknown_ops
-    out = tmp_path / "p.onnx"
-    assert main(["prune", str(quantized["dynamic"]), "-o", str(out), "--ratio", "0.5"]) == 2
-    assert "nothing would change" in capsys.readouterr().err and not out.exists()
+@pytest.mark.parametrize("name", ["dynamic", "dynamic_per_channel"])
+def test_dynamic_quantization_prunes_bit_for_bit(quantized, name):
+    path = quantized[name]
+    ops = {n.op_type for n in onnx.load(path).graph.node}
+    assert {"DynamicQuantizeLinear", "ConvInteger", "MatMulInteger"} <= ops
+    result = onnxprune.prune(path, target_macs=0.5, calibration=CALIB)
+    assert_exact(result)
+    assert result.verification.max_abs_diff == 0.0
+    assert len(result.plan.removed) == 4
+    original = onnx.load(path)
+    int8 = {t.name: list(t.dims) for t in original.graph.initializer
+            if t.data_type == onnx.TensorProto.INT8 and len(t.dims) > 1}  # fmt: skip
+    sliced = {t.name: list(t.dims) for t in result.to_proto().graph.initializer if t.name in int8}
+    assert sum(sliced[n] != int8[n] for n in sliced) == len(int8) == 6  # every conv and fc
+    measured = _accuracy(result.to_proto())
+    print(f"{name}: {_accuracy(path):.2%} -> {measured:.2%} at "
+          f"{result.cost_after.macs / result.cost_before.macs:.0%} MACs")
+    check_accuracy("digits_dynamic_calibrated_50", measured)
+
+
+def test_dynamic_quantization_needs_the_mask_before_its_range(quantized):
+    """Without the mask at DynamicQuantizeLinear's input, the removed channels still widen the
+    range it quantizes with: the masked model then differs from the pruned one."""
+    result = onnxprune.prune(quantized["dynamic"], ratio=0.5, calibration=CALIB)
+    right = masked_model(result.original, result.plan)
+    wrong = right.clone()
+    for node in [n for n in wrong.graph if n.op_type == "DynamicQuantizeLinear"]:
+        mul = node.inputs[0].producer()
+        if mul is not None and mul.name.startswith("onnxprune_mask_"):
+            node.replace_input_with(0, mul.inputs[0])
+    x = np.load(ROOT / "models" / "digits_test.npz")["input"][:16]
+    assert compare(right, result.model, [{"input": x}]).passed
+    assert not compare(wrong, result.model, [{"input": x}]).passed
+
+
+@pytest.mark.zoo
+@pytest.mark.parametrize(("name", "exporter"), [("bert", "torchscript"), ("llama", "dynamo")])
+def test_dynamically_quantized_transformers_prune_heads_bit_for_bit(name, exporter, tmp_path):
+    import transformer_zoo
+
+    path = tmp_path / f"{name}_dynamic.onnx"
+    quantize_dynamic(str(transformer_zoo.export(name, exporter)), str(path),
+                     weight_type=QuantType.QInt8)  # fmt: skip
+    assert "MatMulInteger" in {n.op_type for n in onnx.load(path).graph.node}
+    feeds = [transformer_zoo.feeds(name, batch=1),
+             transformer_zoo.feeds(name, batch=2, sequence=5, seed=1)]  # fmt: skip
+    result = onnxprune.prune(path, ratio=0.5, inputs=feeds)
+    assert_exact(result)
+    assert result.verification.max_abs_diff == 0.0
+    heads = [g for g in result.groups if g.exact and g.atom_size > 1]
+    assert heads and all(g.id in result.plan.removed for g in heads)
 
 
 def test_a_wrong_qdq_model_fails(quantized):

@@ -10,9 +10,16 @@ mask puts an exact zero (a masked integer tensor would mean its zero point, not 
 QOperator ops: QLinearConv and com.microsoft QGemm contract their quantized input like Conv
 and Gemm (their integer input is a consumer: the oracle's mask sets a removed channel to the
 input's zero point, which is what contributes nothing there); their weight's scale and zero
-point vectors follow the output channels; QLinearAdd broadcasts like Add. QLinearMatMul,
-ConvInteger, MatMulInteger and DynamicQuantizeLinear have no rule: their channels are
-blocked.
+point vectors follow the output channels; QLinearAdd broadcasts like Add. QLinearMatMul has no rule: its channels are blocked.
+
+Dynamic quantization (``quantize_dynamic``): DynamicQuantizeLinear passes every axis through
+and is also a consumer of its float input: its scale and zero point come from the range of
+the whole tensor, extended to include 0, so a channel zeroed *before* it leaves them as they
+are in the pruned model, and quantizes to the zero point exactly. The oracle's mask goes
+there (a float zero), and again at the integer consumer (MatMulInteger/ConvInteger input A,
+set to its zero point), where ``(a - a_zp)`` then contributes nothing; integer arithmetic
+makes the pruned model equal bit for bit. MatMulInteger and ConvInteger contract like MatMul
+and Conv; a weight zero-point vector follows the weight's output channels.
 """
 
 from __future__ import annotations
@@ -128,3 +135,64 @@ def qlinear_add(node: ir.Node, ctx: RuleContext) -> None:
     """C = A + B on quantized tensors with per-tensor scales: broadcasting as Add."""
     if _scalars(ctx, node, (1, 2, 4, 5, 6, 7)):
         ctx.broadcast([ctx.input(0), ctx.input(3)], ctx.output(0))
+
+
+@channel_rule("DynamicQuantizeLinear")
+def dynamic_quantize_linear(node: ir.Node, ctx: RuleContext) -> None:
+    """(y, y_scale, y_zp) = dq(x): y's axes are x's; every axis of x is consumed here too (a
+    removed channel is zeroed before the range is taken); scale and zero point are scalars."""
+    x, y = ctx.input(0), ctx.output(0)
+    if ctx.rank(x) is None:
+        ctx.block("DynamicQuantizeLinear on a tensor of unknown rank")
+        return
+    ctx.passthrough(x, y)
+    for dim in ctx.dims(x):
+        ctx.consume(dim, 0)
+
+
+@channel_rule("MatMulInteger")
+def matmul_integer(node: ir.Node, ctx: RuleContext) -> None:
+    """MatMul on (A - a_zp)(B - b_zp) in int32: as MatMul; a b_zp vector is B's columns, an
+    a_zp vector (per row of A) is blocked."""
+    a, b, y = ctx.input(0), ctx.input(1), ctx.output(0)
+    ad, bd, yd = ctx.dims(a), ctx.dims(b), ctx.dims(y)
+    if len(ad) < 2 or len(bd) != 2 or not ctx.is_const(b):
+        ctx.block("MatMulInteger other than activations x constant 2-D weight")
+        return
+    a_zp = node.inputs[2] if len(node.inputs) > 2 else None
+    if a_zp is not None and ctx.rank(a_zp) and ctx.shape(a_zp) != (1,):
+        ctx.block("MatMulInteger with a per-row zero point for A")
+        return
+    if a_zp is not None:
+        ctx.ignore(*ctx.dims(a_zp))
+    ctx.same(ad[-1], bd[0])
+    ctx.consume(ad[-1], 0)
+    ctx.same(bd[1], yd[-1])
+    if isinstance(ctx.size(yd[-1]), int):
+        ctx.produce(yd[-1])
+    for left, out in zip(ad[:-1], yd[:-1], strict=True):
+        ctx.same(left, out)
+    _per_channel(ctx, node, (3,), bd[1])
+
+
+@channel_rule("ConvInteger")
+def conv_integer(node: ir.Node, ctx: RuleContext) -> None:
+    """Conv on (x - x_zp) and (w - w_zp) in int32: as Conv (group 1); a w_zp vector follows
+    W's output channels."""
+    x, w, y = ctx.input(0), ctx.input(1), ctx.output(0)
+    if not _scalars(ctx, node, (2,)):
+        return
+    if ctx.attr("group", 1) != 1:
+        ctx.block("grouped ConvInteger is not supported yet")
+        return
+    xd, wd, yd = ctx.dims(x), ctx.dims(w), ctx.dims(y)
+    ctx.same(xd[0], yd[0])
+    for dims in (xd[2:], wd[2:], yd[2:]):
+        for d in dims:
+            ctx.block_dim(d, "spatial or kernel axis")
+    ctx.same(xd[1], wd[1])
+    ctx.same(wd[0], yd[1])
+    ctx.consume(xd[1], 0)
+    if isinstance(ctx.size(yd[1]), int):
+        ctx.produce(yd[1])
+    _per_channel(ctx, node, (3,), wd[0])
