@@ -15,11 +15,12 @@ $(VENV)/.runtime: pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install -q -e .
 	touch $@
 
-# silero-vad's wheel is a test fixture (the ONNX files it ships); its own dependencies
-# (torchaudio) are not needed, so it is installed without them.
+# silero-vad's and ddddocr's wheels are test fixtures (the ONNX files they ship); their own
+# dependencies (torchaudio; opencv, already there for rapidocr) are not needed, so they are
+# installed without them.
 $(VENV)/.test: pyproject.toml Makefile | $(BIN)/python
 	$(BIN)/python -m pip install -q -e '.[test,frameworks]'
-	$(BIN)/python -m pip install -q --no-deps silero-vad==6.2.3
+	$(BIN)/python -m pip install -q --no-deps silero-vad==6.2.3 ddddocr==1.6.1
 	touch $@ $(VENV)/.runtime
 
 demo: $(VENV)/.runtime
