@@ -29,6 +29,7 @@ from onnxprune.allocation_depth import (
     inside,
 )
 from onnxprune.allocation_global import allocate_global
+from onnxprune.allocation_latency import allocate_latency, channel_costs, node_times
 from onnxprune.analysis import Analysis
 from onnxprune.analysis import analyze as build_channel_graph
 from onnxprune.block_scores import CRITERIA as BLOCK_CRITERIA
@@ -43,6 +44,7 @@ from onnxprune.importance import DATA_CRITERIA, consumer_keys, rank
 from onnxprune.input_sizes import (
     decide_sizes,
     feeds_for_verification,
+    random_inputs,
 )
 from onnxprune.metrics import ModelCost, model_cost, node_macs, parameter_counts
 from onnxprune.model_io import (
@@ -67,9 +69,11 @@ from onnxprune.verify import Verification
 
 Progress = Callable[[str, int, int], None]
 
-#: Allocation strategies by name: (groups, scores, share, round_to=, min_channels=, skip=).
+#: Allocation strategies by name: (groups, scores, share, round_to=, min_channels=, skip=);
+#: ``latency`` also takes the model's cost table (``costs=``), measured when it is chosen.
 ALLOCATIONS: dict[str, Callable[..., dict[int, np.ndarray]]] = {
-    "uniform": allocate_ratio, "global": allocate_global}  # fmt: skip
+    "uniform": allocate_ratio, "global": allocate_global,
+    "latency": allocate_latency}  # fmt: skip
 
 #: Gram matrices for the default refit may take this many bytes (float64, channels² each).
 REFIT_MEMORY = 1 << 30
@@ -323,9 +327,12 @@ def prune(
             else a size the model runs at (tried: batch 1, 16.. tokens, 224.. pixels).
         approximate_min_cosine: with approximate groups pruned, the written model's outputs
             must keep at least this cosine to the masked original.
-        allocation: ``uniform`` (``ratio`` of every group; targets search that ratio) or
+        allocation: ``uniform`` (``ratio`` of every group; targets search that ratio),
             ``global`` (``ratio`` of all channels, the lowest normalised scores model-wide,
-            no group losing more than 90%; targets search that share).
+            no group losing more than 90%; targets search that share) or ``latency``
+            (channels by normalised score per millisecond, from an onnxruntime profile of
+            the model; ``ratio`` is the share of the profiled channel time removed;
+            :mod:`onnxprune.allocation_latency`).
         remove_blocks: drop this many residual branches (sublayers: attention, MLP, residual
             blocks; :mod:`onnxprune.blocks`), the least important first; with ``ratio`` or
             a target, width is then pruned on what is left; alone, nothing else is removed.
@@ -448,6 +455,11 @@ def prune(
 
     # allocate
     allocate = ALLOCATIONS[allocation]
+    if allocation == "latency" and width:
+        with clock("latency costs"):
+            feed = random_inputs(original, sizes.dims)
+            costs = channel_costs(original, eligible, node_times(original, feed, providers))
+        allocate = functools.partial(allocate_latency, costs=costs)
 
     def plan_for(share: float, dropped: Sequence[Block] = ()) -> RemovalPlan:
         removed = allocate(eligible, scores, share, round_to=round_to, min_channels=min_channels,

@@ -449,10 +449,12 @@ def build_parser() -> argparse.ArgumentParser:
                    "samples from the declared input shapes (bind symbolic dims with --dim)")
     p.add_argument("--providers", nargs="+", metavar="EP", help="onnxruntime execution "
                    "providers for calibration runs (default: CPUExecutionProvider)")
-    p.add_argument("--allocation", choices=["uniform", "global"], default="uniform",
+    p.add_argument("--allocation", choices=["uniform", "global", "latency"], default="uniform",
                    help="uniform: --ratio of every group (targets search that ratio); global: "
                    "--ratio of all channels, lowest normalised scores model-wide, no group "
-                   "losing more than 90%% (targets search that share)")
+                   "losing more than 90%% (targets search that share); latency: channels by "
+                   "normalised score per millisecond from an onnxruntime profile of the model, "
+                   "--ratio the share of profiled channel time removed, same floors as global")
     p.add_argument("--round-to", type=int, default=1, help="kept channels are a multiple of N")
     p.add_argument("--min-channels", type=int, default=1, help="keep at least N channels")
     p.add_argument("--exclude", nargs="*", default=[], metavar="PATTERN",

@@ -174,6 +174,7 @@ def open_session(
     threads: int = 2,
     providers: Sequence[str] | None = None,
     spinning: bool = True,
+    profile: str | None = None,
 ) -> ort.InferenceSession:
     """An onnxruntime session for ``model`` (see the module docstring for where its bytes go).
 
@@ -184,6 +185,9 @@ def open_session(
     nbytes = _nbytes(model)
     large = nbytes > inline_limit()
     options = session_options(optimization, threads, spinning, large)
+    if profile is not None:  # onnxruntime's per-node profile, written under this prefix
+        options.enable_profiling = True
+        options.profile_file_prefix = profile
     providers = list(providers or ["CPUExecutionProvider"])
     if not (large and isinstance(model, ir.Model)):
         return _create(_source(model), options, providers)
