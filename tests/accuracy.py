@@ -43,6 +43,8 @@ FIGURES: dict[str, tuple[float, float, str]] = {
                         "dropped (80% MACs target, depth only, calibrated)"),
     "ddddocr_original": (0.99, 1 / 100, "ddddocr common_old (dynamic int8) on 100 captchas"),
     "ddddocr_calibrated_90": (1.00, 1 / 100, "ddddocr common_old on 100 captchas at 90% MACs"),
+    "ddddocr_lstm_original": (0.91, 1 / 100, "ddddocr common (LSTM) on 100 captchas"),
+    "ddddocr_lstm_l2_10": (0.81, 1 / 100, "ddddocr common (LSTM) on 100 captchas at ratio 0.1"),
     "rapidocr_original": (0.9938, 0.0025, "RapidOCR on 4 rendered pages, original"),
     "rapidocr_calibrated_70": (0.9861, 0.0025, "RapidOCR on 4 pages, all three at 70% MACs"),
 }  # fmt: skip

@@ -4,7 +4,8 @@ Reshape/Flatten align input and output axes into segments of equal size. A 1:1 s
 one dim; a segment where one side is a single axis and the other several (C x H x W into one
 Gemm input axis, H·D into heads x head_dim, C into groups x C/g for a channel shuffle) is a
 factor block: the single axis is the row-major product of the others. Many-to-many segments
-are blocked. Reshape's target entries must be literals (rewritten by the shrink pass),
+are blocked. Where the leading axes do not align (sizes only known at run time, e.g.
+``unk__3``), the trailing axes are aligned from the right and the leading ones blocked. Reshape's target entries must be literals (rewritten by the shrink pass),
 0 (copy), -1 (infer) or the run-time size of a tensor axis (coupled to that axis); a target
 entry computed otherwise blocks its axis.
 """
@@ -114,6 +115,30 @@ def align(xs: tuple[Size, ...], ys: tuple[Size, ...]) -> list[tuple[list[int], l
     ``sequence``); a segment grows on the side whose product divides the other's. Returns None
     if the shapes cannot be aligned this way.
     """
+    segments, i, j = _segments(xs, ys)
+    return segments if i == len(xs) and j == len(ys) else None
+
+
+def align_trailing(xs: tuple[Size, ...], ys: tuple[Size, ...],
+                   ) -> tuple[list[int], list[int], list[tuple[list[int], list[int]]]] | None:  # fmt: skip
+    """(leading x axes, leading y axes, segments of the trailing axes): ``align`` from the
+    right as far as it goes. The trailing segments hold equal element counts pairwise, so
+    in row-major order the leading axes, whose sizes need not be comparable (run-time
+    symbols such as ``unk__3``), map onto each other as one block. None if no trailing
+    segment aligns."""
+    segments, i, j = _segments(xs[::-1], ys[::-1])
+    if not segments:
+        return None
+    nx, ny = len(xs), len(ys)
+    trailing = [([nx - 1 - k for k in reversed(sx)], [ny - 1 - k for k in reversed(sy)])
+                for sx, sy in reversed(segments)]  # fmt: skip
+    return list(range(nx - i)), list(range(ny - j)), trailing
+
+
+def _segments(xs: tuple[Size, ...], ys: tuple[Size, ...],
+              ) -> tuple[list[tuple[list[int], list[int]]], int, int]:  # fmt: skip
+    """The segments ``align`` finds from the left until one does not close, and the axes
+    (i, j) where that one started."""
     segments: list[tuple[list[int], list[int]]] = []
     i = j = 0
     while i < len(xs) or j < len(ys):
@@ -126,26 +151,27 @@ def align(xs: tuple[Size, ...], ys: tuple[Size, ...]) -> list[tuple[list[int], l
             j += 1
             continue
         if i >= len(xs) or j >= len(ys):
-            return None
+            return segments, i, j
         px, py = product(xs[i]), product(ys[j])
         if px is None or py is None:
-            return None
+            return segments, i, j
         seg_x, seg_y = [i], [j]
-        i, j = i + 1, j + 1
+        ni, nj = i + 1, j + 1
         while px != py:
             static = not px[1] and not py[1]
-            if (px[0] < py[0] if static else _divides(px, py)) and i < len(xs) and (f := product(xs[i])) is not None:
+            if (px[0] < py[0] if static else _divides(px, py)) and ni < len(xs) and (f := product(xs[ni])) is not None:
                 px = _times(px, f)
-                seg_x.append(i)
-                i += 1
-            elif (py[0] < px[0] if static else _divides(py, px)) and j < len(ys) and (f := product(ys[j])) is not None:
+                seg_x.append(ni)
+                ni += 1
+            elif (py[0] < px[0] if static else _divides(py, px)) and nj < len(ys) and (f := product(ys[nj])) is not None:
                 py = _times(py, f)
-                seg_y.append(j)
-                j += 1
+                seg_y.append(nj)
+                nj += 1
             else:
-                return None
+                return segments, i, j
         segments.append((seg_x, seg_y))
-    return segments
+        i, j = ni, nj
+    return segments, i, j
 
 
 def couple_reshaped(ctx: RuleContext, x: ir.Value, y: ir.Value) -> None:
@@ -153,8 +179,14 @@ def couple_reshaped(ctx: RuleContext, x: ir.Value, y: ir.Value) -> None:
     xd, yd = ctx.dims(x), ctx.dims(y)
     segments = align(ctx.shape(x), ctx.shape(y))
     if segments is None:
-        ctx.block(f"cannot align shapes {ctx.shape(x)} and {ctx.shape(y)}", [x, y])
-        return
+        trailing = align_trailing(ctx.shape(x), ctx.shape(y))
+        if trailing is None:
+            ctx.block(f"cannot align shapes {ctx.shape(x)} and {ctx.shape(y)}", [x, y])
+            return
+        lead_x, lead_y, segments = trailing
+        for d in (*[xd[k] for k in lead_x], *[yd[k] for k in lead_y]):
+            ctx.block_dim(d, f"Reshape maps leading axes {ctx.shape(x)[:len(lead_x)]} onto "
+                          f"{ctx.shape(y)[:len(lead_y)]}, sizes not comparable")  # fmt: skip
     for seg_x, seg_y in segments:
         dx, dy = [xd[k] for k in seg_x], [yd[k] for k in seg_y]
         if not dx or not dy:
