@@ -10,7 +10,8 @@ quantized QLinearConv/ConvInteger/QLinearMatMul/MatMulInteger as their float twi
 the product of every index's size; onnxruntime's fused Attention, MultiHeadAttention and
 GroupQueryAttention their projections and score/value products.
 Elementwise ops, normalisations and pools count 0. Nodes whose shapes stay unknown count 0
-and are listed in ``unknown``.
+and are listed in ``unknown``. An ``If`` counts its costlier branch; Loop and Scan bodies
+are not counted.
 
 Binding (``Dims``): a key that names a graph input gives that input's whole shape, and its
 symbolic axes take those sizes (the only way to size unnamed axes); any other key names a
@@ -85,13 +86,15 @@ def _bind(model: onnx.ModelProto, dims: Dims) -> onnx.ModelProto:
 
 
 def _shapes(model: onnx.ModelProto) -> dict[str, list[int] | None]:
+    """Static shapes of the values of the main graph and of every subgraph."""
     shapes: dict[str, list[int] | None] = {}
-    for value in (*model.graph.input, *model.graph.value_info, *model.graph.output):
-        t = value.type.tensor_type
-        if t.HasField("shape") and all(d.HasField("dim_value") for d in t.shape.dim):
-            shapes[value.name] = [d.dim_value for d in t.shape.dim]
-    for init in model.graph.initializer:
-        shapes[init.name] = list(init.dims)
+    for graph in graphs(model.graph):
+        for value in (*graph.input, *graph.value_info, *graph.output):
+            t = value.type.tensor_type
+            if t.HasField("shape") and all(d.HasField("dim_value") for d in t.shape.dim):
+                shapes[value.name] = [d.dim_value for d in t.shape.dim]
+        for init in graph.initializer:
+            shapes[init.name] = list(init.dims)
     return shapes
 
 
@@ -234,10 +237,38 @@ def parameter_counts(model: Countable) -> dict[str, int]:
 
 
 def node_macs(model: Countable, dims: Dims | None = None) -> dict[str, int | None]:
-    """MACs of every node by node name (None where shapes stay unknown), dims bound."""
+    """MACs of every node by node name (None where shapes stay unknown), dims bound; nodes
+    of subgraphs included."""
     model = _proto(model)
     inferred, shapes = _bound_shapes(model, dict(dims or {}))
-    return {node.name: _node_macs(node, shapes) for node in inferred.graph.node}
+    return {node.name: _node_macs(node, shapes)
+            for graph in graphs(inferred.graph) for node in graph.node}  # fmt: skip
+
+
+def _graph_macs(graph: onnx.GraphProto, shapes: dict[str, list[int] | None],
+                macs_by_op: dict[str, int], unknown: list[str]) -> None:
+    """Add ``graph``'s MACs by op type. An ``If`` runs one branch: the costlier one counts
+    (an upper bound). Loop and Scan bodies run an unknown number of times: not counted."""
+    for node in graph.node:
+        if node.op_type == "If":
+            branches = []
+            for attr in node.attribute:
+                if attr.type == onnx.AttributeProto.GRAPH:
+                    by_op: dict[str, int] = {}
+                    missing: list[str] = []
+                    _graph_macs(attr.g, shapes, by_op, missing)
+                    branches.append((sum(by_op.values()), by_op, missing))
+            if branches:
+                _, by_op, missing = max(branches, key=lambda b: b[0])
+                for op, macs in by_op.items():
+                    macs_by_op[op] = macs_by_op.get(op, 0) + macs
+                unknown.extend(missing)
+            continue
+        macs = _node_macs(node, shapes)
+        if macs is None:
+            unknown.append(node.name or node.op_type)
+        elif macs:
+            macs_by_op[node.op_type] = macs_by_op.get(node.op_type, 0) + macs
 
 
 def model_cost(model: Countable, dims: Dims | None = None) -> ModelCost:
@@ -254,11 +285,6 @@ def model_cost(model: Countable, dims: Dims | None = None) -> ModelCost:
             if name in counts and name not in seen:
                 seen.add(name)
                 params_by_op[node.op_type] = params_by_op.get(node.op_type, 0) + counts[name]
-    for node in inferred.graph.node:  # MACs of the main graph (subgraph shapes are not bound)
-        macs = _node_macs(node, shapes)
-        if macs is None:
-            unknown.append(node.name or node.op_type)
-        elif macs:
-            macs_by_op[node.op_type] = macs_by_op.get(node.op_type, 0) + macs
+    _graph_macs(inferred.graph, shapes, macs_by_op, unknown)
     return ModelCost(sum(params_by_op.values()), sum(macs_by_op.values()), params_by_op,
                      macs_by_op, unknown)

@@ -8,7 +8,7 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from graphs import model, weight
-from onnxprune.metrics import model_cost
+from onnxprune.metrics import model_cost, node_macs
 
 
 def test_einsum_counts_the_product_of_its_index_sizes():
@@ -49,3 +49,27 @@ def test_onnxruntime_fused_attention_counts_what_the_unfused_export_does():
     fused = model_cost(fused_proto, dims)
     assert "Attention" in fused.macs_by_op and not fused.unknown
     assert fused.macs == plain.macs
+
+
+def test_an_if_counts_its_costlier_branch():
+    """then: x @ W1 (1x8 @ 8x16 = 128 MACs), else: x @ W2 (1x8 @ 8x32 = 256 MACs): one
+    branch runs, the costlier one counts."""
+    def branch(name: str, w: str, n: int) -> onnx.GraphProto:
+        return helper.make_graph(
+            [helper.make_node("MatMul", ["x", w], [f"{name}_y"], name=f"{name}_mm")], name, [],
+            [helper.make_tensor_value_info(f"{name}_y", TensorProto.FLOAT, [1, n])])
+
+    nodes = [helper.make_node("ReduceSum", ["x"], ["s"], name="sum", keepdims=0),
+             helper.make_node("Greater", ["s", "zero"], ["c"], name="cond"),
+             helper.make_node("If", ["c"], ["y"], name="if", then_branch=branch("then", "w1", 16),
+                              else_branch=branch("else", "w2", 16 * 2))]  # fmt: skip
+    graph = helper.make_graph(
+        nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 8])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+        [numpy_helper.from_array(np.zeros((), np.float32), "zero"),
+         numpy_helper.from_array(np.ones((8, 16), np.float32), "w1"),
+         numpy_helper.from_array(np.ones((8, 32), np.float32), "w2")])  # fmt: skip
+    proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    cost = model_cost(proto)
+    assert cost.macs == 256 and cost.macs_by_op == {"MatMul": 256}
+    assert node_macs(proto)["then_mm"] == 128
