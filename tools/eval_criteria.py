@@ -2,8 +2,10 @@
 
 Digits CNN (models/digits_cnn.onnx; calibration: 256 training images; metric: test accuracy)
 and all-MiniLM-L6-v2 (tests/minilm.py; calibration: 256 texts from outside the first 128 pairs;
-metric: retrieval top-1 over all pairs). Side by side on the digits CNN: Torch-Pruning 1.6.1
-(``MetaPruner`` + ``GroupMagnitudeImportance(p=2)``) on the same PyTorch model, retrained here
+metric: retrieval top-1 over all pairs); on the digits CNN also the global and latency
+allocations (fluctuation + refit). Side by side on the digits CNN: Torch-Pruning 1.6.1
+(``MetaPruner`` + ``GroupMagnitudeImportance(p=2)``, local and ``global_pruning``) on the
+same PyTorch model, retrained here
 with the bundled model's recipe (its predictions are checked against the bundled ONNX), with
 its ``pruning_ratio`` searched so that its MACs match onnxprune's at each point.
 
@@ -26,17 +28,22 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
 sys.path.insert(0, str(ROOT / "tools"))
 
-KEEP = (0.9, 0.8, 0.7, 0.6, 0.5, 0.4)
-#: (criterion, compensate, refit)
-CONFIGS = [("l2", False, False), ("l1", False, False), ("random", False, False),
-           ("activation", False, False), ("fluctuation", False, False),
-           ("fluctuation", True, False), ("fluctuation", False, True),
-           ("fluctuation", True, True), ("wanda", False, False), ("wanda", True, False)]  # fmt: skip
+KEEP = (0.9, 0.8, 0.7, 0.6, 0.5, 0.4, 0.3)
+#: (criterion, compensate, refit, allocation)
+CONFIGS = [("l2", False, False, "uniform"), ("l1", False, False, "uniform"),
+           ("random", False, False, "uniform"), ("activation", False, False, "uniform"),
+           ("fluctuation", False, False, "uniform"), ("fluctuation", True, False, "uniform"),
+           ("fluctuation", False, True, "uniform"), ("fluctuation", True, True, "uniform"),
+           ("wanda", False, False, "uniform"), ("wanda", True, False, "uniform"),
+           ("fluctuation", False, True, "global"),
+           ("fluctuation", False, True, "latency")]  # fmt: skip
 
 
 def _label(row: dict) -> str:
     extras = [name for name in ("compensate", "refit") if row.get(name)]
-    return row["criterion"] + "".join(f" + {e}" for e in extras)
+    allocation = row.get("allocation", "uniform")
+    return (row["criterion"] + "".join(f" + {e}" for e in extras)
+            + ("" if allocation == "uniform" else f", {allocation} allocation"))
 
 
 def _digits_accuracy(model, test) -> float:
@@ -46,8 +53,10 @@ def _digits_accuracy(model, test) -> float:
     return float((logits.argmax(1) == test["label"]).mean())
 
 
-def torch_pruning_digits(keep_macs: list[float], test) -> list[dict]:
-    """Torch-Pruning magnitude pruning of the retrained DigitsCNN at each onnxprune MACs."""
+def torch_pruning_digits(keep_macs: list[float], test, global_pruning: bool = False,
+                         ) -> list[dict]:  # fmt: skip
+    """Torch-Pruning magnitude pruning of the retrained DigitsCNN at each onnxprune MACs
+    (local: each layer by the ratio; ``global_pruning``: one threshold over all groups)."""
     import tempfile
 
     import torch
@@ -75,7 +84,7 @@ def torch_pruning_digits(keep_macs: list[float], test) -> list[dict]:
         model.eval()
         pruner = tp.pruner.MetaPruner(
             model, example, importance=tp.importance.GroupMagnitudeImportance(p=2),
-            pruning_ratio=ratio, ignored_layers=[model.fc2])
+            pruning_ratio=ratio, ignored_layers=[model.fc2], global_pruning=global_pruning)
         pruner.step()
         macs, _ = tp.utils.count_ops_and_params(model, example)
         return model, macs / base_macs
@@ -113,12 +122,13 @@ def digits() -> dict:
     calibration = [{"input": load_split()[0][:256]}]
     rows = []
     for keep in KEEP:
-        for criterion, compensate, refit in CONFIGS:
+        for criterion, compensate, refit, allocation in CONFIGS:
             data = calibration if criterion in ("activation", "fluctuation", "wanda") else None
             result = onnxprune.prune(path, target_macs=keep, criterion=criterion,
-                                     calibration=data, compensate=compensate, refit=refit)
+                                     calibration=data, compensate=compensate, refit=refit,
+                                     allocation=allocation)  # fmt: skip
             rows.append({"target_macs": keep, "criterion": criterion, "compensate": compensate,
-                         "refit": refit,
+                         "refit": refit, "allocation": allocation,
                          "macs": result.cost_after.macs,
                          "kept_macs": result.cost_after.macs / result.cost_before.macs,
                          "accuracy": _digits_accuracy(result.to_proto(), test),
@@ -128,7 +138,8 @@ def digits() -> dict:
     kept = [next(r["kept_macs"] for r in rows if r["target_macs"] == k) for k in KEEP]
     return {"model": "digits CNN", "metric": "test accuracy",
             "original": _digits_accuracy(path, test), "rows": rows,
-            "torch_pruning": torch_pruning_digits(kept, test)}  # fmt: skip
+            "torch_pruning": torch_pruning_digits(kept, test),
+            "torch_pruning_global": torch_pruning_digits(kept, test, global_pruning=True)}  # fmt: skip
 
 
 def torch_pruning_minilm(ratios, queries, documents, dims) -> list[dict]:
@@ -231,11 +242,20 @@ def markdown(report: dict) -> str:
         cells = [next(r["accuracy"] for r in rows if r["target_macs"] == k and _label(r) == label)
                  for k in keeps]  # fmt: skip
         lines.append(f"| {label} | " + " | ".join(f"{c:.1%}" for c in cells) + " |")
-    if report.get("torch_pruning"):
-        cells = [f"{r['accuracy']:.1%}" for r in report["torch_pruning"]]
-        lines.append("| Torch-Pruning 1.6.1 (group L2 magnitude, same MACs) | "
-                     + " | ".join(cells) + " |")  # fmt: skip
+    for key, label in TP_ROWS:
+        if report.get(key):
+            cells = [f"{r['accuracy']:.1%} ({r.get('tp_kept_macs', r.get('kept_macs', 0)):.0%})"
+                     for r in report[key]]  # fmt: skip
+            lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    if any(report.get(key) for key, _ in TP_ROWS):
+        lines += ["", "Torch-Pruning cells: accuracy (the MACs it really kept, its ratio "
+                  "searched to the closest)."]  # fmt: skip
     return "\n".join(lines) + "\n"
+
+
+#: Report keys of the Torch-Pruning rows and their labels.
+TP_ROWS = [("torch_pruning", "Torch-Pruning 1.6.1 (group L2 magnitude, local)"),
+           ("torch_pruning_global", "Torch-Pruning 1.6.1 (group L2 magnitude, global)")]
 
 
 def plot(report: dict, path: Path) -> None:
@@ -250,11 +270,11 @@ def plot(report: dict, path: Path) -> None:
         mine = [r for r in rows if _label(r) == label]
         ax.plot([r["kept_macs"] for r in mine], [r["accuracy"] for r in mine],
                 "o--" if "+" in label else "o-", label=label)
-    if report.get("torch_pruning"):
-        tp_rows = report["torch_pruning"]
-        ax.plot([r.get("tp_kept_macs", r["kept_macs"]) for r in tp_rows],
-                [r["accuracy"] for r in tp_rows], "k^-",
-                label="Torch-Pruning (magnitude)")  # fmt: skip
+    for (key, label), style in zip(TP_ROWS, ("k^-", "kv--"), strict=True):
+        tp_rows = report.get(key)
+        if tp_rows:
+            ax.plot([r.get("tp_kept_macs", r.get("kept_macs")) for r in tp_rows],
+                    [r["accuracy"] for r in tp_rows], style, label=label)  # fmt: skip
     ax.axhline(report["original"], color="grey", lw=0.8)
     ax.set_xlabel("MACs kept")
     ax.set_ylabel(report["metric"])
