@@ -5,12 +5,14 @@ Rule: an ``Add`` (or two-input ``Sum``) of ``s`` and ``y`` in the main graph has
 branch ``y`` when
 
 - the **branch** (``y``'s producer and, recursively, every producer whose outputs only branch
-  nodes read: the nodes that die when the sum stops reading ``y``) holds a weight, an
+  nodes read: the nodes that die when the sum stops reading ``y``; readers that feed no
+  graph output, such as folded shape arithmetic, do not count) holds a weight, an
   initializer of rank >= 2 that only branch nodes read, and writes no graph output;
-- it reads the **block input** ``x``: ``s`` itself (identity shortcut), or a value read by
-  the skip path, the nodes computing ``s`` that only the sum reads (projection shortcut: a
-  Conv on the skip is kept, only the branch goes). Other values it reads (attention masks,
-  rotary tables, shapes) are shared inputs and stay;
+- it reads the elements (not only the shape) of the **block input** ``x``: ``s`` itself
+  (identity shortcut), or a float value read by the skip path, the nodes computing ``s``
+  that only the sum reads (projection shortcut: a Conv on the skip is kept, only the branch
+  goes). Other values it reads (attention masks, rotary tables, shapes) are shared inputs
+  and stay;
 - ``s`` has the sum's shape and element type, so the sum with the branch dropped is ``s``.
 
 Where both operands qualify (two parallel weighted paths), the one with the shorter path
