@@ -57,12 +57,20 @@ def allocate_global(
         if sizes[(gid, c)] - len(gone) > floors[(gid, c)]:
             gone.append(atom)
             budget -= 1
+    return rounded_removal(groups, chosen, sizes, round_to)
+
+
+def rounded_removal(groups: list[Group], chosen: dict[tuple[int, int], list[int]],
+                    sizes: dict[tuple[int, int], int], round_to: int) -> dict[int, np.ndarray]:  # fmt: skip
+    """Removed atoms per group from the atoms ``chosen`` per (group, channel class), in the
+    order chosen: each class keeps a multiple of ``round_to`` channels, the first chosen
+    going first (rounding keeps the best of those chosen)."""
     by_id = {g.id: g for g in groups}
     removed: dict[int, list[int]] = {}
     for (gid, c), gone in chosen.items():
         keep = _rounded_keep(by_id[gid], sizes[(gid, c)] - len(gone), sizes[(gid, c)], round_to)
         drop = sizes[(gid, c)] - keep
-        if drop > 0:  # the lowest-scored first; rounding keeps the best of those chosen
+        if drop > 0:
             removed.setdefault(gid, []).extend(gone[:drop])
     return {gid: np.sort(np.asarray(atoms, dtype=np.int64)) for gid, atoms in removed.items()}
 

@@ -25,7 +25,7 @@ import numpy as np
 import onnx_ir as ir
 
 from onnxprune.allocation import channel_classes, kept_atoms
-from onnxprune.allocation_global import MAX_SHARE, _rounded_keep
+from onnxprune.allocation_global import MAX_SHARE, rounded_removal
 from onnxprune.errors import UsageError
 from onnxprune.groups import Group
 from onnxprune.sessions import open_session, scratch_folder
@@ -112,11 +112,4 @@ def allocate_latency(
         if sizes[(gid, c)] - len(gone) > floors[(gid, c)]:
             gone.append(atom)
             budget -= max(costs.get(gid, 0.0), 1e-9)
-    by_id = {g.id: g for g in groups}
-    removed: dict[int, list[int]] = {}
-    for (gid, c), gone in chosen.items():
-        keep = _rounded_keep(by_id[gid], sizes[(gid, c)] - len(gone), sizes[(gid, c)], round_to)
-        drop = sizes[(gid, c)] - keep
-        if drop > 0:
-            removed.setdefault(gid, []).extend(gone[:drop])
-    return {gid: np.sort(np.asarray(atoms, dtype=np.int64)) for gid, atoms in removed.items()}
+    return rounded_removal(groups, chosen, sizes, round_to)

@@ -82,6 +82,23 @@ def _per_channel(ctx: RuleContext, node: ir.Node, indices: tuple[int, ...], dim)
             ctx.same(ctx.dim(param, 0), dim)
 
 
+def _conv(ctx: RuleContext, x: ir.Value, w: ir.Value, y: ir.Value) -> tuple[list, list]:
+    """An ungrouped convolution's axes: x's channels are w's input channels (consumed), w's
+    output channels are y's (produced), batch passes, spatial and kernel axes are blocked.
+    Returns (w's dims, y's dims)."""
+    xd, wd, yd = ctx.dims(x), ctx.dims(w), ctx.dims(y)
+    ctx.same(xd[0], yd[0])
+    for dims in (xd[2:], wd[2:], yd[2:]):
+        for d in dims:
+            ctx.block_dim(d, "spatial or kernel axis")
+    ctx.same(xd[1], wd[1])
+    ctx.same(wd[0], yd[1])
+    ctx.consume(xd[1], 0)
+    if isinstance(ctx.size(yd[1]), int):
+        ctx.produce(yd[1])
+    return wd, yd
+
+
 @channel_rule("QLinearConv")
 def qlinear_conv(node: ir.Node, ctx: RuleContext) -> None:
     """Conv on uint8/int8 (x, x_scale, x_zp, w, w_scale, w_zp, y_scale, y_zp, B): as Conv,
@@ -93,16 +110,7 @@ def qlinear_conv(node: ir.Node, ctx: RuleContext) -> None:
     if ctx.attr("group", 1) != 1:
         ctx.block("grouped QLinearConv is not supported yet")
         return
-    xd, wd, yd = ctx.dims(x), ctx.dims(w), ctx.dims(y)
-    ctx.same(xd[0], yd[0])
-    for dims in (xd[2:], wd[2:], yd[2:]):
-        for d in dims:
-            ctx.block_dim(d, "spatial or kernel axis")
-    ctx.same(xd[1], wd[1])
-    ctx.same(wd[0], yd[1])
-    ctx.consume(xd[1], 0)
-    if isinstance(ctx.size(yd[1]), int):
-        ctx.produce(yd[1])
+    wd, yd = _conv(ctx, x, w, y)
     _per_channel(ctx, node, (4, 5), wd[0])
     if b is not None:
         ctx.same(ctx.dim(b, 0), yd[1])
@@ -185,14 +193,5 @@ def conv_integer(node: ir.Node, ctx: RuleContext) -> None:
     if ctx.attr("group", 1) != 1:
         ctx.block("grouped ConvInteger is not supported yet")
         return
-    xd, wd, yd = ctx.dims(x), ctx.dims(w), ctx.dims(y)
-    ctx.same(xd[0], yd[0])
-    for dims in (xd[2:], wd[2:], yd[2:]):
-        for d in dims:
-            ctx.block_dim(d, "spatial or kernel axis")
-    ctx.same(xd[1], wd[1])
-    ctx.same(wd[0], yd[1])
-    ctx.consume(xd[1], 0)
-    if isinstance(ctx.size(yd[1]), int):
-        ctx.produce(yd[1])
+    wd, _ = _conv(ctx, x, w, y)
     _per_channel(ctx, node, (3,), wd[0])
