@@ -194,6 +194,13 @@ def _prune(args, out: Console, err: Console) -> int:
                          f"{' ...' if len(dropped) > 12 else ''})" if dropped else "")
                       + (f", ranked by {result.options['block_criterion']}"
                          if result.options.get("block_criterion") else ""))
+        if result.options.get("depth_search"):
+            chosen = len(result.plan.blocks)
+            out.print("depth + width candidates (output change on the calibration data): "
+                      + ", ".join(f"{r['blocks']} blocks + ratio {r['ratio']:.3f}: "
+                                  f"{r['output_change']:.3g}"
+                                  + (" (chosen)" if r["blocks"] == chosen else "")
+                                  for r in result.options["depth_search"]))  # fmt: skip
         source = result.options.get("calibration") or (
             f"{args.random} random samples" if args.random else None)
         if source:

@@ -207,6 +207,14 @@ def _blocks_markdown(report: dict) -> list[str]:
                   f"{'' if b.get('score') is None else format(b['score'], '.4g')} | "
                   f"{'yes' if b.get('dropped') else ''} |" for b in blocks]  # fmt: skip
     lines += [f"- `{r['add']}`: {r['reason']}" for r in report.get("not_removable_blocks", [])[:20]]
+    search = report.get("options", {}).get("depth_search")
+    if search:
+        lines += ["", "Depth + width candidates for the target (`--with-depth`), each with its "
+                  "refit/compensation; the least output change on the calibration data wins:",
+                  "", "| blocks dropped | width ratio | groups pruned | output change |",
+                  "|---:|---:|---:|---:|"]  # fmt: skip
+        lines += [f"| {r['blocks']} | {r['ratio']:.3f} | {r['width_groups']} | "
+                  f"{r['output_change']:.4g} |" for r in search]  # fmt: skip
     return lines
 
 

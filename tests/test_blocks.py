@@ -181,6 +181,9 @@ def test_combined_search_is_no_worse_than_width_or_depth_alone() -> None:
     assert chosen["output_change"] == best
     assert result.verification.passed
     assert result.cost_after.params / result.cost_before.params <= 0.7 + 1e-9
+    from onnxprune.report import _markdown, build_report
+
+    assert "Depth + width candidates" in _markdown(build_report(result))
     replay = onnxprune.prune(proto, plan=result.plan.to_dict(), refit=False)
     assert replay.plan.blocks == result.plan.blocks
     assert replay.plan.removed.keys() == result.plan.removed.keys()
