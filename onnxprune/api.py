@@ -59,7 +59,7 @@ from onnxprune.oracle import verify_pruned
 from onnxprune.passes.cleanup import drop_intermediate_shapes
 from onnxprune.passes.compensate import compensation_fills, weight_axes
 from onnxprune.passes.refit import refit_updates
-from onnxprune.plan import RemovalPlan, read_plan
+from onnxprune.plan import RemovalPlan, dropped_blocks, read_plan
 from onnxprune.rewrite import rewrite
 from onnxprune.sessions import Staged, check_room_for, is_large, runs_on
 from onnxprune.skeleton import skeleton
@@ -688,17 +688,8 @@ def _calibrate(analysis: Analysis, eligible: list[Group], batches: Callable[[], 
 def _replayed(plan_data: Mapping, groups: list[Group], eligible: list[Group],
               refit: bool | None, blocks: Sequence[Block] = ()) -> RemovalPlan:  # fmt: skip
     """A stored plan applied to this model (its fills only with the refit they go with)."""
-    by_id = {b.id: b for b in blocks}
-    dropped = []
-    for key, entry in (plan_data.get("blocks") or {}).items():
-        block = by_id.get(int(key))
-        if block is None or (block.add, block.skip_index) != (entry["add"],
-                                                              entry["skip_input"]):  # fmt: skip
-            raise UsageError(f"the plan drops block {key} (sum '{entry['add']}'), which this "
-                             "model (with these options) does not have as a removable "
-                             "block")  # fmt: skip
-        dropped.append(block)
-    removal = RemovalPlan.build(groups, load_removed(plan_data, eligible), dropped)
+    removal = RemovalPlan.build(groups, load_removed(plan_data, eligible),
+                                dropped_blocks(plan_data, blocks))  # fmt: skip
     if not plan_data.get("refit_weights") or refit:
         removal.fills = RemovalPlan.read_fills(plan_data)
     if any(k >= len(removal.masks) or np.shape(v) != np.shape(removal.masks[k].removed)

@@ -278,7 +278,7 @@ def _verify(args, out: Console, err: Console) -> int:
 
     from onnxprune.api import analyze
     from onnxprune.input_sizes import decide_sizes, random_inputs
-    from onnxprune.plan import RemovalPlan
+    from onnxprune.plan import RemovalPlan, dropped_blocks
     from onnxprune.sessions import runs_on
     from onnxprune.verify import against_masked, compare, masked_model, similarity
 
@@ -311,12 +311,11 @@ def _verify(args, out: Console, err: Console) -> int:
            for k, v in removed.items()):  # fmt: skip
         raise UsageError(f"the plan stored in '{args.pruned}' does not fit '{args.original}' "
                          "(other groups or widths): is it the model it was pruned from?")
-    blocks = {b.id: b for b in ma.blocks.blocks} if stored.get("blocks") else {}
-    dropped = [blocks.get(int(k)) for k in stored.get("blocks") or {}]
-    if any(b is None or (b.add, b.skip_index) != (e.get("add"), e.get("skip_input"))
-           for b, e in zip(dropped, (stored.get("blocks") or {}).values(), strict=True)):  # fmt: skip
-        raise UsageError(f"the blocks the plan in '{args.pruned}' drops are not removable "
-                         f"blocks of '{args.original}': is it the model it was pruned from?")
+    try:
+        dropped = dropped_blocks(stored, ma.blocks.blocks if stored.get("blocks") else ())
+    except (UsageError, ValueError, AttributeError) as exc:
+        raise UsageError(f"the plan stored in '{args.pruned}' does not fit '{args.original}' "
+                         f"({exc}): is it the model it was pruned from?") from exc
     rebuilt = RemovalPlan.build(ma.groups, removed, dropped)
     rebuilt.fills = RemovalPlan.read_fills(stored)
     try:

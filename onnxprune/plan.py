@@ -112,6 +112,23 @@ class RemovalPlan:
         Path(path).write_text(json.dumps(self.to_dict(), indent=1))
 
 
+def dropped_blocks(data: Mapping, blocks: Iterable[Block]) -> list[Block]:
+    """The blocks a plan's data drops (``blocks``: block id -> {add, skip_input}), each one of
+    this model's removable ``blocks`` with the same sum and kept input; UsageError naming the
+    first that is not."""
+    by_id = {b.id: b for b in blocks}
+    dropped = []
+    for key, entry in (data.get("blocks") or {}).items():
+        block = by_id.get(int(key))
+        if block is None or (block.add, block.skip_index) != (entry.get("add"),
+                                                              entry.get("skip_input")):  # fmt: skip
+            raise UsageError(f"the plan drops block {key} (sum '{entry.get('add')}'), which "
+                             "this model (with these options) does not have as a removable "
+                             "block")  # fmt: skip
+        dropped.append(block)
+    return dropped
+
+
 def read_plan(plan: str | Path | Mapping) -> Mapping:
     """A plan's data from a file written by ``--plan-out`` or a dict; UsageError otherwise."""
     if isinstance(plan, str | Path):
