@@ -480,7 +480,7 @@ def prune(
             warnings += notes
         elif depth == "both" and found:
             removal, ratio, search_rows, notes = _combined(
-                original, plan_for, dropped_at, len(found), kind, target, sizes.dims,
+                original, groups, plan_for, dropped_at, len(found), kind, target, sizes.dims,
                 cost_before, providers, block_feeds or real or feeds_for_verification(
                     original, sizes, inputs, real), correct, clock)  # fmt: skip
             warnings += notes
@@ -719,20 +719,19 @@ def _depth_only(original: ir.Model, groups: list[Group],
     return RemovalPlan.build(groups, {}, dropped_at(depth)), 0.0, notes
 
 
-def _combined(original: ir.Model, plan_for: Callable[..., RemovalPlan],
+def _combined(original: ir.Model, groups: list[Group], plan_for: Callable[..., RemovalPlan],
               dropped_at: Callable[[int], list[Block]], count: int, kind: str | None,
               target: float | None, dims: dict, cost: ModelCost,
               providers: Sequence[str] | None, feeds: list[dict],
               correct: Callable[[RemovalPlan], None],
               clock: _Clock) -> tuple[RemovalPlan, float, list[dict], list[str]]:  # fmt: skip
     """Depth and width to one target: the candidate mix of least output change on ``feeds``
-    (:mod:`onnxprune.allocation_depth`), each candidate measured with its corrections
-    (refit, compensation) as it would be written."""
+    (:mod:`onnxprune.allocation_depth`), from width only to the depth-only plan of
+    ``_depth_only``, each candidate measured with its corrections (refit, compensation) as
+    it would be written."""
     assert kind is not None and target is not None
-    measure = kept_measure(original, dims, cost, kind, providers)
-    depth_only, _ = fewest_blocks(
-        lambda d: measure(rewrite(original, plan_for(0.0, dropped_at(d)), check=False)),
-        count, target)  # fmt: skip
+    deepest, _, _ = _depth_only(original, groups, dropped_at, count, None, kind, target, dims,
+                                cost, providers)  # fmt: skip
     shares: dict[int, tuple[float, list[str]]] = {}
 
     def plan_at(depth: int) -> RemovalPlan:
@@ -744,7 +743,7 @@ def _combined(original: ir.Model, plan_for: Callable[..., RemovalPlan],
         return plan
 
     error = OutputError(original, feeds, providers)
-    plan, rows = combined(candidate_depths(depth_only), plan_at,
+    plan, rows = combined(candidate_depths(len(deepest.blocks)), plan_at,
                           lambda p: error(rewrite(original, p, check=False)),
                           clock.steps("depth search"))  # fmt: skip
     for row in rows:
