@@ -12,6 +12,7 @@ model-wide, so groups whose channels matter less lose more. Each channel class (
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import numpy as np
 
@@ -36,27 +37,44 @@ def allocate_global(
     """Removed canonical channels per group: the lowest-scored ``fraction`` of all of them."""
     if not 0.0 <= fraction < 1.0:
         raise UsageError(f"global fraction must be in [0, 1), got {fraction}")
-    candidates: list[tuple[float, int, int, int]] = []  # score, group, class index, atom
+    return cheapest_first(groups, scores, fraction, lambda gid: 1.0, whole=True,
+                          round_to=round_to, min_channels=min_channels, max_share=max_share,
+                          skip=skip)  # fmt: skip
+
+
+def cheapest_first(groups: list[Group], scores: dict[int, np.ndarray], fraction: float,
+                   cost: Callable[[int], float], *, whole: bool, round_to: int,
+                   min_channels: int, max_share: float,
+                   skip: set[int] | None) -> dict[int, np.ndarray]:  # fmt: skip
+    """Removed atoms per group: every eligible channel ranked by its score / ``cost(group)``,
+    the lowest taken until ``fraction`` of the total cost is gone (``whole``: a whole number
+    of unit-cost channels, rounded down), no class below its floor (``kept_atoms`` at
+    ``max_share``), then rounded per class (``rounded_removal``)."""
+    candidates: list[tuple[float, int, int, int]] = []  # score per cost, group, class, atom
     floors: dict[tuple[int, int], int] = {}
     sizes: dict[tuple[int, int], int] = {}
+    total = 0.0
     for group in groups:
         if group.id not in scores or (skip and group.id in skip):
             continue
+        unit = cost(group.id)
         for c, atoms in enumerate(channel_classes(group)):
-            floor = kept_atoms(group, max_share, round_to, min_channels, n=atoms.size)
-            floors[(group.id, c)], sizes[(group.id, c)] = floor, atoms.size
-            candidates += [(float(scores[group.id][a]), group.id, c, int(a)) for a in atoms]
-    total = len(candidates)
-    budget = math.floor(total * fraction + 1e-9)
+            floors[(group.id, c)] = kept_atoms(group, max_share, round_to, min_channels,
+                                               n=atoms.size)  # fmt: skip
+            sizes[(group.id, c)] = atoms.size
+            candidates += [(float(scores[group.id][a]) / unit, group.id, c, int(a))
+                           for a in atoms]  # fmt: skip
+            total += unit * atoms.size
+    budget = math.floor(total * fraction + 1e-9) if whole else total * fraction
     candidates.sort(key=lambda t: (t[0], t[1], t[3]))
     chosen: dict[tuple[int, int], list[int]] = {}
     for _, gid, c, atom in candidates:
-        if budget <= 0:
+        if budget <= 1e-12:
             break
         gone = chosen.setdefault((gid, c), [])
         if sizes[(gid, c)] - len(gone) > floors[(gid, c)]:
             gone.append(atom)
-            budget -= 1
+            budget -= cost(gid)
     return rounded_removal(groups, chosen, sizes, round_to)
 
 

@@ -24,8 +24,7 @@ from pathlib import Path
 import numpy as np
 import onnx_ir as ir
 
-from onnxprune.allocation import channel_classes, kept_atoms
-from onnxprune.allocation_global import MAX_SHARE, rounded_removal
+from onnxprune.allocation_global import MAX_SHARE, cheapest_first
 from onnxprune.errors import UsageError
 from onnxprune.groups import Group
 from onnxprune.sessions import open_session, scratch_folder
@@ -87,29 +86,6 @@ def allocate_latency(
     ``fraction`` of the total channel cost is removed."""
     if not 0.0 <= fraction < 1.0:
         raise UsageError(f"latency fraction must be in [0, 1), got {fraction}")
-    candidates: list[tuple[float, int, int, int]] = []  # score per ms, group, class, atom
-    floors: dict[tuple[int, int], int] = {}
-    sizes: dict[tuple[int, int], int] = {}
-    total = 0.0
-    for group in groups:
-        if group.id not in scores or (skip and group.id in skip):
-            continue
-        cost = max(costs.get(group.id, 0.0), 1e-9)
-        for c, atoms in enumerate(channel_classes(group)):
-            floors[(group.id, c)] = kept_atoms(group, max_share, round_to, min_channels,
-                                               n=atoms.size)  # fmt: skip
-            sizes[(group.id, c)] = atoms.size
-            candidates += [(float(scores[group.id][a]) / cost, group.id, c, int(a))
-                           for a in atoms]  # fmt: skip
-            total += cost * atoms.size
-    budget = total * fraction
-    candidates.sort(key=lambda t: (t[0], t[1], t[3]))
-    chosen: dict[tuple[int, int], list[int]] = {}
-    for _, gid, c, atom in candidates:
-        if budget <= 1e-12:
-            break
-        gone = chosen.setdefault((gid, c), [])
-        if sizes[(gid, c)] - len(gone) > floors[(gid, c)]:
-            gone.append(atom)
-            budget -= max(costs.get(gid, 0.0), 1e-9)
-    return rounded_removal(groups, chosen, sizes, round_to)
+    return cheapest_first(groups, scores, fraction, lambda gid: max(costs.get(gid, 0.0), 1e-9),
+                          whole=False, round_to=round_to, min_channels=min_channels,
+                          max_share=max_share, skip=skip)  # fmt: skip
