@@ -3,10 +3,6 @@ passes.remove_blocks, and checked by the oracle (each dropped branch zeroed at i
 
 from __future__ import annotations
 
-import importlib.util
-import sys
-from pathlib import Path
-
 import numpy as np
 import onnx
 import onnx_ir as ir
@@ -14,6 +10,7 @@ import pytest
 from onnx import helper
 
 import onnxprune
+import tool_scripts
 from graphs import feeds, model, run, weight
 from onnxprune.blocks import find_blocks
 from onnxprune.passes.cleanup import CleanupPass
@@ -189,19 +186,10 @@ def test_combined_search_is_no_worse_than_width_or_depth_alone() -> None:
     assert replay.plan.removed.keys() == result.plan.removed.keys()
 
 
-def _make_llm():
-    tools = Path(__file__).parent.parent / "tools"
-    spec = importlib.util.spec_from_file_location("make_llm", tools / "make_llm.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules.setdefault("make_llm", module)
-    spec.loader.exec_module(module)
-    return module
-
-
 def test_a_12_layer_decoder_has_24_removable_sublayers_in_12_layers(tmp_path) -> None:
     path = tmp_path / "model.onnx"
-    _make_llm().build_shaped(path, hidden=32, layers=12, heads=4, kv_heads=4, intermediate=64,
-                             vocab=64)  # fmt: skip
+    tool_scripts.load("make_llm").build_shaped(path, hidden=32, layers=12, heads=4,
+                                               kv_heads=4, intermediate=64, vocab=64)
     analysis = onnxprune.analyze(path)
     found = analysis.blocks
     assert len(found.blocks) == 24 and len(found.layers) == 12

@@ -5,9 +5,7 @@ data file moved into place, nothing left behind; a wrong model on this path stil
 
 from __future__ import annotations
 
-import importlib.util
 import os
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -16,29 +14,20 @@ import onnx_ir as ir
 import onnxruntime as ort
 import pytest
 
+import tool_scripts
 from onnxprune import api, oracle, sessions
 from onnxprune.api import prune
 from onnxprune.cli import main
 from onnxprune.metrics import model_cost
 from onnxprune.skeleton import skeleton
 
-TOOLS = Path(__file__).parent.parent / "tools"
-
-
-def _make_llm():
-    spec = importlib.util.spec_from_file_location("make_llm", TOOLS / "make_llm.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules.setdefault("make_llm", module)
-    spec.loader.exec_module(module)
-    return module
-
 
 @pytest.fixture(scope="module")
 def decoder(tmp_path_factory) -> Path:
     """A 2-layer Llama-shaped decoder (hidden 96, 4 heads) with external data."""
     path = tmp_path_factory.mktemp("decoder") / "model.onnx"
-    _make_llm().build_shaped(path, hidden=96, layers=2, heads=4, kv_heads=4, intermediate=192,
-                             vocab=256)  # fmt: skip
+    tool_scripts.load("make_llm").build_shaped(path, hidden=96, layers=2, heads=4,
+                                               kv_heads=4, intermediate=192, vocab=256)
     return path
 
 
