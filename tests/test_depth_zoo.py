@@ -34,11 +34,8 @@ def _model(source: str, name: str, exporter: str) -> tuple[str, list[dict[str, n
         return str(zoo.export(name, exporter)), [
             {"input": zoo.sample_input(name, seed=s)} for s in (0, 1)]
     if source == "transformers":
-        case = transformer_zoo.MODELS[name]
-        feeds = [transformer_zoo.feeds(name, batch=case.batch if not case.dynamic else 1)]
-        if case.dynamic:
-            feeds.append(transformer_zoo.feeds(name, batch=2, sequence=5, seed=1))
-        return str(transformer_zoo.export(name, exporter)), feeds
+        return (str(transformer_zoo.export(name, exporter)),
+                transformer_zoo.verification_feeds(name))
     path = frameworks.keras_export(name)
     input_name = onnx.load(path).graph.input[0].name
     rng = np.random.default_rng(0)

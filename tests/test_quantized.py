@@ -198,9 +198,7 @@ def test_dynamically_quantized_transformers_prune_heads_bit_for_bit(name, export
     quantize_dynamic(str(transformer_zoo.export(name, exporter)), str(path),
                      weight_type=QuantType.QInt8)  # fmt: skip
     assert "MatMulInteger" in {n.op_type for n in onnx.load(path).graph.node}
-    feeds = [transformer_zoo.feeds(name, batch=1),
-             transformer_zoo.feeds(name, batch=2, sequence=5, seed=1)]  # fmt: skip
-    result = onnxprune.prune(path, ratio=0.5, inputs=feeds)
+    result = onnxprune.prune(path, ratio=0.5, inputs=transformer_zoo.verification_feeds(name))
     assert_exact(result)
     assert result.verification.max_abs_diff == 0.0
     heads = [g for g in result.groups if g.exact and g.atom_size > 1]

@@ -61,12 +61,6 @@ def _head_groups(analysis) -> list:
     return [g for g in analysis.groups if g.exact and g.atom_size > 1]
 
 
-def _feeds(name: str) -> list[dict[str, np.ndarray]]:
-    case = transformer_zoo.MODELS[name]
-    feeds = [transformer_zoo.feeds(name, batch=case.batch if not case.dynamic else 1)]
-    if case.dynamic:  # a second batch and sequence length through the same graph
-        feeds.append(transformer_zoo.feeds(name, batch=3, sequence=5, seed=1))
-    return feeds
 
 
 @pytest.mark.zoo
@@ -90,7 +84,7 @@ def test_transformer_heads_and_mlp_prune_exactly(name: str, exporter: str, tmp_p
     mlp = [g for g in analysis.groups if g.exact and g.atom_size == 1 and g.n_atoms >= 256]
     assert len(mlp) >= EXPECTED_MLP[name]
 
-    feeds = _feeds(name)
+    feeds = transformer_zoo.verification_feeds(name)
     original = onnx.load(path)
     result = onnxprune.prune(path, ratio=0.5, inputs=feeds)
     assert_exact(result)
@@ -135,7 +129,7 @@ def test_ort_optimized_llama_prunes_around_ops_onnx_does_not_know() -> None:
     assert ops[("com.microsoft", "SkipSimplifiedLayerNormalization")] == 4
     analysis = onnxprune.analyze(path)
     assert "SimplifiedLayerNormalization" in analysis.analysis.unknown_ops
-    result = onnxprune.prune(path, ratio=0.5, inputs=_feeds("llama"))
+    result = onnxprune.prune(path, ratio=0.5, inputs=transformer_zoo.verification_feeds("llama"))
     assert_exact(result)
     assert result.cost_after.params < 0.8 * result.cost_before.params
     kept = Counter((n.domain, n.op_type) for n in result.to_proto().graph.node)
@@ -155,7 +149,7 @@ def test_ort_optimized_bert_prunes_fused_attention_heads() -> None:
     heads = [g for g in analysis.groups if g.exact and g.n_atoms == 12 and g.atom_size > 1]
     assert len(heads) == 2, [str(r) for g in analysis.groups for r in g.blocked]
 
-    feeds = _feeds("bert")
+    feeds = transformer_zoo.verification_feeds("bert")
     result = onnxprune.prune(path, ratio=0.5, inputs=feeds)
     assert_exact(result)
     assert result.verification.max_abs_diff < 1e-4
@@ -181,7 +175,7 @@ def test_head_dim_prunes_inside_heads_keeping_rotary_pairs(exporter: str) -> Non
     head_dim = Counter(r["channels"] for r in rows if r["kind"] == "head_dim")
     assert head_dim[8] >= 1 and head_dim[16] == 2, head_dim
     assert not any(r["kind"] == "heads" for r in rows)
-    feeds = _feeds("llama")
+    feeds = transformer_zoo.verification_feeds("llama")
     result = onnxprune.prune(path, ratio=0.5, head_dim=True, inputs=feeds)
     assert_exact(result)
     assert result.verification.max_abs_diff < 1e-4
@@ -201,7 +195,7 @@ def test_hidden_size_prunes_only_when_approximate_is_allowed() -> None:
     analysis = onnxprune.analyze(path)
     hidden = [g for g in analysis.groups if g.approximate and not g.blocked]
     assert len(hidden) == 1 and hidden[0].width == 128
-    feeds = _feeds("llama")
+    feeds = transformer_zoo.verification_feeds("llama")
     default = onnxprune.prune(path, ratio=0.25, inputs=feeds)
     assert hidden[0].id not in default.plan.removed
     result = onnxprune.prune(path, ratio=0.25, inputs=feeds, allow_approximate=True)

@@ -24,7 +24,8 @@ import numpy as np
 
 import zoo
 
-__all__ = ["EXPORTERS", "MODELS", "RECIPE", "TransformerCase", "export", "feeds"]
+__all__ = ["EXPORTERS", "MODELS", "RECIPE", "TransformerCase", "export", "feeds",
+           "verification_feeds"]
 
 RECIPE = 3
 EXPORTERS = zoo.EXPORTERS
@@ -190,6 +191,16 @@ MODELS: dict[str, TransformerCase] = {
 def feeds(name: str, batch: int = 1, sequence: int = SEQUENCE, seed: int = 0) -> dict[str, np.ndarray]:
     """Inputs for model ``name``: integer ids and an all-ones mask, or a normal image batch."""
     return MODELS[name].inputs(batch, sequence, seed)
+
+
+def verification_feeds(name: str) -> list[dict[str, np.ndarray]]:
+    """Feeds to verify model ``name`` on: one at the traced batch (1 where dims are dynamic),
+    and for dynamic models a second batch and sequence length (3 x 5) through the same graph."""
+    case = MODELS[name]
+    out = [feeds(name, batch=case.batch if not case.dynamic else 1)]
+    if case.dynamic:
+        out.append(feeds(name, batch=3, sequence=5, seed=1))
+    return out
 
 
 def cache_dir() -> Path:
