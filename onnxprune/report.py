@@ -218,6 +218,13 @@ def _blocks_markdown(report: dict) -> list[str]:
     return lines
 
 
+def _save(plt, fig, path: Path) -> Path:
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
 def _plots(report: dict, directory: Path) -> list[Path]:
     try:
         import matplotlib
@@ -237,10 +244,7 @@ def _plots(report: dict, directory: Path) -> list[Path]:
         ax.set_ylabel("channels")
         ax.set_title("width per prunable group")
         ax.legend()
-        fig.tight_layout()
-        written.append(directory / "widths.png")
-        fig.savefig(written[-1], dpi=110)
-        plt.close(fig)
+        written.append(_save(plt, fig, directory / "widths.png"))
     if "before" in report:
         ops = sorted(report["before"]["macs_by_op"])
         if ops:
@@ -254,10 +258,7 @@ def _plots(report: dict, directory: Path) -> list[Path]:
             ax.set_ylabel("MMACs")
             ax.set_title("MACs by op type")
             ax.legend()
-            fig.tight_layout()
-            written.append(directory / "macs_by_op.png")
-            fig.savefig(written[-1], dpi=110)
-            plt.close(fig)
+            written.append(_save(plt, fig, directory / "macs_by_op.png"))
     scored = [b for b in report.get("blocks", []) if b.get("score") is not None]
     if scored:
         fig, ax = plt.subplots(figsize=(max(5, len(scored) * 0.3), 3.2))
@@ -271,10 +272,7 @@ def _plots(report: dict, directory: Path) -> list[Path]:
         ax.set_ylabel(f"score ({report.get('options', {}).get('block_criterion')})")
         ax.set_title("block importance")
         ax.legend()
-        fig.tight_layout()
-        written.append(directory / "block_scores.png")
-        fig.savefig(written[-1], dpi=110)
-        plt.close(fig)
+        written.append(_save(plt, fig, directory / "block_scores.png"))
     return written
 
 
