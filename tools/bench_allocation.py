@@ -13,7 +13,6 @@ wall time. Writes ``tools/results/bench_allocation.{json,md}``.
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import sys
 import time
@@ -21,11 +20,10 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
-RESULTS = Path(__file__).parent / "results"
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import _results  # noqa: E402 - the tools folder is on the path now
+from bench_peers import MODELS  # noqa: E402 - the same CNNs as the peer comparison
 
-MODELS = ["resnet18", "resnet50", "resnext50_32x4d", "mobilenet_v2", "mobilenet_v3_large",
-          "efficientnet_b0", "regnet_y_400mf", "densenet121", "googlenet", "squeezenet1_1",
-          "vgg11_bn", "mnasnet0_5", "shufflenet_v2_x1_0"]  # fmt: skip
 STRATEGIES = ("uniform", "global", "latency")
 
 
@@ -78,10 +76,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--models", nargs="+", default=MODELS, choices=MODELS)
     args = parser.parse_args(argv)
     report = {"target": args.target, "models": [bench(m, args.target) for m in args.models]}
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "bench_allocation.json").write_text(json.dumps(report, indent=1))
-    (RESULTS / "bench_allocation.md").write_text(markdown(report))
-    print(markdown(report))
+    _results.write("bench_allocation", report, markdown(report))
     return 0
 
 

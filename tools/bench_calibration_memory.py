@@ -11,7 +11,6 @@ with N, because no activation outlives its batch.
 from __future__ import annotations
 
 import argparse
-import json
 import multiprocessing as mp
 import sys
 import time
@@ -20,6 +19,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
 sys.path.insert(0, str(ROOT / "tools"))
+import _results  # noqa: E402 - the tools folder is on the path now
 
 
 def _run(path: str, samples: int, queue) -> None:
@@ -62,10 +62,7 @@ def main(argv: list[str] | None = None) -> int:
              f"{rows[0]['tensors']} consumer inputs streamed), peak RSS of a fresh process:", "",
              "| samples | seconds | peak RSS MB |", "|---:|---:|---:|"]  # fmt: skip
     lines += [f"| {r['samples']} | {r['seconds']:.1f} | {r['peak_rss_mb']:.0f} |" for r in rows]
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "calibration_memory.json").write_text(json.dumps(rows, indent=1))
-    (args.out / "calibration_memory.md").write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
+    _results.write("calibration_memory", rows, "\n".join(lines) + "\n", args.out)
     return 0
 
 

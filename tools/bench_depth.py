@@ -34,6 +34,8 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import _results  # noqa: E402 - the tools folder is on the path now
 
 MODES = ("width", "depth", "both")
 
@@ -156,10 +158,7 @@ def main(argv: list[str] | None = None) -> int:
     runs = {"minilm": minilm_rows, "rec": rec_rows}
     report = {"date": time.strftime("%Y-%m-%d"), "threads": args.threads,
               "models": [runs[m](args.targets, args.threads) for m in args.models]}  # fmt: skip
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "bench_depth.json").write_text(json.dumps(report, indent=1))
-    (args.out / "bench_depth.md").write_text(markdown(report))
-    print(markdown(report))
+    _results.write("bench_depth", report, markdown(report), args.out)
     return 0
 
 

@@ -17,7 +17,6 @@ Columns: weights MB, wall time of each, peak RSS of each, parameters after. Writ
 from __future__ import annotations
 
 import argparse
-import json
 import multiprocessing as mp
 import queue as queue_module
 import sys
@@ -27,7 +26,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
-RESULTS = Path(__file__).parent / "results"
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import _results  # noqa: E402 - the tools folder is on the path now
 
 #: The CNNs of tools/results/bench_zoo.md.
 MODELS = ["resnet18", "resnet50", "resnext50_32x4d", "mobilenet_v2", "mobilenet_v3_large",
@@ -140,10 +140,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory() as work:
         rows = [bench(name, args.ratio, Path(work)) for name in args.models]
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "bench_peers.json").write_text(json.dumps(rows, indent=1))
-    (RESULTS / "bench_peers.md").write_text(markdown(rows))
-    print(markdown(rows))
+    _results.write("bench_peers", rows, markdown(rows))
     return 0
 
 

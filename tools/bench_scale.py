@@ -14,7 +14,6 @@ Usage: ``python tools/bench_scale.py [shaped] [llama]`` (default: the models alr
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import shutil
 import subprocess
@@ -24,9 +23,9 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
+import _results  # noqa: E402 - the tools folder is on the path now
 import make_llm  # noqa: E402
 
-RESULTS = Path(__file__).parent / "results"
 PY = sys.executable
 
 
@@ -121,10 +120,7 @@ def main(argv: list[str] | None = None) -> int:
         for kind in kinds:
             print(kind, flush=True)
             results.append(bench(kind, Path(work)))
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "bench_scale.json").write_text(json.dumps(results, indent=1))
-    (RESULTS / "bench_scale.md").write_text(markdown(results))
-    print(markdown(results))
+    _results.write("bench_scale", results, markdown(results))
     return 0
 
 

@@ -16,7 +16,6 @@ its ``pruning_ratio`` searched so that its MACs match onnxprune's at each point.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
@@ -27,6 +26,7 @@ import onnxruntime as ort
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
 sys.path.insert(0, str(ROOT / "tools"))
+import _results  # noqa: E402 - the tools folder is on the path now
 
 KEEP = (0.9, 0.8, 0.7, 0.6, 0.5, 0.4, 0.3)
 #: (criterion, compensate, refit, allocation)
@@ -292,13 +292,10 @@ def main(argv: list[str] | None = None) -> int:
                         choices=["digits", "minilm"])  # fmt: skip
     parser.add_argument("--out", type=Path, default=ROOT / "tools" / "results")
     args = parser.parse_args(argv)
-    args.out.mkdir(parents=True, exist_ok=True)
     for name in args.models:
         report = digits() if name == "digits" else minilm_eval()
-        (args.out / f"criteria_{name}.json").write_text(json.dumps(report, indent=1))
-        (args.out / f"criteria_{name}.md").write_text(markdown(report))
+        _results.write(f"criteria_{name}", report, markdown(report), args.out)
         plot(report, args.out / f"criteria_{name}.png")
-        print(markdown(report))
     return 0
 
 

@@ -10,7 +10,6 @@ calibration always from disjoint data. Writes tools/results/frameworks.{json,md}
 
 from __future__ import annotations
 
-import json
 import sys
 import tempfile
 from pathlib import Path
@@ -21,6 +20,8 @@ import onnxruntime as ort
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import _results  # noqa: E402 - the tools folder is on the path now
 
 
 def _groups(result) -> str:
@@ -161,11 +162,7 @@ def main() -> int:
         lines.append(f"| {r['framework']} | {r['model']} | {r['groups']} | {r['macs_kept']:.0%} "
                      f"| {r['accuracy_before']:.1%} → {r['accuracy_after']:.1%} | {r['note']} "
                      f"| {'passed' if r['verified'] else 'FAILED'} |")
-    out = ROOT / "tools" / "results"
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "frameworks.json").write_text(json.dumps(rows, indent=1))
-    (out / "frameworks.md").write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
+    _results.write("frameworks", rows, "\n".join(lines) + "\n")
     return 0
 
 

@@ -13,7 +13,6 @@ onnxruntime latency for a batch of 8 such sentences.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
@@ -22,6 +21,8 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import _results  # noqa: E402 - the tools folder is on the path now
 
 RATIOS = (0.0, 0.125, 0.25, 0.375, 0.5)
 
@@ -120,11 +121,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args(argv)
     report = evaluate(RATIOS, args.exporter, args.threads)
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "minilm.json").write_text(json.dumps(report, indent=1))
-    (args.out / "minilm.md").write_text(markdown(report))
+    _results.write("minilm", report, markdown(report), args.out)
     plot(report, args.out / "minilm.png")
-    print(markdown(report))
     return 0
 
 
