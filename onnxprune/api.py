@@ -97,10 +97,21 @@ class ModelAnalysis:
         """The removable residual branches (depth pruning) and the sums that are not."""
         return find_blocks(self.analysis.model)
 
+    def _main_graph_macs(self, dims: Mapping[str, int] | None) -> dict[str, int]:
+        """MACs of the main graph's nodes by name at ``dims`` (shape inference once per dims:
+        ``analyze`` reports both shares below)."""
+        cache = self.__dict__.setdefault("_macs_at", {})
+        key = repr(sorted(dict(dims or {}).items()))
+        if key not in cache:
+            proto = skeleton(self.analysis.model)
+            main = {node.name for node in proto.graph.node}
+            cache[key] = {k: v or 0 for k, v in node_macs(proto, dict(dims or {})).items()
+                          if k in main}  # fmt: skip
+        return cache[key]
+
     def block_macs_share(self, dims: Mapping[str, int] | None = None) -> dict[int, float]:
         """Each removable block's share of the model's MACs (its branch nodes')."""
-        macs = {k: v or 0 for k, v in node_macs(skeleton(self.analysis.model),
-                                                  dict(dims or {})).items()}  # fmt: skip
+        macs = self._main_graph_macs(dims)
         total = sum(macs.values())
         return {b.id: sum(macs.get(n, 0) for n in b.nodes) / total if total else 0.0
                 for b in self.blocks.blocks}  # fmt: skip
@@ -117,7 +128,7 @@ class ModelAnalysis:
         proto = skeleton(self.analysis.model)
         touched = {d.tensor for g in self.prunable for d in g.atom_of}
         params = parameter_counts(proto)
-        macs = {k: v or 0 for k, v in node_macs(proto, dict(dims or {})).items()}
+        macs = self._main_graph_macs(dims)
         reach = {node.name for node in proto.graph.node
                  if touched.intersection(node.input) or touched.intersection(node.output)}
         total_params, total_macs = sum(params.values()), sum(macs.values())
