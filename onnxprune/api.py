@@ -59,6 +59,7 @@ from onnxprune.oracle import verify_pruned
 from onnxprune.passes.cleanup import drop_intermediate_shapes
 from onnxprune.passes.compensate import compensation_fills, weight_axes
 from onnxprune.passes.refit import refit_updates
+from onnxprune.passes.refit_sequential import sequential_refit as sequential_refit_pass
 from onnxprune.plan import RemovalPlan, dropped_blocks, read_plan
 from onnxprune.rewrite import rewrite
 from onnxprune.sessions import Staged, check_room_for, is_large, runs_on
@@ -290,6 +291,7 @@ def prune(
     head_dim: bool = False,
     compensate: bool | None = None,
     refit: bool | None = None,
+    sequential_refit: bool | None = None,
     calibration: Any = None,
     calibration_random: int = 0,
     providers: Sequence[str] | None = None,
@@ -365,8 +367,12 @@ def prune(
         compensate: fold the calibration mean of removed channels into the consumers' biases
             (needs calibration data; off by default: on the digits CNN it did not help).
         refit: least-squares refit of the consumers' kept weights from calibration Gram
-            matrices (MatMul/Gemm/1x1 Conv consumers; centred when ``compensate``). Default:
-            on with calibration data when the Gram matrices fit in ``REFIT_MEMORY`` bytes.
+            matrices (MatMul/Gemm/Conv consumers with group 1; centred when ``compensate``,
+            except at padded convolutions). Default: on with calibration data when the Gram
+            matrices fit in ``REFIT_MEMORY`` bytes.
+        sequential_refit: then refit every linear consumer downstream of a removal, in graph
+            order, to reproduce the original's inputs from the pruned network's (see
+            :mod:`onnxprune.passes.refit_sequential`; two calibration passes per stage).
         progress: callback ``(stage, done, total)``.
 
     Raises:
@@ -386,8 +392,9 @@ def prune(
     dims = dict(dims or {})
     exclude = [exclude] if isinstance(exclude, str) else list(exclude)
     plan_data = read_plan(plan) if plan is not None else None
-    refit, compensate = _plan_corrections(plan_data, refit, compensate,
-                                          calibration is not None or calibration_random > 0)
+    refit, compensate, sequential_refit = _plan_corrections(
+        plan_data, refit, compensate, sequential_refit,
+        calibration is not None or calibration_random > 0)  # fmt: skip
     # load -> analyse
     with clock("analyse"):
         analysis = analyze(model, head_dim=head_dim, progress=progress, base_dir=base_dir)
@@ -435,7 +442,15 @@ def prune(
     if (compensate or refit) and stats is None:
         raise UsageError("compensation and refit need calibration data (calibration= or "
                          "calibration_random=)")  # fmt: skip
-    correct = functools.partial(_correct, original, stats, bool(compensate), refit)
+    sequential = None
+    if sequential_refit:
+        if not refit:
+            raise UsageError("the sequential refit refines the least-squares refit: it needs "
+                             "calibration data and the refit (drop --no-refit)")  # fmt: skip
+        sequential = functools.partial(sequential_refit_pass, original, batches=data.batches,
+                                       providers=providers,
+                                       progress=clock.steps("sequential refit"))  # fmt: skip
+    correct = functools.partial(_correct, original, stats, bool(compensate), refit, sequential)
     # score blocks (depth)
     found: list[Block] = []
     block_feeds: list[dict] = []
@@ -536,6 +551,7 @@ def prune(
         "calibration": _describe(calibration),
         "calibration_random": calibration_random, "compensate": bool(removal.fills),
         "compensated_consumers": len(removal.fills), "refit": refit,
+        "sequential_refit": sequential is not None,
         "refit_weights": len(removal.weight_updates),
         "round_to": round_to, "min_channels": min_channels, "exclude": exclude,
         "allow_approximate": allow_approximate, "head_dim": head_dim,
@@ -639,9 +655,11 @@ def _check_depth(targets: dict, remove_blocks: int | None, depth: str,
 
 
 def _plan_corrections(plan_data: Mapping | None, refit: bool | None, compensate: bool | None,
-                      has_data: bool) -> tuple[bool | None, bool | None]:  # fmt: skip
+                      sequential: bool | None, has_data: bool,
+                      ) -> tuple[bool | None, bool | None, bool]:  # fmt: skip
     """A replayed plan made with a refit needs the data again (its weights are not stored);
-    its compensation setting is the plan's unless given."""
+    its compensation and sequential-refit settings are the plan's unless given. A sequential
+    refit implies the refit."""
     if plan_data is not None and plan_data.get("refit_weights") and refit is not False:
         if not has_data:
             raise UsageError("the plan was made with a least-squares refit, which it does not "
@@ -650,7 +668,14 @@ def _plan_corrections(plan_data: Mapping | None, refit: bool | None, compensate:
         refit = True if refit is None else refit
         if compensate is None:
             compensate = plan_data.get("options", {}).get("compensate")
-    return refit, compensate
+        if sequential is None and refit:
+            sequential = plan_data.get("options", {}).get("sequential_refit")
+    if sequential and refit is None:
+        refit = True
+    if sequential and not has_data:
+        raise UsageError("the sequential refit needs calibration data (calibration= or "
+                         "calibration_random=; --calib or --random N)")  # fmt: skip
+    return refit, compensate, bool(sequential)
 
 
 class _Data:
@@ -776,13 +801,17 @@ def _unremoved(removal: RemovalPlan, eligible: list[Group], scores: dict, skip: 
 
 
 def _correct(original: ir.Model, stats: dict | None, compensate: bool, refit: bool,
+             sequential: Callable[[RemovalPlan], object] | None,
              removal: RemovalPlan) -> None:  # fmt: skip
     """The correct stage: attach compensation fills and refit weights computed for this
-    plan's masks (the oracle recomputes them for its exact-groups plan)."""
+    plan's masks, then the sequential refit where asked (the oracle recomputes them all for
+    its exact-groups plan)."""
     if compensate:
         removal.fills = compensation_fills(original, removal, stats)
     if refit:
         removal.weight_updates, refit_fills = refit_updates(original, removal, stats,
                                                             centered=compensate)  # fmt: skip
         removal.fills |= refit_fills
+    if sequential is not None and (removal.masks or removal.blocks):
+        sequential(removal)
     check_finite_corrections(removal)

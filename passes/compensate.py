@@ -1,9 +1,9 @@
 """Fold the mean contribution of removed channels into the consumer's bias (FLAP).
 
 A consumer ``y = x W (+ b)`` that loses input channels c (MatMul/Gemm with a constant weight,
-or a 1x1 unpadded Conv) gets ``b' = b + sum_c mean(x_c) W[c, :]`` restricted to its kept
-outputs: the pruned model then equals the original with x_c replaced by its calibration mean,
-and the oracle's masked model fills removed channels with that mean, so verification stays
+or an unpadded Conv with ``group`` 1, whose kernel positions all sum the same constant) gets
+``b' = b + sum_c mean(x_c) W[c, :]`` restricted to its kept outputs: the pruned model then
+equals the original with x_c replaced by its calibration mean, and the oracle's masked model fills removed channels with that mean, so verification stays
 exact. A bias is added (Gemm's C, Conv's B, an Add after MatMul) where none exists.
 
 The pass runs after :class:`~onnxprune.passes.shrink.ShrinkPass`; it reads the removed rows
@@ -26,7 +26,10 @@ from onnxprune.statistics import ChannelStats, Key
 
 
 def weight_axes(node: ir.Node) -> tuple[int, int] | None:
-    """(input-channel axis, output axis) of a compensable consumer's weight, else None."""
+    """(input-channel axis, output axis) of a consumer's constant weight where every input
+    channel meets its own weight slice (MatMul/Gemm, Conv with ``group`` 1, any kernel), else
+    None. Such a consumer is linear in each input channel, so a regression of removed
+    channels on kept ones folds into its kept weights (refit)."""
     if len(node.inputs) < 2 or node.inputs[1] is None or constant_array(node.inputs[1]) is None:
         return None
     w_shape = node.inputs[1].shape
@@ -39,18 +42,34 @@ def weight_axes(node: ir.Node) -> tuple[int, int] | None:
         return (1, 0) if trans is not None and trans.value else (0, 1)
     if node.op_type == "Conv" and len(w_shape) >= 3:
         group = node.attributes.get("group")
-        pads = node.attributes.get("pads")
-        kernel = list(w_shape[2:])
-        if (group is None or group.value == 1) and all(k == 1 for k in kernel) and not (
-            pads is not None and any(pads.value)
-        ):
+        if group is None or group.value == 1:
             return 1, 0
     return None
 
 
-def compensable(node: ir.Node, mask: Mask) -> bool:
-    """The mask sits on the data input of a consumer the pass can fold a bias into."""
+def bias_foldable(node: ir.Node) -> bool:
+    """A constant input channel adds the same vector at every output position: MatMul/Gemm,
+    and a Conv without padding (each output sums the whole kernel window). A padded Conv sees
+    zeros at the borders, so a constant there is not a bias."""
+    if weight_axes(node) is None:
+        return False
+    if node.op_type != "Conv":
+        return True
+    pads = node.attributes.get("pads")
+    auto_pad = node.attributes.get("auto_pad")
+    padded = auto_pad is not None and auto_pad.value not in ("NOTSET", "VALID")
+    kernel = list(node.inputs[1].shape[2:])
+    return not (pads is not None and any(pads.value)) and not (
+        padded and not all(k == 1 for k in kernel)
+    )
+
+
+def compensable(node: ir.Node, mask: Mask, *, fold_bias: bool = True) -> bool:
+    """The mask sits on the data input of a consumer whose weight can absorb the removed
+    channels (and, with ``fold_bias``, their constant part as a bias)."""
     if mask.consumer.input_index != 0 or weight_axes(node) is None:
+        return False
+    if fold_bias and not bias_foldable(node):
         return False
     x = node.inputs[0]
     rank = len(x.shape) if x.shape is not None else None
@@ -63,14 +82,19 @@ def compensable(node: ir.Node, mask: Mask) -> bool:
 
 
 def compensable_masks(
-    model: ir.Model, plan: RemovalPlan, stats: Mapping[Key, ChannelStats]
+    model: ir.Model,
+    plan: RemovalPlan,
+    stats: Mapping[Key, ChannelStats],
+    *,
+    fold_bias: bool = True,
 ) -> Iterator[tuple[int, Mask, ir.Node, ChannelStats]]:
     """(mask index, mask, consumer, statistics of its input) for every mask whose consumer
-    can absorb a bias and whose input was calibrated."""
+    can absorb the removed channels (see :func:`compensable`) and whose input was
+    calibrated."""
     nodes = {node.name: node for node in analysed_nodes(model.graph)}
     for index, mask in enumerate(plan.masks):
         node = nodes.get(mask.consumer.node)
-        if node is None or not compensable(node, mask):
+        if node is None or not compensable(node, mask, fold_bias=fold_bias):
             continue
         channel = stats.get((node.inputs[0].name, mask.consumer.axis))
         if channel is not None and channel.sum.size == mask.size:

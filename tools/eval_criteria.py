@@ -2,8 +2,8 @@
 
 Digits CNN (models/digits_cnn.onnx; calibration: 256 training images; metric: test accuracy)
 and all-MiniLM-L6-v2 (tests/minilm.py; calibration: 256 texts from outside the first 128 pairs;
-metric: retrieval top-1 over all pairs); on the digits CNN also the global and latency
-allocations (fluctuation + refit). Side by side on the digits CNN: Torch-Pruning 1.6.1
+metric: retrieval top-1 over all pairs); on both also the global (and on the digits CNN the
+latency) allocation, and the sequential refit (``sequential_refit=True``). Side by side on the digits CNN: Torch-Pruning 1.6.1
 (``MetaPruner`` + ``GroupMagnitudeImportance(p=2)``, local and ``global_pruning``) on the
 same PyTorch model, retrained here
 with the bundled model's recipe (its predictions are checked against the bundled ONNX), with
@@ -29,18 +29,31 @@ sys.path.insert(0, str(ROOT / "tools"))
 import _results  # noqa: E402 - the tools folder is on the path now
 
 KEEP = (0.9, 0.8, 0.7, 0.6, 0.5, 0.4, 0.3)
-#: (criterion, compensate, refit, allocation)
+#: (criterion, compensate, refit (False, True or "sequential"), allocation)
 CONFIGS = [("l2", False, False, "uniform"), ("l1", False, False, "uniform"),
            ("random", False, False, "uniform"), ("activation", False, False, "uniform"),
            ("fluctuation", False, False, "uniform"), ("fluctuation", True, False, "uniform"),
            ("fluctuation", False, True, "uniform"), ("fluctuation", True, True, "uniform"),
            ("wanda", False, False, "uniform"), ("wanda", True, False, "uniform"),
            ("fluctuation", False, True, "global"),
-           ("fluctuation", False, True, "latency")]  # fmt: skip
+           ("fluctuation", False, True, "latency"),
+           ("fluctuation", False, "sequential", "uniform"),
+           ("fluctuation", False, "sequential", "global"),
+           ("fluctuation", False, "sequential", "latency")]  # fmt: skip
+#: MiniLM: the same, fewer (each prune runs the model over the calibration data again)
+MINILM_CONFIGS = [("l2", False, False, "uniform"), ("activation", False, False, "uniform"),
+                  ("fluctuation", False, False, "uniform"), ("fluctuation", True, False, "uniform"),
+                  ("fluctuation", False, True, "uniform"), ("fluctuation", True, True, "uniform"),
+                  ("wanda", False, False, "uniform"),
+                  ("fluctuation", False, "sequential", "uniform"),
+                  ("fluctuation", False, True, "global"),
+                  ("fluctuation", False, "sequential", "global")]  # fmt: skip
 
 
 def _label(row: dict) -> str:
     extras = [name for name in ("compensate", "refit") if row.get(name)]
+    if row.get("refit") == "sequential":
+        extras[-1] = "sequential refit"
     allocation = row.get("allocation", "uniform")
     return (row["criterion"] + "".join(f" + {e}" for e in extras)
             + ("" if allocation == "uniform" else f", {allocation} allocation"))
@@ -125,7 +138,8 @@ def digits() -> dict:
         for criterion, compensate, refit, allocation in CONFIGS:
             data = calibration if criterion in ("activation", "fluctuation", "wanda") else None
             result = onnxprune.prune(path, target_macs=keep, criterion=criterion,
-                                     calibration=data, compensate=compensate, refit=refit,
+                                     calibration=data, compensate=compensate,
+                                     refit=bool(refit), sequential_refit=refit == "sequential",
                                      allocation=allocation)  # fmt: skip
             rows.append({"target_macs": keep, "criterion": criterion, "compensate": compensate,
                          "refit": refit, "allocation": allocation,
@@ -197,25 +211,30 @@ def minilm_eval() -> dict:
     texts = queries[128:256] + documents[128:256]
     calibration = [minilm.tokenize(texts[i : i + 32]) for i in range(0, len(texts), 32)]
     dims = {"batch": 1, "sequence": minilm.MAX_TOKENS}
-    configs = [("l2", False, False), ("activation", False, False),
-               ("fluctuation", False, False), ("fluctuation", True, False),
-               ("fluctuation", False, True), ("fluctuation", True, True),
-               ("wanda", False, False)]  # fmt: skip
+    configs = MINILM_CONFIGS
     rows = []
     # A uniform ratio removes the same heads/neurons count whatever the criterion, so every
-    # configuration of a ratio has the same MACs (no search needed).
+    # uniform configuration of a ratio has the same MACs (no search needed); the other
+    # allocations aim at that MACs share.
     for ratio in (0.125, 0.25, 0.375, 0.5):  # the Torch-Pruning rows use the same ratios
-        for criterion, compensate, refit in configs:
+        kept = None
+        for criterion, compensate, refit, allocation in configs:
             data = calibration if criterion != "l2" else None
-            result = onnxprune.prune(path, ratio=ratio, criterion=criterion, dims=dims,
-                                     calibration=data, compensate=compensate, refit=refit,
+            how = ({"ratio": ratio} if allocation == "uniform"
+                   else {"target_macs": kept, "allocation": allocation})  # fmt: skip
+            result = onnxprune.prune(path, **how, criterion=criterion, dims=dims,
+                                     calibration=data, compensate=compensate,
+                                     refit=bool(refit), sequential_refit=refit == "sequential",
                                      inputs=[minilm.tokenize(queries[:3])])  # fmt: skip
-            keep = round(result.cost_after.macs / result.cost_before.macs, 2)
+            if kept is None:
+                kept = result.cost_after.macs / result.cost_before.macs
+            keep = round(kept, 2)
             pruned = result.to_proto()
             emb = minilm.embed(pruned, queries), minilm.embed(pruned, documents)
             cosine = float(np.mean(np.sum(np.concatenate(emb) * np.concatenate(base), axis=1)))
             rows.append({"target_macs": keep, "criterion": criterion, "compensate": compensate,
-                         "refit": refit, "kept_macs": result.cost_after.macs / result.cost_before.macs,
+                         "refit": refit, "allocation": allocation,
+                         "kept_macs": result.cost_after.macs / result.cost_before.macs,
                          "accuracy": minilm.retrieval_accuracy(*emb), "mean_cosine": cosine,
                          "verified": result.verification.passed})  # fmt: skip
         print(f"minilm ratio {ratio}: " + ", ".join(
