@@ -15,12 +15,12 @@ $(VENV)/.runtime: pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install -q -e .
 	touch $@
 
-# silero-vad's and ddddocr's wheels are test fixtures (the ONNX files they ship); their own
-# dependencies (torchaudio; opencv, already there for rapidocr) are not needed, so they are
-# installed without them.
+# silero-vad's, ddddocr's and wired_table_rec's wheels are test fixtures (the ONNX files they
+# ship); their own dependencies (torchaudio; opencv and rapidocr, already there) are not needed,
+# so they are installed without them.
 $(VENV)/.test: pyproject.toml Makefile | $(BIN)/python
 	$(BIN)/python -m pip install -q -e '.[test,frameworks]'
-	$(BIN)/python -m pip install -q --no-deps silero-vad==6.2.3 ddddocr==1.6.1
+	$(BIN)/python -m pip install -q --no-deps silero-vad==6.2.3 ddddocr==1.6.1 wired_table_rec==0.0.3
 	touch $@ $(VENV)/.runtime
 
 demo: $(VENV)/.runtime
