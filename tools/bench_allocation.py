@@ -1,13 +1,19 @@
-"""Allocation strategies side by side: speed per MAC removed on the torchvision CNN zoo.
+"""Allocation strategies side by side, and beside Torch-Pruning at the same MACs: speed per
+MAC removed on the torchvision CNN zoo.
 
-For every CNN of the zoo (the torchscript export the tests cache, its own input size) and
-one MACs target, each strategy (``uniform``, ``global``, ``latency``) prunes to the target by
-L2 magnitude (no data); the original and the three pruned models are timed together in
-onnxruntime (2 threads, alternating blocks, all graph optimisations). Columns: MACs kept,
-speedup, speedup / MACs ratio = speedup x MACs kept (1.0: time falls as fast as MACs), prune
-wall time. Writes ``tools/results/bench_allocation.{json,md}``.
+For every CNN of the zoo (the torchscript export the tests cache, at its own input size or at
+``--size``) and one MACs target, each strategy (``uniform``, ``global``, ``latency``) prunes
+to the target by L2 magnitude (no data). With ``--torch-pruning``, Torch-Pruning 1.6.1
+(``MagnitudePruner``, L2, local, the classifier ignored) prunes the same torch model (the
+zoo's weights), its ratio bisected on its own MACs count to the target, and is exported as the
+zoo exports (torchscript, opset 17); its MACs are then counted on that export as onnxprune
+counts its own. The original and every pruned model are timed together in onnxruntime (2
+threads, alternating blocks, all graph optimisations). Columns: MACs kept, speedup, speedup /
+MACs ratio = speedup x MACs kept (1.0: time falls as fast as MACs). Writes
+``tools/results/bench_allocation[_<size>].{json,md}``.
 
     python tools/bench_allocation.py [--target 0.5] [--models resnet18 mobilenet_v2]
+    python tools/bench_allocation.py --size 224 --torch-pruning   # deployment size
 """
 
 from __future__ import annotations
@@ -15,6 +21,7 @@ from __future__ import annotations
 import argparse
 import statistics
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -27,13 +34,60 @@ from bench_peers import MODELS  # noqa: E402 - the same CNNs as the peer compari
 STRATEGIES = ("uniform", "global", "latency")
 
 
-def bench(name: str, target: float) -> dict:
+def torch_pruning(name: str, target: float, size: int, out: Path) -> dict:
+    """Torch-Pruning's magnitude pruning of the zoo's torch model with its ratio bisected to
+    ``target`` of its own MACs count, exported to ``out``."""
+    import copy
+
+    import onnx_ir as ir
+    import torch
+    import torch_pruning as tp
+
+    import zoo
+    from onnxprune.metrics import model_cost
+
+    original = zoo.ZOO_MODELS[name]().eval()
+    example = torch.from_numpy(zoo.sample_input(name, size=size))
+    before, _ = tp.utils.count_ops_and_params(original, example)
+
+    def pruned_at(ratio: float):
+        model = copy.deepcopy(original)
+        linears = [m for m in model.modules() if isinstance(m, torch.nn.Linear)]
+        convs = [m for m in model.modules() if isinstance(m, torch.nn.Conv2d)]
+        pruner = tp.pruner.MagnitudePruner(model, example,
+                                           importance=tp.importance.MagnitudeImportance(p=2),
+                                           pruning_ratio=ratio,
+                                           ignored_layers=linears[-1:] or convs[-1:])  # fmt: skip
+        pruner.step()
+        return model, tp.utils.count_ops_and_params(model, example)[0] / before
+
+    low, high = 0.0, 0.95
+    start = time.perf_counter()
+    for _ in range(10):
+        mid = (low + high) / 2
+        _, kept = pruned_at(mid)
+        low, high = (mid, high) if kept > target else (low, mid)
+    model, kept = pruned_at(high)
+    wall = time.perf_counter() - start
+    with zoo.quiet():
+        torch.onnx.export(model.eval(), (example,), str(out), dynamo=False, opset_version=17,
+                          input_names=["input"], output_names=["output"])  # fmt: skip
+    reference = zoo.export(name, "torchscript", size=None if size == zoo.INPUT_SIZE[name]
+                           else size)  # fmt: skip
+    macs = model_cost(ir.load(str(out))).macs / model_cost(ir.load(str(reference))).macs
+    return {"allocation": "Torch-Pruning", "ratio": high, "prune_s": wall, "macs_kept": macs,
+            "verified": None}  # fmt: skip
+
+
+def bench(name: str, target: float, size: int | None = None, peers: bool = False,
+          work: Path | None = None) -> dict:  # fmt: skip
     import onnxprune
     import zoo
     from onnxprune.latency import measure_latency
 
-    path = zoo.export(name, "torchscript")
-    feed = {"input": zoo.sample_input(name)}
+    size = None if size == zoo.INPUT_SIZE[name] else size
+    path = zoo.export(name, "torchscript", size=size)
+    feed = {"input": zoo.sample_input(name, size=size)}
     rows, models = [], [str(path)]
     for strategy in STRATEGIES:
         start = time.perf_counter()
@@ -43,6 +97,10 @@ def bench(name: str, target: float) -> dict:
         rows.append({"allocation": strategy, "prune_s": wall,
                      "macs_kept": result.cost_after.macs / result.cost_before.macs,
                      "verified": result.verification.passed})  # fmt: skip
+    if peers:
+        out = work / f"{name}-torch-pruning.onnx"
+        rows.append(torch_pruning(name, target, size or zoo.INPUT_SIZE[name], out))
+        models.append(str(out))
     stats = measure_latency(models, feed, repeats=20, blocks=5)
     for row, st in zip(rows, stats[1:], strict=True):
         row["latency_ms"] = st.median_ms
@@ -55,17 +113,24 @@ def bench(name: str, target: float) -> dict:
 
 
 def markdown(report: dict) -> str:
+    columns = [r["allocation"] for r in report["models"][0]["rows"]]
+    peers = "Torch-Pruning" in columns
     lines = [f"Target {report['target']:.0%} of MACs, L2 magnitude, no data; one run on this "
-             "machine (2 onnxruntime threads), `python tools/bench_allocation.py`. Cells: "
-             "speedup (speedup / MACs ratio).", "",
-             "| model | input | ms before | " + " | ".join(STRATEGIES) + " |",
-             "|---|---|---:|" + "---:|" * len(STRATEGIES)]  # fmt: skip
+             "machine (2 onnxruntime threads), `python tools/bench_allocation.py"
+             + (f" --size {report['size']}" if report.get("size") else "")
+             + (" --torch-pruning" if peers else "") + "`. Cells: speedup (speedup / MACs "
+             "ratio)" + ("; Torch-Pruning's cell also the MACs its export kept" if peers else "")
+             + ".", "",
+             "| model | input | ms before | " + " | ".join(columns) + " |",
+             "|---|---|---:|" + "---:|" * len(columns)]  # fmt: skip
     for m in report["models"]:
-        cells = [f"{r['speedup']:.2f}x ({r['speedup_per_macs']:.2f})" for r in m["rows"]]
+        cells = [f"{r['speedup']:.2f}x ({r['speedup_per_macs']:.2f})"
+                 + (f", {r['macs_kept']:.0%} MACs" if r["allocation"] == "Torch-Pruning" else "")
+                 for r in m["rows"]]  # fmt: skip
         lines.append(f"| {m['model']} | {'x'.join(map(str, m['input']))} | "
                      f"{m['latency_ms_before']:.2f} | " + " | ".join(cells) + " |")  # fmt: skip
     medians = [statistics.median(m["rows"][k]["speedup_per_macs"] for m in report["models"])
-               for k in range(len(STRATEGIES))]  # fmt: skip
+               for k in range(len(columns))]  # fmt: skip
     lines.append("| median | | | " + " | ".join(f"({v:.2f})" for v in medians) + " |")
     return "\n".join(lines) + "\n"
 
@@ -74,9 +139,17 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--target", type=float, default=0.5)
     parser.add_argument("--models", nargs="+", default=MODELS, choices=MODELS)
+    parser.add_argument("--size", type=int, default=None,
+                        help="image side (default: the zoo's, 64 or 224)")
+    parser.add_argument("--torch-pruning", action="store_true",
+                        help="add Torch-Pruning at the same MACs (needs the test extra)")
     args = parser.parse_args(argv)
-    report = {"target": args.target, "models": [bench(m, args.target) for m in args.models]}
-    _results.write("bench_allocation", report, markdown(report))
+    with tempfile.TemporaryDirectory() as work:
+        models = [bench(m, args.target, args.size, args.torch_pruning, Path(work))
+                  for m in args.models]  # fmt: skip
+    report = {"target": args.target, "size": args.size, "models": models}
+    stem = "bench_allocation" + (f"_{args.size}" if args.size else "")
+    _results.write(stem, report, markdown(report))
     return 0
 
 
