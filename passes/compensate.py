@@ -1,10 +1,11 @@
 """Fold the mean contribution of removed channels into the consumer's bias (FLAP).
 
-A consumer ``y = x W (+ b)`` that loses input channels c (MatMul/Gemm with a constant weight,
-or an unpadded Conv with ``group`` 1, whose kernel positions all sum the same constant) gets
-``b' = b + sum_c mean(x_c) W[c, :]`` restricted to its kept outputs: the pruned model then
-equals the original with x_c replaced by its calibration mean, and the oracle's masked model fills removed channels with that mean, so verification stays
-exact. A bias is added (Gemm's C, Conv's B, an Add after MatMul) where none exists.
+A consumer ``y = x W (+ b)`` that loses input channels c (MatMul/Gemm with a constant weight, or
+an unpadded Conv with ``group`` 1, whose kernel positions all sum the same constant) gets ``b' =
+b + sum_c mean(x_c) W[c, :]`` restricted to its kept outputs: the pruned model then equals the
+original with x_c replaced by its calibration mean, and the oracle's masked model fills removed
+channels with that mean, so verification stays exact. A bias is added (Gemm's C, Conv's B, an
+Add after MatMul) where none exists.
 
 The pass runs after :class:`~onnxprune.passes.shrink.ShrinkPass`; it reads the removed rows
 from the original weights it is given.

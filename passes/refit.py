@@ -2,15 +2,15 @@
 
 A consumer ``y = x W`` (MatMul/Gemm with a constant weight, Conv with ``group`` 1 and any
 kernel: convolution is linear in each input channel, so ``x_R ~ x_K B`` at every pixel gives
-``conv(x_R, W_R) ~ conv(x_K, B W_R)`` kernel position by kernel position, zero padding
-included) loses input channels R and keeps K. From calibration statistics, x_R is predicted
-from x_K by linear regression, ``x_R ~ x_K B``, and the prediction is folded into the kept weights:
-``W_K' = W_K + B W_R``. Uncentred (``B = G_KK^-1 G_KR`` with the Gram matrix G = E[x xᵀ]), or,
-with compensation, centred: ``B = C_KK^-1 C_KR`` with the covariance C, and the removed
-channels' remaining constant part ``mu_R - mu_K B`` becomes their fill (folded into the bias by
+``conv(x_R, W_R) ~ conv(x_K, B W_R)`` kernel position by kernel position, zero padding included)
+loses input channels R and keeps K. From calibration statistics, x_R is predicted from x_K by
+linear regression, ``x_R ~ x_K B``, and the prediction is folded into the kept weights: ``W_K' =
+W_K + B W_R``. Uncentred (``B = G_KK^-1 G_KR`` with the Gram matrix G = E[x xᵀ]), or, with
+compensation, centred: ``B = C_KK^-1 C_KR`` with the covariance C, and the removed channels'
+remaining constant part ``mu_R - mu_K B`` becomes their fill (folded into the bias by
 :class:`~onnxprune.passes.compensate.CompensatePass`). The ridge term is ``ridge`` times the
-mean diagonal of the matrix being inverted. A padded Conv cannot take a constant as a bias
-(its borders see zeros), so its regression is uncentred even with compensation.
+mean diagonal of the matrix being inverted. A padded Conv cannot take a constant as a bias (its
+borders see zeros), so its regression is uncentred even with compensation.
 
 The oracle stays exact: the masked original carries the same updated weights and fills; the
 refit itself is judged by accuracy.

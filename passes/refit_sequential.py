@@ -117,6 +117,21 @@ def _solve(
     return np.moveaxis(new, (0, 1), (in_axis, out_axis)).astype(w.dtype)
 
 
+def _runner(model: ir.Model, names: list[str], options: dict
+            ) -> Callable[[dict], dict[str, np.ndarray]]:  # fmt: skip
+    """A function of a feed giving the values ``names`` of ``model`` (graph inputs from the
+    feed itself, the others as extra outputs of one session)."""
+    inputs = {v.name for v in model.graph.inputs}
+    wanted = sorted(set(names) - inputs)
+    session = with_outputs(model, wanted, **options)
+
+    def run(feed: dict) -> dict[str, np.ndarray]:
+        out = dict(zip(wanted, session.run(wanted, feed), strict=True)) if wanted else {}
+        return out | {n: feed[n] for n in set(names) & inputs}
+
+    return run
+
+
 def _rows(array: np.ndarray, axis: int) -> np.ndarray:
     return np.moveaxis(array, axis, 0).reshape(array.shape[axis], -1).astype(np.float64)
 
@@ -142,14 +157,10 @@ def sequential_refit(
         o_names = [nodes[name].inputs[0].name for name in stage]
         m_names = [masked_nodes[name].inputs[0].name for name in stage]
         options = {"optimization": "basic", "threads": 0, "providers": providers}
-        o_session = with_outputs(original, sorted(set(o_names)), **options)
-        m_session = with_outputs(masked, sorted(set(m_names)), **options)
+        o_run, m_run = _runner(original, o_names, options), _runner(masked, m_names, options)
         sums: dict[str, list[np.ndarray]] = {}
         for feed in batches():
-            o_out = dict(zip(sorted(set(o_names)), o_session.run(sorted(set(o_names)), feed),
-                             strict=True))  # fmt: skip
-            m_out = dict(zip(sorted(set(m_names)), m_session.run(sorted(set(m_names)), feed),
-                             strict=True))  # fmt: skip
+            o_out, m_out = o_run(feed), m_run(feed)
             for name, o_name, m_name in zip(stage, o_names, m_names, strict=True):
                 axis = input_axis(nodes[name])
                 x_o, x_m = _rows(o_out[o_name], axis), _rows(m_out[m_name], axis)
@@ -160,8 +171,7 @@ def sequential_refit(
         for name in stage:
             if name in sums:
                 plan.weight_updates[nodes[name].inputs[1].name] = _solve(
-                    nodes[name], *sums[name], removed.get(name, _NONE), ridge
-                )
+                    nodes[name], *sums[name], removed.get(name, _NONE), ridge)
                 done += 1
         if progress is not None:
             progress(number + 1, len(stages))

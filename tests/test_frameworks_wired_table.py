@@ -79,7 +79,8 @@ def corner_f1(model, data) -> float:
     tp = fp = fn = 0
     for x, truth in data:
         found = corners(session.run(["hm"], {"input": x})[0][0, 1])
-        dist = np.hypot(found[:, None, 0] - truth[None, :, 0], found[:, None, 1] - truth[None, :, 1])
+        dist = np.hypot(found[:, None, 0] - truth[None, :, 0],
+                        found[:, None, 1] - truth[None, :, 1])
         hit = dist.min(axis=0) < 12 if len(found) else np.zeros(len(truth), bool)
         fp += int((dist.min(axis=1) >= 12).sum()) if len(found) else 0
         tp, fn = tp + int(hit.sum()), fn + int((~hit).sum())

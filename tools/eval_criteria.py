@@ -1,13 +1,13 @@
 """Accuracy versus kept MACs for every criterion, with and without compensation, no finetuning.
 
-Digits CNN (models/digits_cnn.onnx; calibration: 256 training images; metric: test accuracy)
-and all-MiniLM-L6-v2 (tests/minilm.py; calibration: 256 texts from outside the first 128 pairs;
+Digits CNN (models/digits_cnn.onnx; calibration: 256 training images; metric: test accuracy) and
+all-MiniLM-L6-v2 (tests/minilm.py; calibration: 256 texts from outside the first 128 pairs;
 metric: retrieval top-1 over all pairs); on both also the global (and on the digits CNN the
-latency) allocation, and the sequential refit (``sequential_refit=True``). Side by side on the digits CNN: Torch-Pruning 1.6.1
-(``MetaPruner`` + ``GroupMagnitudeImportance(p=2)``, local and ``global_pruning``) on the
-same PyTorch model, retrained here
-with the bundled model's recipe (its predictions are checked against the bundled ONNX), with
-its ``pruning_ratio`` searched so that its MACs match onnxprune's at each point.
+latency) allocation, and the sequential refit (``sequential_refit=True``). Side by side on the
+digits CNN: Torch-Pruning 1.6.1 (``MetaPruner`` + ``GroupMagnitudeImportance(p=2)``, local and
+``global_pruning``) on the same PyTorch model, retrained here with the bundled model's recipe
+(its predictions are checked against the bundled ONNX), with its ``pruning_ratio`` searched so
+that its MACs match onnxprune's at each point.
 
     python tools/eval_criteria.py --out tools/results          # both models
     python tools/eval_criteria.py --models digits
