@@ -9,7 +9,7 @@ from test_allocation import mlp
 import onnxprune
 from graphs import assert_exact, feeds
 from onnxprune.allocation_global import MAX_SHARE
-from onnxprune.allocation_latency import allocate_latency, channel_costs, node_times
+from onnxprune.allocation_latency import allocate_latency, channel_costs, kernel_block, node_times
 
 
 def test_the_costly_group_loses_first_until_the_time_budget_is_spent():
@@ -45,3 +45,16 @@ def test_latency_allocation_meets_a_macs_target_and_its_plan_replays():
     again = onnxprune.prune(proto, plan=result.plan.to_dict(), inputs=feeds(proto))
     assert {k: v.tolist() for k, v in again.plan.removed.items()} == {
         k: v.tolist() for k, v in result.plan.removed.items()}
+
+
+def test_latency_allocation_keeps_widths_in_multiples_of_the_kernel_block():
+    proto = mlp(64)
+    block = kernel_block()
+    result = onnxprune.prune(proto, target_macs=0.5, allocation="latency", inputs=feeds(proto))
+    assert result.options["round_to"] == block
+    assert all((64 - len(v)) % block == 0 for v in result.plan.removed.values())
+    # an explicit --round-to wins, and the other allocations do not round by default
+    free = onnxprune.prune(proto, target_macs=0.5, allocation="latency", round_to=1,
+                           inputs=feeds(proto))  # fmt: skip
+    assert free.options["round_to"] == 1
+    assert onnxprune.prune(proto, ratio=0.3, inputs=feeds(proto)).options["round_to"] == 1
