@@ -99,10 +99,13 @@ def bench(name: str, target: float, size: int | None = None, peers: bool = False
                      "verified": result.verification.passed})  # fmt: skip
     if peers:
         out = work / f"{name}-torch-pruning.onnx"
-        rows.append(torch_pruning(name, target, size or zoo.INPUT_SIZE[name], out))
-        models.append(str(out))
+        try:
+            rows.append(torch_pruning(name, target, size or zoo.INPUT_SIZE[name], out))
+            models.append(str(out))
+        except Exception as error:  # noqa: BLE001 - a peer's failure is a result
+            rows.append({"allocation": "Torch-Pruning", "error": type(error).__name__})
     stats = measure_latency(models, feed, repeats=20, blocks=5)
-    for row, st in zip(rows, stats[1:], strict=True):
+    for row, st in zip([r for r in rows if "error" not in r], stats[1:], strict=True):
         row["latency_ms"] = st.median_ms
         row["speedup"] = stats[0].median_ms / st.median_ms
         row["speedup_per_macs"] = row["speedup"] * row["macs_kept"]
@@ -124,12 +127,14 @@ def markdown(report: dict) -> str:
              "| model | input | ms before | " + " | ".join(columns) + " |",
              "|---|---|---:|" + "---:|" * len(columns)]  # fmt: skip
     for m in report["models"]:
-        cells = [f"{r['speedup']:.2f}x ({r['speedup_per_macs']:.2f})"
+        cells = [f"failed ({r['error']})" if "error" in r else
+                 f"{r['speedup']:.2f}x ({r['speedup_per_macs']:.2f})"
                  + (f", {r['macs_kept']:.0%} MACs" if r["allocation"] == "Torch-Pruning" else "")
                  for r in m["rows"]]  # fmt: skip
         lines.append(f"| {m['model']} | {'x'.join(map(str, m['input']))} | "
                      f"{m['latency_ms_before']:.2f} | " + " | ".join(cells) + " |")  # fmt: skip
-    medians = [statistics.median(m["rows"][k]["speedup_per_macs"] for m in report["models"])
+    medians = [statistics.median(m["rows"][k]["speedup_per_macs"] for m in report["models"]
+                                 if "error" not in m["rows"][k])
                for k in range(len(columns))]  # fmt: skip
     lines.append("| median | | | " + " | ".join(f"({v:.2f})" for v in medians) + " |")
     return "\n".join(lines) + "\n"
