@@ -289,7 +289,7 @@ def prune(
     target_latency: float | None = None,
     plan: str | Path | Mapping | None = None,
     criterion: str | None = None,
-    round_to: int | None = None,
+    round_to: int | str | None = None,
     min_channels: int = 1,
     exclude: Sequence[str] = (),
     allow_approximate: bool = False,
@@ -329,9 +329,10 @@ def prune(
         criterion: importance criterion (``l1``, ``l2``, ``bn_scale``, ``random``; with
             calibration data also ``activation``, ``fluctuation``, ``wanda``). Default:
             ``fluctuation`` with calibration data, else ``l2``.
-        round_to: kept channel counts are multiples of this. Default: 1, and with the
-            ``latency`` allocation onnxruntime's NCHWc block on this CPU (16 with AVX-512, 8
-            with AVX2; see :func:`~onnxprune.allocation_latency.kernel_block`).
+        round_to: kept channel counts are multiples of this; ``"auto"``: onnxruntime's NCHWc
+            block on this CPU (16 with AVX-512, 8 with AVX2; see
+            :func:`~onnxprune.allocation_latency.kernel_block`). Default: 1, and ``"auto"``
+            with the ``latency`` allocation.
         min_channels: never keep fewer channels than this in a group.
         exclude: node or tensor names (globs) whose groups are left alone.
         allow_approximate: also prune groups an op normalises over (LayerNorm, Softmax).
@@ -391,8 +392,10 @@ def prune(
                "target_latency": target_latency, "plan": plan}  # fmt: skip
     _check_arguments(model, targets, inputs, allocation, approximate_min_cosine,
                      remove_blocks, depth, block_criterion)  # fmt: skip
-    if round_to is None:
-        round_to = kernel_block() if allocation == "latency" else 1
+    if round_to == "auto" or (round_to is None and allocation == "latency"):
+        round_to = kernel_block()
+    elif round_to is None:
+        round_to = 1
     check_options(calibration_random=calibration_random, round_to=round_to,
                   min_channels=min_channels, providers=providers)
     start = time.perf_counter()

@@ -4,12 +4,15 @@ costly group loses first, floors hold, targets are met, plans replay, the oracle
 from __future__ import annotations
 
 import numpy as np
+import onnx
+import pytest
 from test_allocation import mlp
 
 import onnxprune
 from graphs import assert_exact, feeds
 from onnxprune.allocation_global import MAX_SHARE
 from onnxprune.allocation_latency import allocate_latency, channel_costs, kernel_block, node_times
+from onnxprune.cli import main
 
 
 def test_the_costly_group_loses_first_until_the_time_budget_is_spent():
@@ -58,3 +61,14 @@ def test_latency_allocation_keeps_widths_in_multiples_of_the_kernel_block():
                            inputs=feeds(proto))  # fmt: skip
     assert free.options["round_to"] == 1
     assert onnxprune.prune(proto, ratio=0.3, inputs=feeds(proto)).options["round_to"] == 1
+
+
+def test_round_to_auto_aligns_any_allocation_to_the_kernel_block(tmp_path):
+    proto = mlp(64)
+    result = onnxprune.prune(proto, ratio=0.3, round_to="auto", inputs=feeds(proto))
+    assert result.options["round_to"] == kernel_block()
+    src, out = tmp_path / "mlp.onnx", tmp_path / "small.onnx"
+    onnx.save(proto, src)
+    assert main(["prune", str(src), "-o", str(out), "--ratio", "0.3", "--round-to", "auto"]) == 0
+    with pytest.raises(SystemExit):  # argparse: neither a number nor auto
+        main(["prune", str(src), "-o", str(out), "--ratio", "0.3", "--round-to", "fast"])
