@@ -89,10 +89,18 @@ _NONE = np.zeros(0, dtype=np.int64)
 
 
 def _removed_inputs(model: ir.Model, plan: RemovalPlan) -> dict[str, np.ndarray]:
-    """Consumer -> the input channels its masks remove."""
+    """Consumer -> the input channels its masks remove (masks on the data input's channel
+    axis; a mask on another axis only zeroes rows of the data, which the fit sees)."""
+    nodes = {node.name: node for node in model.graph}
     out: dict[str, np.ndarray] = {}
     for mask in plan.masks:
-        out[mask.consumer.node] = np.union1d(out.get(mask.consumer.node, []), mask.removed)
+        node = nodes.get(mask.consumer.node)
+        if node is None or mask.consumer.input_index != 0 or weight_axes(node) is None:
+            continue
+        axis, rank = input_axis(node), len(node.inputs[0].shape or ())
+        if axis is None or mask.consumer.axis % max(rank, 1) != axis % max(rank, 1):
+            continue
+        out[node.name] = np.union1d(out.get(node.name, []), mask.removed)
     return {k: v.astype(np.int64) for k, v in out.items()}
 
 
