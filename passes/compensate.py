@@ -48,6 +48,18 @@ def weight_axes(node: ir.Node) -> tuple[int, int] | None:
     return None
 
 
+def input_axis(node: ir.Node) -> int | None:
+    """The channel axis of a weighted consumer's data input (Conv 1, Gemm 1 or 0 with
+    ``transA``, MatMul the last), None where its rank is unknown."""
+    if node.op_type == "Conv":
+        return 1
+    if node.op_type == "Gemm":
+        trans = node.attributes.get("transA")
+        return 0 if trans is not None and trans.value else 1
+    shape = node.inputs[0].shape
+    return None if shape is None else len(shape) - 1
+
+
 def bias_foldable(node: ir.Node) -> bool:
     """A constant input channel adds the same vector at every output position: MatMul/Gemm,
     and a Conv without padding (each output sums the whole kernel window). A padded Conv sees
@@ -72,14 +84,8 @@ def compensable(node: ir.Node, mask: Mask, *, fold_bias: bool = True) -> bool:
         return False
     if fold_bias and not bias_foldable(node):
         return False
-    x = node.inputs[0]
-    rank = len(x.shape) if x.shape is not None else None
-    if node.op_type == "Conv":
-        return mask.consumer.axis == 1
-    if node.op_type == "Gemm":
-        trans = node.attributes.get("transA")
-        return mask.consumer.axis == (0 if trans is not None and trans.value else 1)
-    return rank is not None and mask.consumer.axis == rank - 1
+    axis = input_axis(node)
+    return axis is not None and mask.consumer.axis == axis
 
 
 def compensable_masks(

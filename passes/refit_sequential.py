@@ -27,22 +27,10 @@ from collections.abc import Callable, Iterable, Sequence
 import numpy as np
 import onnx_ir as ir
 
-from onnxprune.passes.compensate import weight_axes
+from onnxprune.passes.compensate import compensable, input_axis, weight_axes
 from onnxprune.plan import RemovalPlan
 from onnxprune.sessions import with_outputs
 from onnxprune.verify import masked_model
-
-
-def input_axis(node: ir.Node) -> int | None:
-    """The channel axis of a linear consumer's data input (Conv 1, Gemm 1 or 0 with
-    ``transA``, MatMul the last), None where its rank is unknown."""
-    if node.op_type == "Conv":
-        return 1
-    if node.op_type == "Gemm":
-        trans = node.attributes.get("transA")
-        return 0 if trans is not None and trans.value else 1
-    shape = node.inputs[0].shape
-    return None if shape is None else len(shape) - 1
 
 
 def refit_stages(model: ir.Model, plan: RemovalPlan) -> list[list[str]]:
@@ -95,10 +83,7 @@ def _removed_inputs(model: ir.Model, plan: RemovalPlan) -> dict[str, np.ndarray]
     out: dict[str, np.ndarray] = {}
     for mask in plan.masks:
         node = nodes.get(mask.consumer.node)
-        if node is None or mask.consumer.input_index != 0 or weight_axes(node) is None:
-            continue
-        axis, rank = input_axis(node), len(node.inputs[0].shape or ())
-        if axis is None or mask.consumer.axis % max(rank, 1) != axis % max(rank, 1):
+        if node is None or not compensable(node, mask, fold_bias=False):
             continue
         out[node.name] = np.union1d(out.get(node.name, []), mask.removed)
     return {k: v.astype(np.int64) for k, v in out.items()}
