@@ -32,16 +32,23 @@ def _error(proto, pruned, data) -> float:
     return sum(float(np.square(run(proto, f)[0] - run(pruned, f)[0]).mean()) for f in data)
 
 
-def test_refit_is_verified_and_reconstructs_better_than_removal():
-    proto = correlated_mlp()
-    calib = feeds(proto, n=8, seed=11)
-    test = feeds(proto, n=4, seed=12)
+def _plain_refit_and_centred(proto, calib, test):
+    """Ratio 0.5 without refit, with it, and with it centred (compensation); the two refits
+    verified, each with one refit weight."""
     plain = onnxprune.prune(proto, ratio=0.5, calibration=calib, refit=False, inputs=test)
     refit = onnxprune.prune(proto, ratio=0.5, calibration=calib, refit=True, inputs=test)
     both = onnxprune.prune(proto, ratio=0.5, calibration=calib, refit=True, compensate=True,
                            inputs=test)  # fmt: skip
     for result in (refit, both):
         assert result.verification.passed and result.options["refit_weights"] == 1
+    return plain, refit, both
+
+
+def test_refit_is_verified_and_reconstructs_better_than_removal():
+    proto = correlated_mlp()
+    calib = feeds(proto, n=8, seed=11)
+    test = feeds(proto, n=4, seed=12)
+    plain, refit, both = _plain_refit_and_centred(proto, calib, test)
     e_plain, e_refit, e_both = (_error(proto, r.to_proto(), test) for r in (plain, refit, both))
     print(f"output MSE: removal {e_plain:.3g}, refit {e_refit:.3g}, centred refit {e_both:.3g}")
     assert e_refit < 0.1 * e_plain and e_both < 0.1 * e_plain
@@ -81,14 +88,9 @@ def correlated_convs():
 def test_padded_3x3_conv_refit_is_verified_and_reconstructs_better_than_removal():
     proto = correlated_convs()
     calib, test = feeds(proto, n=6, seed=21), feeds(proto, n=3, seed=22)
-    plain = onnxprune.prune(proto, ratio=0.5, calibration=calib, refit=False, inputs=test)
-    refit = onnxprune.prune(proto, ratio=0.5, calibration=calib, refit=True, inputs=test)
+    plain, refit, both = _plain_refit_and_centred(proto, calib, test)
     # compensation cannot fold a mean into a padded conv (its borders see zeros): the refit
     # there stays uncentred and no fill is made, and the result is still exact
-    both = onnxprune.prune(proto, ratio=0.5, calibration=calib, refit=True, compensate=True,
-                           inputs=test)  # fmt: skip
-    for result in (refit, both):
-        assert result.verification.passed and result.options["refit_weights"] == 1
     assert not both.plan.fills
     e_plain, e_refit = (_error(proto, r.to_proto(), test) for r in (plain, refit))
     print(f"output MSE: removal {e_plain:.3g}, refit {e_refit:.3g}")
