@@ -29,14 +29,15 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _results  # noqa: E402 - the tools folder is on the path now
-from bench_peers import MODELS  # noqa: E402 - the same CNNs as the peer comparison
+from bench_peers import MODELS, magnitude_pruner  # noqa: E402 - the same CNNs and pruner
 
 STRATEGIES = ("uniform", "global", "latency")
 
 
-def torch_pruning(name: str, target: float, size: int, out: Path) -> dict:
+def torch_pruning(name: str, target: float, size: int, out: Path, reference: Path) -> dict:
     """Torch-Pruning's magnitude pruning of the zoo's torch model with its ratio bisected to
-    ``target`` of its own MACs count, exported to ``out``."""
+    ``target`` of its own MACs count, exported to ``out``; MACs kept against ``reference``
+    (the zoo's export of the same model at ``size``)."""
     import copy
 
     import onnx_ir as ir
@@ -52,13 +53,7 @@ def torch_pruning(name: str, target: float, size: int, out: Path) -> dict:
 
     def pruned_at(ratio: float):
         model = copy.deepcopy(original)
-        linears = [m for m in model.modules() if isinstance(m, torch.nn.Linear)]
-        convs = [m for m in model.modules() if isinstance(m, torch.nn.Conv2d)]
-        pruner = tp.pruner.MagnitudePruner(model, example,
-                                           importance=tp.importance.MagnitudeImportance(p=2),
-                                           pruning_ratio=ratio,
-                                           ignored_layers=linears[-1:] or convs[-1:])  # fmt: skip
-        pruner.step()
+        magnitude_pruner(model, example, ratio).step()
         return model, tp.utils.count_ops_and_params(model, example)[0] / before
 
     low, high = 0.0, 0.95
@@ -72,8 +67,6 @@ def torch_pruning(name: str, target: float, size: int, out: Path) -> dict:
     with zoo.quiet():
         torch.onnx.export(model.eval(), (example,), str(out), dynamo=False, opset_version=17,
                           input_names=["input"], output_names=["output"])  # fmt: skip
-    reference = zoo.export(name, "torchscript", size=None if size == zoo.INPUT_SIZE[name]
-                           else size)  # fmt: skip
     macs = model_cost(ir.load(str(out))).macs / model_cost(ir.load(str(reference))).macs
     return {"allocation": "Torch-Pruning", "ratio": high, "prune_s": wall, "macs_kept": macs,
             "verified": None}  # fmt: skip
@@ -100,7 +93,7 @@ def bench(name: str, target: float, size: int | None = None, peers: bool = False
     if peers:
         out = work / f"{name}-torch-pruning.onnx"
         try:
-            rows.append(torch_pruning(name, target, size or zoo.INPUT_SIZE[name], out))
+            rows.append(torch_pruning(name, target, size or zoo.INPUT_SIZE[name], out, path))
             models.append(str(out))
         except Exception as error:  # noqa: BLE001 - a peer's failure is a result
             rows.append({"allocation": "Torch-Pruning", "error": type(error).__name__})

@@ -57,22 +57,30 @@ def _onnxprune(name: str, ratio: float, verify: bool, out: str, queue) -> None:
                "weights_mb": Path(path).stat().st_size / 2**20})  # fmt: skip
 
 
-def _torch_pruning(name: str, ratio: float, queue) -> None:
+def magnitude_pruner(model, example, ratio: float):
+    """Torch-Pruning's L2 ``MagnitudePruner`` of ``model`` at ``ratio``, the classifier (last
+    Linear, else last Conv) ignored so it keeps its classes."""
     import torch
     import torch_pruning as tp
+
+    linears = [m for m in model.modules() if isinstance(m, torch.nn.Linear)]
+    convs = [m for m in model.modules() if isinstance(m, torch.nn.Conv2d)]
+    return tp.pruner.MagnitudePruner(model, example,
+                                     importance=tp.importance.MagnitudeImportance(p=2),
+                                     pruning_ratio=ratio,
+                                     ignored_layers=linears[-1:] or convs[-1:])  # fmt: skip
+
+
+def _torch_pruning(name: str, ratio: float, queue) -> None:
+    import torch
+    import torch_pruning  # noqa: F401 - imported before the clock starts
 
     import zoo
 
     model = zoo.ZOO_MODELS[name]()
     example = torch.randn(1, 3, zoo.INPUT_SIZE[name], zoo.INPUT_SIZE[name])
-    linears = [m for m in model.modules() if isinstance(m, torch.nn.Linear)]
-    convs = [m for m in model.modules() if isinstance(m, torch.nn.Conv2d)]
-    last = linears[-1:] or convs[-1:]  # the classifier keeps its classes
     start = time.perf_counter()
-    pruner = tp.pruner.MagnitudePruner(model, example,
-                                       importance=tp.importance.MagnitudeImportance(p=2),
-                                       pruning_ratio=ratio, ignored_layers=last)  # fmt: skip
-    pruner.step()
+    magnitude_pruner(model, example, ratio).step()
     wall = time.perf_counter() - start
     queue.put({"wall_s": wall, "peak_mb": _peak_mb(),
                "params": sum(p.numel() for p in model.parameters())})  # fmt: skip
