@@ -16,6 +16,7 @@ Every score is divided by its group's mean, so scores compare across groups.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Mapping
 
 import numpy as np
@@ -103,15 +104,20 @@ def _dequantized(value, array: np.ndarray) -> np.ndarray | None:
 
 
 def _per_position(array: np.ndarray, axis: int, power: int) -> np.ndarray:
-    """Sum of |w| (power 1) or w² (power 2) over every axis but ``axis``, in float64, one
-    block of rows at a time (no full-size temporary)."""
-    rows = np.moveaxis(array, axis, 0).reshape(array.shape[axis], -1)
-    out = np.zeros(rows.shape[0])
-    step = max(1, (1 << 22) // max(rows.shape[1], 1))
-    for start in range(0, rows.shape[0], step):
-        block = rows[start:start + step].astype(np.float64)
-        out[start:start + step] = (np.abs(block).sum(axis=1) if power == 1
-                                   else np.einsum("ij,ij->i", block, block))  # fmt: skip
+    """Sum of |w| (power 1) or w² (power 2) over every axis but ``axis``, accumulated in
+    float64, read in place (the array seen as before x axis x after) one block of about 4M
+    elements at a time (no full-size temporary, no transposed copy)."""
+    n = array.shape[axis]
+    view = array.reshape(math.prod(array.shape[:axis]), n, math.prod(array.shape[axis + 1:]))
+    out = np.zeros(n)
+    along_before = view.shape[0] > 1  # blocks over the leading axes, else over the trailing
+    step = max(1, (1 << 22) // max(n * (view.shape[2] if along_before else 1), 1))
+    for start in range(0, view.shape[0 if along_before else 2], step):
+        block = view[start:start + step] if along_before else view[:, :, start:start + step]
+        if power == 1:
+            out += np.abs(block).sum(axis=(0, 2), dtype=np.float64)
+        else:
+            out += np.einsum("pnq,pnq->n", block, block, dtype=np.float64)
     return out
 
 
