@@ -2,12 +2,12 @@
 MAC removed on the torchvision CNN zoo.
 
 For every CNN of the zoo (the torchscript export the tests cache, at its own input size or at
-``--size``) and one MACs target, each strategy (``uniform``, ``global``, ``latency``) prunes
-to the target by L2 magnitude (no data). With ``--torch-pruning``, Torch-Pruning 1.6.1
-(``MagnitudePruner``, L2, local, the classifier ignored) prunes the same torch model (the
-zoo's weights), its ratio bisected on its own MACs count to the target, and is exported as the
-zoo exports (torchscript, opset 17); its MACs are then counted on that export as onnxprune
-counts its own. The original and every pruned model are timed together in onnxruntime (2
+``--size``) and one MACs target, each strategy (``uniform``; ``uniform aligned``, the same with
+``--round-to auto``; ``global``; ``latency``) prunes to the target by L2 magnitude (no data).
+With ``--torch-pruning``, Torch-Pruning 1.6.1 (``MagnitudePruner``, L2, local, the classifier
+ignored) prunes the same torch model (the zoo's weights), its ratio bisected on its own MACs
+count to the target, and is exported as the zoo exports (torchscript, opset 17); its MACs are
+then counted on that export as onnxprune counts its own. The original and every pruned model are timed together in onnxruntime (2
 threads, alternating blocks, all graph optimisations). Columns: MACs kept, speedup, speedup /
 MACs ratio = speedup x MACs kept (1.0: time falls as fast as MACs). Writes
 ``tools/results/bench_allocation[_<size>].{json,md}``.
@@ -31,7 +31,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _results  # noqa: E402 - the tools folder is on the path now
 from bench_peers import MODELS, magnitude_pruner  # noqa: E402 - the same CNNs and pruner
 
-STRATEGIES = ("uniform", "global", "latency")
+#: (column, allocation, round_to): "uniform aligned" is the uniform ratio with every class's
+#: kept count in multiples of onnxruntime's NCHWc block (``round_to="auto"``).
+STRATEGIES = (("uniform", "uniform", None), ("uniform aligned", "uniform", "auto"),
+              ("global", "global", None), ("latency", "latency", None))
 
 
 def torch_pruning(name: str, target: float, size: int, out: Path, reference: Path) -> dict:
@@ -82,12 +85,13 @@ def bench(name: str, target: float, size: int | None = None, peers: bool = False
     path = zoo.export(name, "torchscript", size=size)
     feed = {"input": zoo.sample_input(name, size=size)}
     rows, models = [], [str(path)]
-    for strategy in STRATEGIES:
+    for column, strategy, round_to in STRATEGIES:
         start = time.perf_counter()
-        result = onnxprune.prune(path, target_macs=target, allocation=strategy, inputs=[feed])
+        result = onnxprune.prune(path, target_macs=target, allocation=strategy, inputs=[feed],
+                                 round_to=round_to)  # fmt: skip
         wall = time.perf_counter() - start
         models.append(result.to_proto())
-        rows.append({"allocation": strategy, "prune_s": wall,
+        rows.append({"allocation": column, "prune_s": wall,
                      "macs_kept": result.cost_after.macs / result.cost_before.macs,
                      "verified": result.verification.passed})  # fmt: skip
     if peers:
@@ -102,7 +106,7 @@ def bench(name: str, target: float, size: int | None = None, peers: bool = False
         row["latency_ms"] = st.median_ms
         row["speedup"] = stats[0].median_ms / st.median_ms
         row["speedup_per_macs"] = row["speedup"] * row["macs_kept"]
-        print(f"{name:20} {row['allocation']:8} MACs {row['macs_kept']:.1%} speedup "
+        print(f"{name:20} {row['allocation']:15} MACs {row['macs_kept']:.1%} speedup "
               f"{row['speedup']:.2f}x ratio {row['speedup_per_macs']:.2f}", flush=True)
     return {"model": name, "input": list(feed["input"].shape), "target_macs": target,
             "latency_ms_before": stats[0].median_ms, "rows": rows}  # fmt: skip
