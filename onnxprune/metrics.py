@@ -8,7 +8,9 @@ Conv N·Cout·prod(out spatial)·Cin/group·prod(kernel); ConvTranspose
 N·Cin·prod(in spatial)·Cout/group·prod(kernel); Gemm M·N·K; MatMul prod(batch)·M·N·K; the
 quantized QLinearConv/ConvInteger/QLinearMatMul/MatMulInteger as their float twins; Einsum
 the product of every index's size; onnxruntime's fused Attention, MultiHeadAttention and
-GroupQueryAttention their projections and score/value products.
+GroupQueryAttention their projections and score/value products; com.microsoft MatMulNBits
+(block-quantized 2-8 bit weights, packed) as the MatMul it stands for, prod(y)·K, its packed
+weight counting K·N parameters.
 Elementwise ops, normalisations and pools count 0. Nodes whose shapes stay unknown count 0
 and are listed in ``unknown``. An ``If`` counts its costlier branch; Loop and Scan bodies
 are not counted.
@@ -105,7 +107,8 @@ def _bound_shapes(
     leaves a contraction's shapes unknown, onnxruntime's symbolic inference fills them in."""
     inferred = _bind(model, dims)
     shapes = _shapes(inferred)
-    contractions = {"Conv", "ConvTranspose", "Gemm", "MatMul", "Einsum", *_ATTENTION}
+    contractions = {"Conv", "ConvTranspose", "Gemm", "MatMul", "Einsum", "MatMulNBits",
+                    *_ATTENTION}  # fmt: skip
     if any(n.op_type in contractions and _node_macs(n, shapes) is None for n in inferred.graph.node):
         for name, shape in (infer_symbolic_shapes(inferred) or {}).items():
             if name not in shapes and all(isinstance(d, int) for d in shape):
@@ -140,6 +143,9 @@ def _node_macs(node: onnx.NodeProto, shapes: dict[str, list[int] | None]) -> int
         if a is None or y is None:
             return None
         return math.prod(y) * a[-1]
+    if node.op_type == "MatMulNBits" and node.domain == "com.microsoft":
+        y = shape(0, True)
+        return None if y is None else math.prod(y) * attrs["K"]
     if node.op_type in ("QLinearConv", "ConvInteger"):
         w, y = shape(3 if node.op_type == "QLinearConv" else 1), shape(0, True)
         if w is None or y is None:
@@ -231,9 +237,14 @@ def parameter_counts(model: Countable) -> dict[str, int]:
     read = {name for node in nodes for name in node.input}
     quantized = {node.input[i] for node in nodes
                  if (i := WEIGHT_INPUT.get(node.op_type)) is not None and i < len(node.input)}
-    return {name: math.prod(t.dims) for name, t in tensors.items()
-            if name in read and (t.data_type in FLOAT_TYPES
-                                 or (t.data_type in QUANTIZED_TYPES and name in quantized))}  # fmt: skip
+    counts = {name: math.prod(t.dims) for name, t in tensors.items()
+              if name in read and (t.data_type in FLOAT_TYPES
+                                   or (t.data_type in QUANTIZED_TYPES and name in quantized))}  # fmt: skip
+    for node in nodes:  # a packed block-quantized weight stands for K x N values
+        if node.op_type == "MatMulNBits" and node.domain == "com.microsoft" and node.input[1] in tensors:
+            attrs = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
+            counts[node.input[1]] = attrs["K"] * attrs["N"]
+    return counts
 
 
 def node_macs(model: Countable, dims: Dims | None = None) -> dict[str, int | None]:

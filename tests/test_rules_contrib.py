@@ -6,6 +6,7 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
+import onnxprune
 from graphs import assert_prunes_exactly, model, weight
 
 MS = {"com.microsoft": 1}
@@ -76,3 +77,38 @@ def test_group_query_attention_prunes_kv_heads_with_their_query_heads():
     wq = next(t for t in result.to_proto().graph.initializer if t.name == "wq")
     assert list(wq.dims) == [hidden, 2 * d]
     assert onnx.checker.check_model(result.to_proto()) is None
+
+
+def test_block_quantized_matmul_is_counted_and_blocks_its_channels_by_name():
+    """com.microsoft MatMulNBits (made by onnxruntime's own 4-bit quantizer) has no channel
+    rule: removing input rows would move the quantization blocks. What reads or feeds it is
+    blocked with the op named; its K x N weight and MACs count as the MatMul's; the rest of
+    the model prunes exactly."""
+    from onnxruntime.quantization.matmul_nbits_quantizer import MatMulNBitsQuantizer
+
+    from onnxprune.metrics import model_cost, parameter_counts
+
+    names = ["fc1", "fc2", "fc3"]
+    nodes = [helper.make_node("MatMul", ["x", "w1"], ["h1"], name="fc1"),
+             helper.make_node("Relu", ["h1"], ["r1"], name="relu1"),
+             helper.make_node("MatMul", ["r1", "w2"], ["h2"], name="fc2"),
+             helper.make_node("Relu", ["h2"], ["r2"], name="relu2"),
+             helper.make_node("MatMul", ["r2", "w3"], ["y"], name="fc3")]  # fmt: skip
+    proto = model(nodes, {"x": [2, 64]}, {"y": [2, 64]},
+                  {"w1": weight(64, 64), "w2": weight(64, 64), "w3": weight(64, 64)})  # fmt: skip
+    quantizer = MatMulNBitsQuantizer(onnx.ModelProto.FromString(proto.SerializeToString()),
+                                     block_size=32, is_symmetric=True,
+                                     nodes_to_exclude=names[:2])  # fmt: skip
+    quantizer.process()
+    quantized = quantizer.model.model
+    packed = next(n for n in quantized.graph.node if n.op_type == "MatMulNBits")
+    assert parameter_counts(quantized)[packed.input[1]] == 64 * 64
+    assert model_cost(quantized).macs == model_cost(proto).macs
+
+    blocked = [r for g in onnxprune.analyze(quantized).groups for r in g.blocked
+               if "MatMulNBits" in r.op_type]  # fmt: skip
+    assert blocked and all("no channel rule" in r.text for r in blocked)
+    result = assert_prunes_exactly(quantized, 0.5)
+    kept = {n.op_type: n for n in result.to_proto().graph.node}
+    assert kept["MatMulNBits"].input == packed.input  # untouched: it still reads 64 rows
+    assert result.cost_after.params < result.cost_before.params
