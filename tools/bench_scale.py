@@ -5,8 +5,9 @@ in its own process (peak RSS from ``wait4``): ``cp`` of the model folder, onnx-i
 ``onnxprune analyze``, ``prune --ratio 0.25`` with and without verification, ``prune
 --target-macs 0.6``, ``prune`` with calibration (16 random sequences of 128 tokens) and
 ``onnxprune verify`` of the written model, and depth pruning (``--remove-blocks 8``, blocks
-ranked by their output change on 4 random sequences of 64 tokens). Ratios are to ``cp``'s time and to the model's
-size on disk. Writes ``tools/results/bench_scale.{json,md}``.
+ranked by their output change on 4 random sequences of 64 tokens). Each command starts after
+``sync`` (the page cache stays warm; the dirty pages of the command before are written back
+first). Ratios are to ``cp``'s time and to the model's size on disk. Writes ``tools/results/bench_scale.{json,md}``.
 
 Usage: ``python tools/bench_scale.py [shaped] [llama]`` (default: the models already built).
 """
@@ -30,7 +31,9 @@ PY = sys.executable
 
 
 def run(command: list[str]) -> tuple[float, float, int]:
-    """(wall seconds, peak RSS GiB, exit code) of ``command`` in a child process."""
+    """(wall seconds, peak RSS GiB, exit code) of ``command`` in a child process, started
+    after ``sync`` so that no command pays for writing back what the one before it wrote."""
+    os.sync()
     start = time.perf_counter()
     process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     _, status, usage = os.wait4(process.pid, 0)
@@ -92,8 +95,8 @@ def bench(kind: str, work: Path) -> dict:
 
 
 def markdown(results: list[dict]) -> str:
-    lines = ["Each command in its own process on this machine (2 cores, 24 GB), one run; peak RSS "
-             "from wait4 (file-backed pages of memory-mapped weights included). Ratios: to the "
+    lines = ["Each command in its own process on this machine (2 cores, 24 GB), started after "
+             "`sync`, one run; peak RSS from wait4 (file-backed pages of memory-mapped weights included). Ratios: to the "
              "`cp` of the same model folder in the same run, and to the model's size on disk.",
              ""]  # fmt: skip
     for result in results:
