@@ -89,9 +89,34 @@ def load_model(source: ModelSource, base_dir: str | os.PathLike | None = None) -
     if len(model.graph) == 0 and not model.graph.outputs:
         raise ModelLoadError(f"'{path}' holds no graph; it is not an ONNX model export")
     check_structure(proto, f"'{path}'")
+    _own_tensor_data(model)
     del proto
     _check_external_data_readable(model, path)
     return _dynamic_negative_dims(model)
+
+
+def _own_tensor_data(model: ir.Model) -> None:
+    """Tensors stored in the proto (initializers and Constant values, subgraphs included)
+    become arrays, each copied out of the proto once: protobuf hands a field's bytes out as a
+    new copy on every read, which every look at a weight (scores, finiteness, slicing) would
+    pay again, and once nothing refers to the proto its memory is freed."""
+
+    def owned(tensor: object) -> object:
+        if (not isinstance(tensor, ir.serde.TensorProtoTensor)
+                or tensor.dtype in (ir.DataType.STRING, ir.DataType.UNDEFINED)
+                or tensor.dtype.bitwidth < 8):  # fmt: skip
+            return tensor
+        return ir.Tensor(tensor.numpy(), dtype=tensor.dtype, name=tensor.name,
+                         doc_string=tensor.doc_string)  # fmt: skip
+
+    for graph in (model.graph, *model.graph.subgraphs()):
+        for value in graph.initializers.values():
+            value.const_value = owned(value.const_value)
+        for node in graph:
+            for name, attr in list(node.attributes.items()):
+                if attr.type == ir.AttributeType.TENSOR:
+                    node.attributes[name] = ir.AttrTensor(name, owned(attr.value),
+                                                          doc_string=attr.doc_string)  # fmt: skip
 
 
 def check_structure(proto: onnx.ModelProto, where: str) -> None:

@@ -64,6 +64,27 @@ def test_constant_nodes_are_treated_like_initializers():
     assert result.verification.passed and result.plan.removed
 
 
+def test_a_loaded_file_owns_its_weights_and_lets_the_proto_go(tmp_path):
+    """Weights stored in the file are copied out of the parsed proto once at load (protobuf
+    copies a bytes field on every read), values unchanged, no tensor left pointing into it."""
+    w1 = weight(8, 3, 1, 1)
+    nodes = [helper.make_node("Constant", [], ["w1"], value=onnx.numpy_helper.from_array(w1)),
+             conv("c1", "x", "w1", None, "a"), helper.make_node("Relu", ["a"], ["r"]),
+             conv("c2", "r", "w2", None, "y")]  # fmt: skip
+    proto = model(nodes, {"x": [1, 3, 2, 2]}, {"y": [1, 2, 2, 2]}, {"w2": weight(2, 8, 1, 1)})
+    path = tmp_path / "m.onnx"
+    onnx.save(proto, path)
+    loaded = load_model(path)
+    tensors = [v.const_value for v in loaded.graph.initializers.values()] + [
+        a.value for n in loaded.graph for a in n.attributes.values()
+        if a.type == ir.AttributeType.TENSOR]  # fmt: skip
+    assert len(tensors) == 2
+    assert not any(isinstance(t, ir.serde.TensorProtoTensor) for t in tensors)
+    assert np.array_equal(loaded.graph.initializers["w2"].const_value.numpy(),
+                          onnx.numpy_helper.to_array(proto.graph.initializer[0]))  # fmt: skip
+    assert np.array_equal(tensors[1].numpy(), w1)
+
+
 def test_missing_file(tmp_path):
     with pytest.raises(ModelLoadError, match="does not exist"):
         load_model(tmp_path / "nope.onnx")
