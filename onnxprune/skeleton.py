@@ -24,9 +24,11 @@ STUB = "onnxprune-no-data"
 
 
 @contextlib.contextmanager
-def _swapped(model: ir.Model, small: int) -> Iterator[list[ir.Value]]:
-    """Temporarily replace each main-graph initializer's tensor by a stub (large) or an
-    in-memory copy (small external); yields the values made stubs; restores on exit."""
+def _swapped(model: ir.Model, small: int,
+             select: Callable[[ir.TensorProtocol], bool] | None = None) -> Iterator[list[ir.Value]]:  # fmt: skip
+    """Temporarily replace each main-graph initializer's tensor by a stub (large, or those
+    ``select`` selects) or an in-memory copy (small external); yields the values made stubs;
+    restores on exit."""
     saved: list[tuple[ir.Value, ir.TensorProtocol]] = []
     stubs = []
     try:
@@ -34,7 +36,7 @@ def _swapped(model: ir.Model, small: int) -> Iterator[list[ir.Value]]:
             tensor = value.const_value
             if tensor is None:
                 continue
-            if tensor.size > small:
+            if select(tensor) if select is not None else tensor.size > small:
                 stub = ir.ExternalTensor(STUB, 0, tensor.nbytes, tensor.dtype,
                                          shape=tensor.shape, name=value.name)  # fmt: skip
                 saved.append((value, tensor))
@@ -60,6 +62,18 @@ def skeleton(model: ir.Model, *, as_inputs: bool = False, small: int = SMALL) ->
         return proto
     large = {v.name for v in stubs}
     return weightless(proto, lambda t: t.name in large)
+
+
+def split_weights(model: ir.Model, stub: Callable[[ir.TensorProtocol], bool],
+                  ) -> tuple[onnx.ModelProto, list[tuple[str, ir.TensorProtocol]]]:  # fmt: skip
+    """``model`` as a proto in which the main-graph initializers ``stub`` selects are data-less
+    references, and those initializers' (name, tensor), for a runtime to take the data from
+    the tensors themselves; ``model`` is left as it was."""
+    tensors = [(name, value.const_value) for name, value in model.graph.initializers.items()
+               if value.const_value is not None and stub(value.const_value)]  # fmt: skip
+    with _swapped(model, 0, stub):
+        proto = ir.to_proto(model)
+    return proto, tensors
 
 
 def weightless(proto: onnx.ModelProto,

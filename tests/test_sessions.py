@@ -107,3 +107,21 @@ def test_a_session_from_a_removed_copy_still_runs(forced):
     assert list(root.iterdir()) == []
     x = np.ones((1, 3, 5, 5), np.float32)
     assert session.run(None, {"x": x})[0].shape == (1, 2, 5, 5)
+
+
+def test_an_in_memory_model_hands_its_weights_over_without_copying_them(tmp_path):
+    """Weights of more than ``skeleton.SMALL`` elements reach onnxruntime as OrtValues over the
+    model's own arrays (the session keeps them); the session computes what one opened from
+    the file does (bfloat16 weights, which stay in the bytes: tests/test_half_precision.py)."""
+    from onnxprune.model_io import load_model
+
+    path = tmp_path / "m.onnx"
+    onnx.save(cnn(width=256), path)
+    loaded = load_model(path)
+    session = sessions.open_session(loaded)
+    handed = session._onnxprune_weights
+    w1 = loaded.graph.initializers["w1"].const_value.numpy()
+    assert len(handed) == 1 and np.shares_memory(handed[0], w1)  # w2 has 512 elements
+    x = np.random.default_rng(0).standard_normal((1, 3, 5, 5)).astype(np.float32)
+    expected = sessions.open_session(str(path)).run(None, {"x": x})  # onnxruntime reads the file
+    assert np.array_equal(session.run(None, {"x": x})[0], expected[0])
