@@ -8,10 +8,14 @@ the torchscript export for onnxprune) and one pruning ratio, each in its own spa
 - Torch-Pruning 1.6.1 ``MagnitudePruner`` (L2, the same ratio, the classifier ignored) +
   ``step()`` on the torch model (its model build is not timed; its RSS includes torch).
 
-Columns: weights MB, wall time of each, peak RSS of each, parameters after. Writes
+Each tool runs ``--repeats`` times (3), the tools alternating; columns: weights MB, the
+median wall time of each, the highest peak RSS of each, parameters after. Then (unless
+``--no-accuracy``) task accuracy at the same MACs on the models with real weights, each
+onnxprune allocation beside Torch-Pruning (``tools/_peer_accuracy.py``; written to
+``tools/results/bench_peers_accuracy.{json,md}``). Writes
 ``tools/results/bench_peers.{json,md}``.
 
-    python tools/bench_peers.py --ratio 0.5 [--models resnet50 vgg11_bn]
+    python tools/bench_peers.py --ratio 0.5 [--models resnet50 vgg11_bn] [--repeats 3]
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ from __future__ import annotations
 import argparse
 import multiprocessing as mp
 import queue as queue_module
+import statistics
 import sys
 import tempfile
 import time
@@ -104,14 +109,32 @@ def _child(target, *args) -> dict:
     return row
 
 
-def bench(name: str, ratio: float, work: Path) -> dict:
+def bench(name: str, ratio: float, work: Path, repeats: int = 1) -> dict:
+    """Each tool ``repeats`` times, the tools alternating (so a slow spell of the machine
+    falls on all of them): the median wall time and the highest peak RSS of each."""
     out = str(work / f"{name}.onnx")
-    row = {"model": name, "ratio": ratio,
-           "onnxprune_no_verify": _child(_onnxprune, name, ratio, False, out),
-           "onnxprune_verified": _child(_onnxprune, name, ratio, True, out),
-           "torch_pruning": _child(_torch_pruning, name, ratio)}  # fmt: skip
+    tools = {"onnxprune_no_verify": (_onnxprune, name, ratio, False, out),
+             "onnxprune_verified": (_onnxprune, name, ratio, True, out),
+             "torch_pruning": (_torch_pruning, name, ratio)}  # fmt: skip
+    runs: dict[str, list[dict]] = {key: [] for key in tools}
+    for _ in range(repeats):
+        for key, (target, *args) in tools.items():
+            runs[key].append(_child(target, *args))
+    row = {"model": name, "ratio": ratio, "repeats": repeats,
+           **{key: _summary(tool_runs) for key, tool_runs in runs.items()}}  # fmt: skip
     print(name, {k: v for k, v in row.items() if isinstance(v, dict)}, flush=True)
     return row
+
+
+def _summary(runs: list[dict]) -> dict:
+    """The first failed run, else the first run with the median wall time and the highest
+    peak RSS of all, and every wall time."""
+    failed = next((r for r in runs if "error" in r), None)
+    if failed is not None:
+        return failed
+    walls = [r["wall_s"] for r in runs]
+    return {**runs[0], "wall_s": statistics.median(walls), "wall_s_runs": walls,
+            "peak_mb": max(r["peak_mb"] for r in runs)}  # fmt: skip
 
 
 def _cell(run: dict, key: str, fmt: str) -> str:
@@ -120,9 +143,11 @@ def _cell(run: dict, key: str, fmt: str) -> str:
 
 def markdown(rows: list[dict]) -> str:
     ratio = rows[0]["ratio"] if rows else 0
+    repeats = rows[0].get("repeats", 1) if rows else 1
     lines = [
-        f"Ratio {ratio}, L2 magnitude, no data; one run on this machine (2 cores), each tool in "
-        "its own process with imports done before the clock starts. onnxprune: "
+        f"Ratio {ratio}, L2 magnitude, no data; on this machine (2 cores), each tool in "
+        f"its own process, {repeats} runs each, the tools alternating (wall: the median; "
+        "peak RSS: the highest) with imports done before the clock starts. onnxprune: "
         "`prune(path, ratio, verify=...)` + `save` of the torchscript export; Torch-Pruning "
         "1.6.1: `MagnitudePruner` + `step()` on the torch model (classifier ignored). Peak RSS: "
         "the process's high-water mark (Torch-Pruning's includes torch itself).", "",
@@ -145,10 +170,18 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--ratio", type=float, default=0.5)
     parser.add_argument("--models", nargs="*", default=MODELS)
+    parser.add_argument("--repeats", type=int, default=3, help="runs of each tool per model")
+    parser.add_argument("--no-accuracy", action="store_true",
+                        help="skip the task-accuracy comparison (tools/_peer_accuracy.py)")
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory() as work:
-        rows = [bench(name, args.ratio, Path(work)) for name in args.models]
+        rows = [bench(name, args.ratio, Path(work), args.repeats) for name in args.models]
     _results.write("bench_peers", rows, markdown(rows))
+    if not args.no_accuracy:
+        import _peer_accuracy
+
+        accuracy = _peer_accuracy.accuracy_rows()
+        _results.write("bench_peers_accuracy", accuracy, _peer_accuracy.markdown(accuracy))
     return 0
 
 
