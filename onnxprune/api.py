@@ -299,6 +299,7 @@ def prune(
     sequential_refit: bool | None = None,
     calibration: Any = None,
     calibration_random: int = 0,
+    calibration_mask: str | None = None,
     providers: Sequence[str] | None = None,
     verify: bool = True,
     inputs: Sequence[Mapping[str, np.ndarray]] | None = None,
@@ -371,6 +372,11 @@ def prune(
         calibration: calibration data: a ``CalibrationDataReader``-like object, an iterable of
             feeds, an ``.npz`` file or a folder (see :mod:`onnxprune.calibration`).
         calibration_random: or this many random samples from the declared input shapes.
+        calibration_mask: the input of the calibration data that marks valid positions
+            (nonzero) and padding (0), such as a transformer's ``attention_mask``: activation
+            statistics (and the refit's Gram matrices) then leave padded positions out, for
+            every activation whose leading axes have the mask's shape. Measured on MiniLM at
+            ratio 0.5, batches of 32 texts (63% padding): retrieval 36.7% -> 39.4%.
         providers: onnxruntime execution providers for the calibration runs.
         compensate: fold the calibration mean of removed channels into the consumers' biases
             (needs calibration data; off by default: on the digits CNN it did not help).
@@ -415,6 +421,7 @@ def prune(
     skip = excluded_groups(analysis.analysis, groups, exclude)
     eligible = [g for g in groups if g.prunable and (allow_approximate or g.exact)]
     has_data = calibration is not None or calibration_random > 0
+    _check_mask(calibration_mask, calibration, analysis.analysis.model)
     criterion = criterion or ("fluctuation" if has_data else "l2")
     if criterion in DATA_CRITERIA and not has_data:
         raise UsageError(f"criterion '{criterion}' needs calibration data "
@@ -442,7 +449,7 @@ def prune(
     if has_data and width:
         with clock("calibrate"):
             stats, refit = _calibrate(analysis.analysis, eligible, data.batches, refit,
-                                      providers, progress)  # fmt: skip
+                                      providers, progress, calibration_mask)  # fmt: skip
     # score
     scores: dict[int, np.ndarray] = {}
     if width:
@@ -460,7 +467,7 @@ def prune(
             raise UsageError("the sequential refit refines the least-squares refit: it needs "
                              "calibration data and the refit (drop --no-refit)")  # fmt: skip
         sequential = functools.partial(sequential_refit_pass, original, batches=data.batches,
-                                       providers=providers,
+                                       providers=providers, mask=calibration_mask,
                                        progress=clock.steps("sequential refit"))  # fmt: skip
     correct = functools.partial(_correct, original, stats, bool(compensate), refit, sequential)
     # score blocks (depth)
@@ -561,7 +568,8 @@ def prune(
         "ratio": ratio, "target_macs": target_macs, "target_params": target_params,
         "target_latency": target_latency, "criterion": criterion,
         "calibration": _describe(calibration),
-        "calibration_random": calibration_random, "compensate": bool(removal.fills),
+        "calibration_random": calibration_random, "calibration_mask": calibration_mask,
+        "compensate": bool(removal.fills),
         "compensated_consumers": len(removal.fills), "refit": refit,
         "sequential_refit": sequential is not None,
         "refit_weights": len(removal.weight_updates),
@@ -606,6 +614,20 @@ class _Clock:
         self.step(stage, 1)
         key = f"{stage.replace(' ', '_')}_s"
         self.timings[key] = self.timings.get(key, 0.0) + time.perf_counter() - start
+
+
+def _check_mask(mask: Any, calibration: Any, model: ir.Model) -> None:
+    """UsageError unless ``mask`` is None or names an input of the model and real calibration
+    data comes with it."""
+    if mask is None:
+        return
+    names = [v.name for v in model.graph.inputs]
+    if not isinstance(mask, str) or mask not in names:
+        raise UsageError(f"calibration_mask (--calib-mask) must name an input of the model "
+                         f"({', '.join(names)}), got {mask!r}")  # fmt: skip
+    if calibration is None:
+        raise UsageError("calibration_mask (--calib-mask) marks padding in calibration data: "
+                         "give the data (calibration= / --calib); random samples have none")
 
 
 def _check_arguments(model: Any, targets: dict, inputs: Any, allocation: str,
@@ -715,9 +737,11 @@ class _Data:
 
 def _calibrate(analysis: Analysis, eligible: list[Group], batches: Callable[[], Iterable[dict]],
                refit: bool | None, providers: Sequence[str] | None,
-               progress: Progress | None) -> tuple[dict, bool | None]:  # fmt: skip
-    """The calibrate stage: statistics of every consumer input; Gram matrices where the refit
-    needs them (by default only where they fit in ``REFIT_MEMORY``). Returns (stats, refit)."""
+               progress: Progress | None, mask: str | None = None,
+               ) -> tuple[dict, bool | None]:  # fmt: skip
+    """The calibrate stage: statistics of every consumer input (padding left out where
+    ``mask`` names the input marking valid positions); Gram matrices where the refit needs
+    them (by default only where they fit in ``REFIT_MEMORY``). Returns (stats, refit)."""
     keys = consumer_keys(eligible)
     gram = refit_keys(analysis, eligible)
     if refit is None:
@@ -728,7 +752,7 @@ def _calibrate(analysis: Analysis, eligible: list[Group], batches: Callable[[], 
         refit = need <= REFIT_MEMORY
     stats = collect_statistics(
         analysis.model, keys, batches, providers=providers, gram=gram if refit else (),
-        progress=None if progress is None else (lambda i, n: progress("calibrate", i, n)),
+        mask=mask, progress=None if progress is None else (lambda i, n: progress("calibrate", i, n)),
     )
     return stats, refit
 

@@ -155,6 +155,7 @@ def _prune(args, out: Console, err: Console) -> int:
             plan=args.plan, compensate=args.compensate or None, refit=args.refit,
             sequential_refit=args.sequential_refit,
             criterion=args.criterion, calibration=args.calib, calibration_random=args.random,
+            calibration_mask=args.calib_mask,
             providers=args.providers, round_to=args.round_to, min_channels=args.min_channels,
             exclude=args.exclude, allow_approximate=args.allow_approximate,
             head_dim=args.head_dim, verify=not args.no_verify, dims=_dims(args.dim),
@@ -465,6 +466,9 @@ def build_parser() -> argparse.ArgumentParser:
                    "name (samples on axis 0) or a folder of .npz/.npy files")
     p.add_argument("--random", type=int, default=0, metavar="N", help="calibrate on N random "
                    "samples from the declared input shapes (bind symbolic dims with --dim)")
+    p.add_argument("--calib-mask", metavar="INPUT", help="the calibration input marking valid "
+                   "positions (1) and padding (0), e.g. attention_mask: padding is left out of "
+                   "the statistics")
     p.add_argument("--providers", nargs="+", metavar="EP", help="onnxruntime execution "
                    "providers for calibration runs (default: CPUExecutionProvider)")
     p.add_argument("--allocation", choices=["uniform", "global", "latency"], default="uniform",

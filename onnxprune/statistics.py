@@ -49,14 +49,27 @@ class ChannelStats:
     def mean_abs(self) -> np.ndarray:
         return self.sum_abs / max(self.count, 1)
 
-    def add(self, x: np.ndarray, axis: int) -> None:
-        rows = np.moveaxis(x, axis, 0).reshape(x.shape[axis], -1).astype(np.float64)
+    def add(self, x: np.ndarray, axis: int, mask: np.ndarray | None = None) -> None:
+        rows = channel_rows(x, axis, mask)
         self.count += rows.shape[1]
         self.sum += rows.sum(axis=1)
         self.sum_sq += np.square(rows).sum(axis=1)
         self.sum_abs += np.abs(rows).sum(axis=1)
         if self.gram is not None:
             self.gram += rows @ rows.T
+
+
+def channel_rows(x: np.ndarray, axis: int, mask: np.ndarray | None = None) -> np.ndarray:
+    """``x`` as (channels along ``axis``) x (positions), float64. With ``mask`` (the
+    calibration's valid-position marker, e.g. an attention mask of shape (batch, sequence)):
+    where ``x``'s leading axes are the mask's shape and the channel axis is not among them,
+    only the positions the mask marks nonzero count (padding stays out of the statistics);
+    any other tensor counts every position."""
+    if (mask is not None and x.shape[: mask.ndim] == mask.shape and axis >= mask.ndim
+            and mask.ndim > 0):  # fmt: skip
+        x = x[mask.astype(bool)]  # (valid positions, *rest)
+        axis = axis - mask.ndim + 1
+    return np.moveaxis(x, axis, 0).reshape(x.shape[axis], -1).astype(np.float64)
 
 
 def _session(model: ir.Model, names: list[str],
@@ -73,10 +86,12 @@ def collect_statistics(
     providers: Sequence[str] | None = None,
     chunk: int = 128,
     gram: Iterable[Key] = (),
+    mask: str | None = None,
     progress: Callable[[int, int], None] | None = None,
 ) -> dict[Key, ChannelStats]:
     """Statistics of every float (tensor, axis) in ``keys`` over ``batches``; for keys in
-    ``gram`` also the channel Gram matrix (memory: channels² per key).
+    ``gram`` also the channel Gram matrix (memory: channels² per key); ``mask``: the input
+    of each feed marking its valid positions (:func:`channel_rows`).
 
     ``batches`` may be a function returning a fresh iterable: it is then called once per
     chunk and never held in memory (peak memory independent of the sample count); a plain
@@ -121,7 +136,7 @@ def collect_statistics(
                         n = array.shape[key[1]]
                         stats[key] = ChannelStats(0, np.zeros(n), np.zeros(n), np.zeros(n),
                                                   np.zeros((n, n)) if key in gram else None)
-                    stats[key].add(array, key[1])
+                    stats[key].add(array, key[1], None if mask is None else feed[mask])
             done += 1
             if progress is not None:
                 progress(done, 0)

@@ -30,6 +30,7 @@ import onnx_ir as ir
 from onnxprune.passes.compensate import compensable, input_axis, weight_axes
 from onnxprune.plan import RemovalPlan
 from onnxprune.sessions import with_outputs
+from onnxprune.statistics import channel_rows
 from onnxprune.verify import masked_model
 
 
@@ -125,10 +126,6 @@ def _runner(model: ir.Model, names: list[str], options: dict
     return run
 
 
-def _rows(array: np.ndarray, axis: int) -> np.ndarray:
-    return np.moveaxis(array, axis, 0).reshape(array.shape[axis], -1).astype(np.float64)
-
-
 def sequential_refit(
     original: ir.Model,
     plan: RemovalPlan,
@@ -136,10 +133,12 @@ def sequential_refit(
     *,
     providers: Sequence[str] | None = None,
     ridge: float = 1e-2,
+    mask: str | None = None,
     progress: Callable[[int, int], None] | None = None,
 ) -> int:
     """Set ``plan.weight_updates`` of every consumer in :func:`refit_stages` to its sequential
-    refit (in place); returns how many weights were refit."""
+    refit (in place); returns how many weights were refit. ``mask``: as in
+    :func:`~onnxprune.statistics.collect_statistics`."""
     stages = refit_stages(original, plan)
     removed = _removed_inputs(original, plan)
     nodes = {node.name: node for node in original.graph}
@@ -154,9 +153,11 @@ def sequential_refit(
         sums: dict[str, list[np.ndarray]] = {}
         for feed in batches():
             o_out, m_out = o_run(feed), m_run(feed)
+            valid = None if mask is None else feed[mask]
             for name, o_name, m_name in zip(stage, o_names, m_names, strict=True):
                 axis = input_axis(nodes[name])
-                x_o, x_m = _rows(o_out[o_name], axis), _rows(m_out[m_name], axis)
+                x_o = channel_rows(o_out[o_name], axis, valid)
+                x_m = channel_rows(m_out[m_name], axis, valid)
                 if name not in sums:
                     sums[name] = [np.zeros((len(x_m), len(x_m))), np.zeros((len(x_m), len(x_o)))]
                 sums[name][0] += x_m @ x_m.T

@@ -175,3 +175,74 @@ def test_data_criteria_keep_the_digits_cnn_accurate_where_magnitude_does_not():
     assert best.cost_after.macs <= 0.3 * best.cost_before.macs * 1.01
     check_accuracy("digits_cnn_calibrated_30", a_low)
     check_accuracy("digits_cnn_sequential_global_30", a_best)
+
+
+def _masked_mlp() -> onnx.ModelProto:
+    """x (batch, sequence, 6) -> MatMul 8 -> Relu -> MatMul 3, times the mask (batch,
+    sequence; 1 valid, 0 padding): a transformer's MLP and its attention mask in miniature."""
+    nodes = [helper.make_node("MatMul", ["x", "w1"], ["h"], name="fc1"),
+             helper.make_node("Relu", ["h"], ["r"], name="relu"),
+             helper.make_node("MatMul", ["r", "w2"], ["y0"], name="fc2"),
+             helper.make_node("Unsqueeze", ["mask", "axes"], ["m3"]),
+             helper.make_node("Mul", ["y0", "m3"], ["y"])]  # fmt: skip
+    return model(nodes, {"x": ["b", "s", 6], "mask": ["b", "s"]}, {"y": ["b", "s", 3]},
+                 {"w1": weight(6, 8, seed=3), "w2": weight(8, 3, seed=4),
+                  "axes": np.array([-1], dtype=np.int64)})  # fmt: skip
+
+
+def test_a_calibration_mask_leaves_padding_out_of_the_statistics():
+    """Sequences of 3 and 5 positions padded to 5 with junk: with the mask named, the plan
+    and the refit equal those of the sequences fed one by one, unpadded; without it the junk
+    changes what is removed."""
+    proto = _masked_mlp()
+    rng = np.random.default_rng(0)
+    short, long = rng.standard_normal((1, 3, 6)), rng.standard_normal((1, 5, 6))
+    alone = [{"x": a.astype(np.float32), "mask": np.ones(a.shape[:2], np.float32)}
+             for a in (short, long)]  # fmt: skip
+    junk = np.concatenate([short, 40 * rng.standard_normal((1, 2, 6))], axis=1)
+    padded = [{"x": np.concatenate([junk, long]).astype(np.float32),
+               "mask": np.array([[1, 1, 1, 0, 0], [1] * 5], np.float32)}]  # fmt: skip
+    check = [{"x": long.astype(np.float32), "mask": np.ones((1, 5), np.float32)}]
+
+    def prune(calibration, mask=None):
+        return onnxprune.prune(proto, ratio=0.5, calibration=calibration, calibration_mask=mask,
+                               inputs=check)  # fmt: skip
+
+    reference, masked, unmasked = prune(alone), prune(padded, "mask"), prune(padded)
+    assert masked.verification.passed and masked.options["calibration_mask"] == "mask"
+    removed = {k: v.tolist() for k, v in reference.plan.removed.items()}
+    assert {k: v.tolist() for k, v in masked.plan.removed.items()} == removed
+    assert {k: v.tolist() for k, v in unmasked.plan.removed.items()} != removed
+    for name, update in reference.plan.weight_updates.items():
+        np.testing.assert_allclose(masked.plan.weight_updates[name], update, rtol=1e-6)
+    sequential = [onnxprune.prune(proto, ratio=0.5, calibration=c, calibration_mask=m,
+                                  sequential_refit=True, inputs=check)
+                  for c, m in ((alone, None), (padded, "mask"))]  # fmt: skip
+    updates = [r.plan.weight_updates for r in sequential]
+    assert updates[0] and updates[0].keys() == updates[1].keys()
+    for name in updates[0]:
+        np.testing.assert_allclose(updates[1][name], updates[0][name], rtol=1e-6)
+
+
+def test_calib_mask_on_the_command_line(tmp_path):
+    from onnxprune.cli import main
+
+    src, out, data = tmp_path / "m.onnx", tmp_path / "p.onnx", tmp_path / "calib.npz"
+    onnx.save(_masked_mlp(), src)
+    rng = np.random.default_rng(1)
+    np.savez(data, x=rng.standard_normal((4, 5, 6)).astype(np.float32),
+             mask=(np.arange(5) < np.array([[2], [5], [3], [4]])).astype(np.float32))
+    assert main(["prune", str(src), "-o", str(out), "--ratio", "0.5", "--calib", str(data),
+                 "--calib-mask", "mask"]) == 0  # fmt: skip
+    assert main(["prune", str(src), "-o", str(tmp_path / "q.onnx"), "--ratio", "0.5",
+                 "--calib", str(data), "--calib-mask", "nope"]) == 2  # fmt: skip
+
+
+@pytest.mark.parametrize("mask, calibration, message", [
+    ("attention", "data", "must name an input"), ("mask", None, "give the data")])
+def test_a_calibration_mask_must_name_an_input_and_come_with_data(mask, calibration, message):
+    proto = _masked_mlp()
+    data = [{"x": np.ones((1, 2, 6), np.float32), "mask": np.ones((1, 2), np.float32)}]
+    with pytest.raises(UsageError, match=message):
+        onnxprune.prune(proto, ratio=0.5, calibration=data if calibration else None,
+                        calibration_mask=mask, calibration_random=0 if calibration else 2)

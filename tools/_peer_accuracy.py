@@ -13,7 +13,8 @@ Tasks and data (calibration always disjoint from evaluation):
 - digits CNN (models/digits_cnn.onnx): test accuracy on 450 images; calibration 256 training
   images; at 50% and 30% of MACs.
 - all-MiniLM-L6-v2 (tests/minilm.py): retrieval top-1 of signature -> docstring pairs;
-  calibration 256 texts outside the first 128 pairs; at 50% of MACs (Torch-Pruning: ratio
+  calibration 256 texts outside the first 128 pairs, in padded batches of 32 with
+  ``calibration_mask="attention_mask"``; at 50% of MACs (Torch-Pruning: ratio
   0.5 of heads and MLP, which keeps about 50%).
 - Keras digits CNN (tf2onnx): test accuracy; calibration 512 training images; at 50%.
 - RapidOCR detector and recogniser (PaddleOCR via paddle2onnx): character accuracy of the
@@ -35,14 +36,15 @@ ALLOCATIONS = ("uniform", "global", "latency")
 
 
 def _prune_cells(path, keep: float, calibration, score: Callable[[Path], float],
-                 inputs, dims=None) -> dict[str, dict]:  # fmt: skip
+                 inputs, dims=None, mask: str | None = None) -> dict[str, dict]:  # fmt: skip
     """Each allocation's accuracy and measured MACs share at ``keep``."""
     import onnxprune
 
     cells = {}
     for allocation in ALLOCATIONS:
         result = onnxprune.prune(path, target_macs=keep, allocation=allocation,
-                                 calibration=calibration, inputs=inputs, dims=dims)  # fmt: skip
+                                 calibration=calibration, calibration_mask=mask,
+                                 inputs=inputs, dims=dims)  # fmt: skip
         with tempfile.TemporaryDirectory() as tmp:
             pruned = result.save(Path(tmp) / "model.onnx")
             accuracy = score(pruned)
@@ -98,7 +100,8 @@ def minilm_rows() -> list[dict]:
                                          minilm.embed(pruned, documents))  # fmt: skip
 
     print("all-MiniLM-L6-v2 at 50% of MACs", flush=True)
-    cells = _prune_cells(path, 0.5, calibration, score, [minilm.tokenize(queries[:3])], dims)
+    cells = _prune_cells(path, 0.5, calibration, score, [minilm.tokenize(queries[:3])], dims,
+                         mask="attention_mask")  # fmt: skip
     tp = eval_criteria.torch_pruning_minilm((0.5,), queries, documents, dims)[0]
     cells["tp_local"] = {"accuracy": tp["accuracy"], "kept_macs": tp["kept_macs"]}
     return [{"task": f"all-MiniLM-L6-v2, retrieval top-1 ({len(pairs)} signature -> docstring "
