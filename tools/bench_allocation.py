@@ -7,10 +7,10 @@ For every CNN of the zoo (the torchscript export the tests cache, at its own inp
 With ``--torch-pruning``, Torch-Pruning 1.6.1 (``MagnitudePruner``, L2, local, the classifier
 ignored) prunes the same torch model (the zoo's weights), its ratio bisected on its own MACs
 count to the target, and is exported as the zoo exports (torchscript, opset 17); its MACs are
-then counted on that export as onnxprune counts its own. The original and every pruned model are timed together in onnxruntime (2
-threads, alternating blocks, all graph optimisations). Columns: MACs kept, speedup, speedup /
-MACs ratio = speedup x MACs kept (1.0: time falls as fast as MACs). Writes
-``tools/results/bench_allocation[_<size>].{json,md}``.
+then counted on that export as onnxprune counts its own. The original and every pruned model
+are timed together in onnxruntime (2 threads, alternating blocks, all graph optimisations).
+Columns: MACs kept, speedup, speedup / MACs ratio = speedup x MACs kept (1.0: time falls as
+fast as MACs). Writes ``tools/results/bench_allocation[_<size>].{json,md}``.
 
     python tools/bench_allocation.py [--target 0.5] [--models resnet18 mobilenet_v2]
     python tools/bench_allocation.py --size 224 --torch-pruning   # deployment size
