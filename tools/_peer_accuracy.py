@@ -28,10 +28,8 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
-import numpy as np
 import onnx
 
-ROOT = Path(__file__).resolve().parent.parent
 ALLOCATIONS = ("uniform", "global", "latency")
 
 
@@ -57,14 +55,11 @@ def _prune_cells(path, keep: float, calibration, score: Callable[[Path], float],
 
 def digits_rows() -> list[dict]:
     import eval_criteria
-    from train_digits import load_split
 
     from onnxprune.metrics import model_cost
 
-    path = ROOT / "models" / "digits_cnn.onnx"
+    path, test, calibration = eval_criteria.digits_task()
     base_macs = model_cost(onnx.load(path), {"batch": 1}).macs
-    test = np.load(ROOT / "models" / "digits_test.npz")
-    calibration = [{"input": load_split()[0][:256]}]
     original = eval_criteria._digits_accuracy(path, test)
     rows = []
     for keep in (0.5, 0.3):
@@ -86,26 +81,20 @@ def minilm_rows() -> list[dict]:
 
     import minilm
 
-    path = minilm.export()
-    pairs = minilm.pairs()
-    queries, documents = [q for q, _ in pairs], [d for _, d in pairs]
-    original = minilm.retrieval_accuracy(minilm.embed(path, queries),
-                                         minilm.embed(path, documents))  # fmt: skip
-    texts = queries[128:256] + documents[128:256]
-    calibration = [minilm.tokenize(texts[i : i + 32]) for i in range(0, len(texts), 32)]
-    dims = {"batch": 1, "sequence": minilm.MAX_TOKENS}
+    path, queries, documents, calibration, dims = eval_criteria.minilm_task()
 
-    def score(pruned: Path) -> float:
-        return minilm.retrieval_accuracy(minilm.embed(pruned, queries),
-                                         minilm.embed(pruned, documents))  # fmt: skip
+    def score(model) -> float:
+        return minilm.retrieval_accuracy(minilm.embed(model, queries),
+                                         minilm.embed(model, documents))  # fmt: skip
 
     print("all-MiniLM-L6-v2 at 50% of MACs", flush=True)
     cells = _prune_cells(path, 0.5, calibration, score, [minilm.tokenize(queries[:3])], dims,
-                         mask="attention_mask")  # fmt: skip
+                         mask=eval_criteria.MINILM_MASK)  # fmt: skip
     tp = eval_criteria.torch_pruning_minilm((0.5,), queries, documents, dims)[0]
     cells["tp_local"] = {"accuracy": tp["accuracy"], "kept_macs": tp["kept_macs"]}
-    return [{"task": f"all-MiniLM-L6-v2, retrieval top-1 ({len(pairs)} signature -> docstring "
-             "pairs)", "target": 0.5, "original": original, "cells": cells, "torch": True}]
+    return [{"task": f"all-MiniLM-L6-v2, retrieval top-1 ({len(queries)} signature -> "
+             "docstring pairs)", "target": 0.5, "original": score(path), "cells": cells,
+             "torch": True}]  # fmt: skip
 
 
 def keras_rows() -> list[dict]:

@@ -3,9 +3,9 @@
 Digits CNN (models/digits_cnn.onnx; calibration: 256 training images; metric: test accuracy) and
 all-MiniLM-L6-v2 (tests/minilm.py; calibration: 256 texts from outside the first 128 pairs,
 in padded batches of 32 with ``calibration_mask="attention_mask"``; metric: retrieval top-1
-over all pairs; ratios 0.125-0.625, about 89% to 40% of the MACs); on both also the global (and on the digits CNN the
-latency) allocation, and the sequential refit (``sequential_refit=True``). Side by side on the
-digits CNN: Torch-Pruning 1.6.1 (``MetaPruner`` + ``GroupMagnitudeImportance(p=2)``, local and
+over all pairs; ratios 0.125-0.625, about 89% to 40% of the MACs); on both also the global
+(and on the digits CNN the latency) allocation, and the sequential refit
+(``sequential_refit=True``). Side by side on the digits CNN: Torch-Pruning 1.6.1 (``MetaPruner`` + ``GroupMagnitudeImportance(p=2)``, local and
 ``global_pruning``) on the same PyTorch model, retrained here with the bundled model's recipe
 (its predictions are checked against the bundled ONNX), with its ``pruning_ratio`` searched so
 that its MACs match onnxprune's at each point.
@@ -126,14 +126,18 @@ def torch_pruning_digits(keep_macs: list[float], test, global_pruning: bool = Fa
     return rows
 
 
-def digits() -> dict:
+def digits_task() -> tuple[Path, dict, list[dict]]:
+    """The bundled digits CNN, its test split and its calibration (256 training images)."""
     from train_digits import load_split
 
+    test = np.load(ROOT / "models" / "digits_test.npz")
+    return ROOT / "models" / "digits_cnn.onnx", test, [{"input": load_split()[0][:256]}]
+
+
+def digits() -> dict:
     import onnxprune
 
-    path = ROOT / "models" / "digits_cnn.onnx"
-    test = np.load(ROOT / "models" / "digits_test.npz")
-    calibration = [{"input": load_split()[0][:256]}]
+    path, test, calibration = digits_task()
     rows = []
     for keep in KEEP:
         for criterion, compensate, refit, allocation in CONFIGS:
@@ -201,23 +205,38 @@ def torch_pruning_minilm(ratios, queries, documents, dims) -> list[dict]:
     return rows
 
 
+#: The retrieval task's calibration marks padding with this input.
+MINILM_MASK = "attention_mask"
+#: MiniLM's uniform ratios (about 89% to 40% of the MACs), onnxprune's and Torch-Pruning's.
+MINILM_RATIOS = (0.125, 0.25, 0.375, 0.5, 0.625)
+
+
+def minilm_task() -> tuple[Path, list[str], list[str], list[dict], dict]:
+    """all-MiniLM-L6-v2's retrieval task: the export, queries and documents (every pair), the
+    calibration (256 texts outside the first 128 pairs, padded batches of 32, padding marked
+    by ``MINILM_MASK``) and the dims costs count at."""
+    import minilm
+
+    pairs = minilm.pairs()
+    queries, documents = [q for q, _ in pairs], [d for _, d in pairs]
+    texts = queries[128:256] + documents[128:256]
+    calibration = [minilm.tokenize(texts[i : i + 32]) for i in range(0, len(texts), 32)]
+    dims = {"batch": 1, "sequence": minilm.MAX_TOKENS}
+    return minilm.export(), queries, documents, calibration, dims
+
+
 def minilm_eval() -> dict:
     import minilm
     import onnxprune
 
-    path = minilm.export()
-    pairs = minilm.pairs()
-    queries, documents = [q for q, _ in pairs], [d for _, d in pairs]
+    path, queries, documents, calibration, dims = minilm_task()
     base = minilm.embed(path, queries), minilm.embed(path, documents)
-    texts = queries[128:256] + documents[128:256]
-    calibration = [minilm.tokenize(texts[i : i + 32]) for i in range(0, len(texts), 32)]
-    dims = {"batch": 1, "sequence": minilm.MAX_TOKENS}
     configs = MINILM_CONFIGS
     rows = []
     # A uniform ratio removes the same heads/neurons count whatever the criterion, so every
     # uniform configuration of a ratio has the same MACs (no search needed); the other
     # allocations aim at that MACs share.
-    for ratio in (0.125, 0.25, 0.375, 0.5, 0.625):  # the Torch-Pruning rows use the same ratios
+    for ratio in MINILM_RATIOS:  # the Torch-Pruning rows use the same ratios
         kept = None
         for criterion, compensate, refit, allocation in configs:
             data = calibration if criterion != "l2" else None
@@ -225,7 +244,7 @@ def minilm_eval() -> dict:
                    else {"target_macs": kept, "allocation": allocation})  # fmt: skip
             result = onnxprune.prune(path, **how, criterion=criterion, dims=dims,
                                      calibration=data, compensate=compensate,
-                                     calibration_mask=None if data is None else "attention_mask",
+                                     calibration_mask=None if data is None else MINILM_MASK,
                                      refit=bool(refit), sequential_refit=refit == "sequential",
                                      inputs=[minilm.tokenize(queries[:3])])  # fmt: skip
             if kept is None:
@@ -241,8 +260,7 @@ def minilm_eval() -> dict:
                          "verified": result.verification.passed})  # fmt: skip
         print(f"minilm ratio {ratio}: " + ", ".join(
             f"{_label(r)} {r['accuracy']:.1%}" for r in rows[-len(configs):]), flush=True)
-    ratios = (0.125, 0.25, 0.375, 0.5, 0.625)
-    tp_rows = torch_pruning_minilm(ratios, queries, documents, dims)
+    tp_rows = torch_pruning_minilm(MINILM_RATIOS, queries, documents, dims)
     keeps = sorted({r["target_macs"] for r in rows}, reverse=True)
     for row, keep in zip(tp_rows, keeps, strict=True):
         row["target_macs"] = keep
