@@ -48,6 +48,7 @@ def torch_pruning(name: str, target: float, size: int, out: Path, reference: Pat
     import torch_pruning as tp
 
     import zoo
+    from onnxprune.allocation import search_ratio
     from onnxprune.metrics import model_cost
 
     original = zoo.ZOO_MODELS[name]().eval()
@@ -59,12 +60,8 @@ def torch_pruning(name: str, target: float, size: int, out: Path, reference: Pat
         magnitude_pruner(model, example, ratio).step()
         return model, tp.utils.count_ops_and_params(model, example)[0] / before
 
-    low, high = 0.0, 0.95
     start = time.perf_counter()
-    for _ in range(10):
-        mid = (low + high) / 2
-        _, kept = pruned_at(mid)
-        low, high = (mid, high) if kept > target else (low, mid)
+    high = search_ratio(lambda ratio: pruned_at(ratio)[1], target, steps=10)
     model, kept = pruned_at(high)
     wall = time.perf_counter() - start
     with zoo.quiet():
