@@ -12,7 +12,7 @@ model-wide, so groups whose channels matter less lose more. Each channel class (
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 import numpy as np
 
@@ -33,10 +33,17 @@ def allocate_global(
     min_channels: int = 1,
     max_share: float = MAX_SHARE,
     skip: set[int] | None = None,
+    costs: Mapping[int, float] | None = None,
 ) -> dict[int, np.ndarray]:
-    """Removed canonical channels per group: the lowest-scored ``fraction`` of all of them."""
+    """Removed canonical channels per group: the lowest-scored ``fraction`` of all of them,
+    or, with ``costs`` (MACs per channel of each group), the lowest score per MAC until
+    ``fraction`` of the summed costs is gone."""
     if not 0.0 <= fraction < 1.0:
         raise UsageError(f"global fraction must be in [0, 1), got {fraction}")
+    if costs is not None:
+        return cheapest_first(groups, scores, fraction, lambda gid: max(costs.get(gid, 0.0), 1e-9),
+                              whole=False, round_to=round_to, min_channels=min_channels,
+                              max_share=max_share, skip=skip)  # fmt: skip
     return cheapest_first(groups, scores, fraction, lambda gid: 1.0, whole=True,
                           round_to=round_to, min_channels=min_channels, max_share=max_share,
                           skip=skip)  # fmt: skip

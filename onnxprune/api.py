@@ -45,7 +45,13 @@ from onnxprune.calibration import calibration_batches
 from onnxprune.errors import UsageError
 from onnxprune.finite import check_finite_corrections, nonfinite_weights
 from onnxprune.groups import Group, form_groups
-from onnxprune.importance import DATA_CRITERIA, consumer_keys, rank
+from onnxprune.importance import (
+    COMPARABLE,
+    DATA_CRITERIA,
+    GRAM_CRITERIA,
+    consumer_keys,
+    rank,
+)
 from onnxprune.input_sizes import (
     decide_sizes,
     feeds_for_verification,
@@ -422,7 +428,8 @@ def prune(
     eligible = [g for g in groups if g.prunable and (allow_approximate or g.exact)]
     has_data = calibration is not None or calibration_random > 0
     _check_mask(calibration_mask, calibration, analysis.analysis.model)
-    criterion = criterion or ("fluctuation" if has_data else "l2")
+    criterion = criterion or (("obs" if allocation == "global" else "fluctuation")
+                              if has_data else "l2")  # fmt: skip
     if criterion in DATA_CRITERIA and not has_data:
         raise UsageError(f"criterion '{criterion}' needs calibration data "
                          "(calibration= or calibration_random=)")  # fmt: skip
@@ -449,7 +456,8 @@ def prune(
     if has_data and width:
         with clock("calibrate"):
             stats, refit = _calibrate(analysis.analysis, eligible, data.batches, refit,
-                                      providers, progress, calibration_mask)  # fmt: skip
+                                      providers, progress, calibration_mask,
+                                      gram_scores=criterion in GRAM_CRITERIA)  # fmt: skip
     # score
     scores: dict[int, np.ndarray] = {}
     if width:
@@ -500,6 +508,11 @@ def prune(
 
     # allocate
     allocate = ALLOCATIONS[allocation]
+    if allocation == "global" and width and criterion in COMPARABLE:
+        with clock("MACs costs"):
+            costs = channel_costs(original, eligible, {
+                name: macs or 0 for name, macs in node_macs(original, sizes.dims).items()})
+        allocate = functools.partial(allocate_global, costs=costs)
     if allocation == "latency" and width:
         with clock("latency costs"):
             feed = random_inputs(original, sizes.dims)
@@ -737,21 +750,24 @@ class _Data:
 
 def _calibrate(analysis: Analysis, eligible: list[Group], batches: Callable[[], Iterable[dict]],
                refit: bool | None, providers: Sequence[str] | None,
-               progress: Progress | None, mask: str | None = None,
-               ) -> tuple[dict, bool | None]:  # fmt: skip
+               progress: Progress | None, mask: str | None = None, *,
+               gram_scores: bool = False) -> tuple[dict, bool | None]:  # fmt: skip
     """The calibrate stage: statistics of every consumer input (padding left out where
-    ``mask`` names the input marking valid positions); Gram matrices where the refit needs
-    them (by default only where they fit in ``REFIT_MEMORY``). Returns (stats, refit)."""
+    ``mask`` names the input marking valid positions); Gram matrices where the refit or a
+    Gram criterion (``gram_scores``) needs them (by default only where they fit in
+    ``REFIT_MEMORY``). Returns (stats, refit)."""
     keys = consumer_keys(eligible)
     gram = refit_keys(analysis, eligible)
+    shapes = {v.name: v.shape for v in analysis.values.values()}
+    need = sum(8 * shapes[name][axis] ** 2 for name, axis in gram
+               if shapes.get(name) is not None
+               and isinstance(shapes[name][axis], int))  # fmt: skip
+    fits = need <= REFIT_MEMORY
     if refit is None:
-        shapes = {v.name: v.shape for v in analysis.values.values()}
-        need = sum(8 * shapes[name][axis] ** 2 for name, axis in gram
-                   if shapes.get(name) is not None
-                   and isinstance(shapes[name][axis], int))  # fmt: skip
-        refit = need <= REFIT_MEMORY
+        refit = fits
     stats = collect_statistics(
-        analysis.model, keys, batches, providers=providers, gram=gram if refit else (),
+        analysis.model, keys, batches, providers=providers,
+        gram=gram if refit or (gram_scores and fits) else (),
         mask=mask, progress=None if progress is None else (lambda i, n: progress("calibrate", i, n)),
     )
     return stats, refit

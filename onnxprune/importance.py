@@ -10,8 +10,10 @@ Data criteria read per-channel statistics of the inputs of the group's consumers
 that contract a channel, where the oracle masks it), from calibration runs
 (:mod:`onnxprune.statistics`): ``activation`` mean |x_j|; ``fluctuation`` (FLAP) the variance
 of x_j times the squared norm of the consumer weights reading x_j; ``wanda`` (structured)
-||x_j||_2 · ||W_j||_2. A consumer without a constant weight counts with weight norm 1.
-Every score is divided by its group's mean, so scores compare across groups.
+||x_j||_2 · ||W_j||_2. A consumer without a constant weight counts with weight norm 1;
+``obs`` (:mod:`onnxprune.importance_obs`) the error left after the refit.
+Every score but those of ``COMPARABLE`` criteria is divided by its group's mean, so scores
+compare across groups.
 """
 
 from __future__ import annotations
@@ -34,6 +36,11 @@ Stats = Mapping[Key, ChannelStats]
 Criterion = Callable[[Analysis, Group, Stats | None], np.ndarray]
 CRITERIA: dict[str, Criterion] = {}
 DATA_CRITERIA: set[str] = set()
+#: Criteria whose raw scores already compare across groups (one unit model-wide): not
+#: divided by their group's mean.
+COMPARABLE: set[str] = set()
+#: Criteria that read the Gram matrices of their consumers' inputs (as the refit does).
+GRAM_CRITERIA: set[str] = set()
 
 
 def criterion(name: str, *, needs_data: bool = False) -> Callable[[Criterion], Criterion]:
@@ -256,7 +263,8 @@ def score_groups(
             continue
         raw = CRITERIA["l2" if group.id in fallback else name](analysis, group, stats)
         mean = raw.mean()
-        scores[group.id] = raw / mean if mean > 0 else raw
+        comparable = name in COMPARABLE and group.id not in fallback
+        scores[group.id] = raw / mean if mean > 0 and not comparable else raw
     return scores
 
 
@@ -279,3 +287,6 @@ def rank(analysis: Analysis, groups: list[Group], name: str,
                             "least important")  # fmt: skip
             scores[gid] = np.nan_to_num(values, nan=-np.inf, posinf=-np.inf)
     return scores, warnings
+
+
+from onnxprune import importance_obs  # noqa: E402, F401 - registers ``obs``

@@ -2,18 +2,18 @@
 Torch-Pruning on the models with real weights.
 
 Each onnxprune cell prunes to the MACs target with calibration (the default importance,
-fluctuation, and the least-squares refit) under one allocation (``uniform``, ``global``,
-``latency``); Torch-Pruning 1.6.1 prunes the same torch model by group L2 magnitude (local and
+fluctuation, ``obs`` under ``global``, and the least-squares refit) under one allocation
+(``uniform``, ``global``, ``latency``); Torch-Pruning 1.6.1 prunes the same torch model by group L2 magnitude (local and
 global) with its ratio searched to onnxprune's measured MACs (``tools/eval_criteria.py``'s
 searches), exported and scored on the same data. Torch-Pruning needs the torch model: the
 Keras digits CNN and RapidOCR's Paddle models have none (cells "n/a").
 
-Tasks and data (calibration always disjoint from evaluation):
+Tasks and data (calibration disjoint from evaluation but for MiniLM's unlabelled texts):
 
 - digits CNN (models/digits_cnn.onnx): test accuracy on 450 images; calibration 256 training
   images; at 50% and 30% of MACs.
-- all-MiniLM-L6-v2 (tests/minilm.py): retrieval top-1 of signature -> docstring pairs;
-  calibration 256 texts outside the first 128 pairs, in padded batches of 32 with
+- all-MiniLM-L6-v2 (tests/minilm.py): retrieval top-1 of all 765 signature -> docstring
+  pairs; calibration the 512 texts of pairs 128-383 (no pairing), in padded batches of 32 with
   ``calibration_mask="attention_mask"``; at 50% of MACs (Torch-Pruning: ratio
   0.5 of heads and MLP, which keeps about 50%).
 - Keras digits CNN (tf2onnx): test accuracy; calibration 512 training images; at 50%.

@@ -1,0 +1,136 @@
+"""``obs``: a channel's importance is the error its removal leaves after the refit (structured
+Optimal Brain Surgeon, as ZipLM / SlimGPT use it).
+
+For a consumer ``y = x W`` (see :func:`~onnxprune.passes.compensate.weight_axes`) with the
+calibration Gram matrix ``G = E[x xᵀ]`` of its input (ridge as the refit's), removing the
+input positions S of one canonical channel and refitting the kept weights optimally raises the
+mean squared error of ``y`` by ``tr(W_Sᵀ [(G⁻¹)_SS]⁻¹ W_S)``. Channels go greedily, the
+cheapest first, ``1/STEPS`` of the group at a time; after each step ``G⁻¹`` and ``W`` are
+updated for the removal (the refit so far), so later errors are those left after it. A
+channel's score is the error of the step that removed it (the running maximum, so the order
+is the greedy order); the last channel scores above all.
+
+A consumer without a Gram matrix or constant weight (attention products, depthwise
+convolutions, inputs wider than ``MAX_POSITIONS``) adds its ``fluctuation`` term,
+``Var(x_j) ||W_j||²``, the error of replacing x_j by its mean there: the same unit, squared
+error of that consumer's output per position. So scores are comparable across groups and
+are not normalised (``importance.COMPARABLE``): the ``global`` allocation ranks them per MAC.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from onnxprune.analysis import Analysis
+from onnxprune.errors import UsageError
+from onnxprune.groups import Group
+from onnxprune.importance import COMPARABLE, GRAM_CRITERIA, Stats, criterion, reader_weight_sq
+from onnxprune.passes.compensate import weight_axes
+from onnxprune.shape_values import constant_array
+from onnxprune.weights import release
+
+#: Greedy steps per group (each removes 1/STEPS of its channels).
+STEPS = 64
+#: Ridge of the Gram matrix, times its mean diagonal (the refit's).
+RIDGE = 1e-2
+#: Wider consumer inputs use the fluctuation term (the inverse is positions² float64).
+MAX_POSITIONS = 8192
+
+
+class _Surgeon:
+    """One consumer's inverse Gram matrix and weight (positions x outputs), updated as
+    channels go."""
+
+    def __init__(self, atom_of: np.ndarray, gram: np.ndarray, w: np.ndarray) -> None:
+        p = atom_of.size
+        gram = gram + RIDGE * max(float(np.trace(gram)) / p, 1e-12) * np.eye(p)
+        self.atom_of = atom_of
+        self.hinv = np.linalg.inv(gram)
+        self.w = w
+        self.positions = [np.flatnonzero(atom_of == a) for a in range(int(atom_of.max()) + 1)]
+
+    def errors(self, atoms: np.ndarray, n: int) -> np.ndarray:
+        err = np.zeros(n)
+        single = [a for a in atoms if a < len(self.positions) and self.positions[a].size == 1]
+        if single:
+            idx = np.array([self.positions[a][0] for a in single])
+            diag = np.maximum(self.hinv[idx, idx], 1e-300)
+            err[single] = np.einsum("ij,ij->i", self.w[idx], self.w[idx]) / diag
+        for a in atoms:
+            if a < len(self.positions) and self.positions[a].size > 1:
+                s = self.positions[a]
+                ws = self.w[s]
+                err[a] = float(np.sum(ws * np.linalg.solve(self.hinv[np.ix_(s, s)], ws)))
+        return err
+
+    def remove(self, atoms: np.ndarray) -> None:
+        s = np.concatenate([self.positions[a] for a in atoms if a < len(self.positions)])
+        if s.size == 0:
+            return
+        inv_ss = np.linalg.pinv(self.hinv[np.ix_(s, s)])
+        hs = self.hinv[:, s]
+        self.w -= hs @ (inv_ss @ self.w[s])
+        self.hinv -= hs @ inv_ss @ hs.T
+        self.w[s] = 0.0
+
+
+def _consumers(analysis: Analysis, group: Group, stats: Stats
+               ) -> tuple[list[_Surgeon], np.ndarray]:  # fmt: skip
+    """Surgeons for the group's refittable consumers, and the summed fluctuation terms of the
+    others per channel."""
+    surgeons, fixed = [], np.zeros(group.n_atoms)
+    for dim, consumer in group.consumers:
+        if dim.is_virtual or dim not in group.atom_of:
+            continue
+        channel = stats.get((dim.tensor, dim.axis))
+        if channel is None or channel.count == 0:
+            continue
+        atom_of = group.atom_of[dim]
+        node = analysis.nodes.get(consumer.node)
+        axes = None if node is None or consumer.input_index != 0 else weight_axes(node)
+        if (axes is not None and channel.gram is not None and atom_of.size <= MAX_POSITIONS
+                and node.inputs[1].shape is not None
+                and node.inputs[1].shape[axes[0]] == atom_of.size):  # fmt: skip
+            w = np.moveaxis(constant_array(node.inputs[1]).astype(np.float64), axes, (0, 1))
+            release(node.inputs[1].const_value)
+            surgeons.append(_Surgeon(atom_of, channel.gram / channel.count,
+                                     np.ascontiguousarray(w.reshape(atom_of.size, -1))))  # fmt: skip
+            continue
+        weight_sq = reader_weight_sq(analysis, consumer, atom_of.size)
+        fixed += np.bincount(atom_of, weights=channel.var * (1.0 if weight_sq is None else weight_sq),
+                             minlength=group.n_atoms)  # fmt: skip
+    return surgeons, fixed
+
+
+@criterion("obs", needs_data=True)
+def obs(analysis: Analysis, group: Group, stats: Stats | None) -> np.ndarray:
+    """Greedy error left after the refit, per channel (module docstring)."""
+    if stats is None:
+        raise UsageError("this criterion needs calibration data (--calib or --random)")
+    surgeons, fixed = _consumers(analysis, group, stats)
+    n = group.n_atoms
+    if not surgeons:
+        return fixed
+    score = np.zeros(n)
+    alive = np.arange(n)
+    chunk = max(1, math.ceil(n / STEPS))
+    level = 0.0
+    while alive.size > 1:
+        err = fixed.copy()
+        for surgeon in surgeons:
+            err += surgeon.errors(alive, n)
+        take = min(chunk, alive.size - 1)
+        pick = alive[np.argsort(err[alive], kind="stable")[:take]]
+        level = max(level, float(err[pick].max()))
+        score[pick] = level
+        for surgeon in surgeons:
+            surgeon.remove(pick)
+        alive = np.setdiff1d(alive, pick)
+    score[alive] = level * 1.01 + 1e-30
+    return score
+
+
+COMPARABLE.add("obs")
+GRAM_CRITERIA.add("obs")

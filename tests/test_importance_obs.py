@@ -1,0 +1,125 @@
+"""The ``obs`` criterion (error left after the refit) and the global allocation's per-MAC
+ranking of such comparable scores."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+from onnx import helper
+from test_allocation import mlp as two_layer_mlp
+
+import onnxprune
+from graphs import assert_exact, model, weight
+from onnxprune.allocation_global import allocate_global
+from onnxprune.importance import score_groups
+from onnxprune.importance_obs import RIDGE
+from onnxprune.statistics import collect_statistics
+
+
+def mlp(w2: np.ndarray | None = None) -> onnx.ModelProto:
+    nodes = [helper.make_node("Gemm", ["x", "w1", "b1"], ["h"], name="fc1"),
+             helper.make_node("Relu", ["h"], ["r"], name="relu"),
+             helper.make_node("Gemm", ["r", "w2"], ["y"], name="fc2")]  # fmt: skip
+    inits = {"w1": weight(5, 12, seed=1), "b1": weight(12, seed=2),
+             "w2": weight(12, 3, seed=3) if w2 is None else w2}  # fmt: skip
+    return model(nodes, {"x": ["batch", 5]}, {"y": ["batch", 3]}, inits)
+
+
+def _surgeon_scores(r: np.ndarray, w: np.ndarray) -> np.ndarray:
+    """Greedy OBS by hand: one channel at a time (12 < STEPS), the score the running maximum."""
+    g = r.T @ r / len(r)
+    hinv = np.linalg.inv(g + RIDGE * np.trace(g) / len(g) * np.eye(len(g)))
+    w, alive, scores, level = w.copy(), list(range(len(g))), np.zeros(len(g)), 0.0
+    while len(alive) > 1:
+        err = {j: w[j] @ w[j] / hinv[j, j] for j in alive}
+        j = min(alive, key=err.get)
+        level = max(level, err[j])
+        scores[j] = level
+        w -= np.outer(hinv[:, j], w[j]) / hinv[j, j]
+        hinv -= np.outer(hinv[:, j], hinv[j]) / hinv[j, j]
+        alive.remove(j)
+    scores[alive[0]] = level * 1.01
+    return scores
+
+
+def test_obs_scores_are_the_greedy_surgeon_errors_unnormalised():
+    x = np.random.default_rng(4).standard_normal((64, 5)).astype(np.float32)
+    for scale in (1.0, 10.0):
+        proto = mlp(weight(12, 3, seed=3) * np.float32(scale))
+        analysis = onnxprune.analyze(proto)
+        group = next(g for g in analysis.groups if g.exact)
+        stats = collect_statistics(analysis.analysis.model, [("r", 1)], [{"x": x}],
+                                   gram=[("r", 1)])  # fmt: skip
+        score = score_groups(analysis.analysis, [group], "obs", stats)[group.id]
+        inits = {t.name: onnx.numpy_helper.to_array(t).astype(np.float64)
+                 for t in proto.graph.initializer}  # fmt: skip
+        r = np.maximum(x @ inits["w1"] + inits["b1"], 0)
+        atoms = group.atom_of[next(d for d in group.atom_of if d.tensor == "r")]
+        expected = _surgeon_scores(r, inits["w2"])[np.argsort(atoms)]
+        # not divided by the mean: 10x the reader weights is 100x the error
+        np.testing.assert_allclose(score, expected, rtol=1e-6)
+
+
+def duplicated() -> onnx.ModelProto:
+    """x (3) -> MatMul -> h (4) -> MatMul -> y (2) where h1 copies h0 and h2 has a tenth of
+    the spread of the others: magnitude and fluctuation drop h2, which nothing else carries;
+    the refit rebuilds h1 from h0 exactly."""
+    w1 = np.array([[1, 1, 0, 0], [0, 0, 0.3, 0], [0, 0, 0, 1]], np.float32)
+    nodes = [helper.make_node("MatMul", ["x", "w1"], ["h"], name="fc1"),
+             helper.make_node("MatMul", ["h", "w2"], ["y"], name="fc2")]  # fmt: skip
+    return model(nodes, {"x": ["batch", 3]}, {"y": ["batch", 2]},
+                 {"w1": w1, "w2": np.ones((4, 2), np.float32)})  # fmt: skip
+
+
+def test_obs_removes_what_the_refit_can_rebuild():
+    proto = duplicated()
+    x = np.random.default_rng(0).standard_normal((256, 3)).astype(np.float32)
+    data = [{"x": x}]
+    errors = {}
+    for criterion in ("obs", "fluctuation"):
+        result = onnxprune.prune(proto, ratio=0.25, criterion=criterion, calibration=data,
+                                 refit=True)  # fmt: skip
+        assert_exact(result)
+        (removed,) = result.plan.removed.values()
+
+        def run(m: onnx.ModelProto) -> np.ndarray:
+            session = ort.InferenceSession(m.SerializeToString(),
+                                           providers=["CPUExecutionProvider"])  # fmt: skip
+            return session.run(None, {"x": x})[0]
+
+        errors[criterion] = (removed.tolist(),
+                             float(np.mean((run(result.to_proto()) - run(proto)) ** 2)))  # fmt: skip
+    assert errors["fluctuation"][0] == [2]
+    assert errors["obs"][0] in ([0], [1])
+    assert errors["obs"][1] < errors["fluctuation"][1] / 3, errors
+
+
+def test_obs_works_without_the_refit():
+    proto = mlp()
+    x = np.random.default_rng(1).standard_normal((32, 5)).astype(np.float32)
+    result = onnxprune.prune(proto, ratio=0.5, criterion="obs", calibration=[{"x": x}],
+                             refit=False)  # fmt: skip
+    assert_exact(result)
+    assert result.options["criterion"] == "obs" and not result.options["refit"]
+
+
+def test_global_ranks_comparable_scores_per_mac():
+    """Equal scores everywhere: channels costing 4 MACs go before those costing 1; without
+    costs (normalised scores) every channel counts the same."""
+    cheap, dear = onnxprune.analyze(two_layer_mlp(40)).prunable
+    scores = {g.id: np.ones(g.n_atoms) for g in (cheap, dear)}
+    removed = allocate_global([cheap, dear], scores, 0.2, costs={cheap.id: 1.0, dear.id: 4.0})
+    assert dear.id in removed and cheap.id not in removed
+    plain = allocate_global([cheap, dear], scores, 0.2)
+    assert sum(map(len, plain.values())) == int(0.2 * (cheap.n_atoms + dear.n_atoms))
+
+
+def test_global_with_data_defaults_to_obs_and_meets_a_macs_target():
+    proto = mlp()
+    x = np.random.default_rng(2).standard_normal((32, 5)).astype(np.float32)
+    result = onnxprune.prune(proto, target_macs=0.6, allocation="global",
+                             calibration=[{"x": x}])  # fmt: skip
+    assert_exact(result)
+    assert result.options["criterion"] == "obs"
+    assert result.cost_after.macs <= 0.6 * result.cost_before.macs
