@@ -7,6 +7,16 @@ model-wide, so groups whose channels matter less lose more. Each channel class (
 :func:`allocation.channel_classes`) keeps at least ``min_channels`` channels and at least
 ``1 - max_share`` of its channels (no group is emptied or nearly emptied), rounded up to
 ``round_to``. Heads and blocks count as one unit each.
+
+Scores of a ``COMPARABLE`` criterion (``obs``: the squared error a channel's removal leaves,
+in one unit model-wide) are not normalised, and are ranked per MAC instead (``costs``: each
+group's MACs per channel, the MACs of the nodes touching its tensors over its channel count,
+as :func:`~onnxprune.allocation_latency.channel_costs` sums kernel times): the error bought
+per MAC saved, so a head costing 75 MLP neurons' MACs must be 75 times as expendable.
+``fraction`` is then the share of the summed channel MACs removed. Normalised scores are not
+ranked per MAC: they say nothing of a channel's absolute worth, and per MAC they strip the
+costliest layers to their floors (digits CNN at 30% of MACs: 14.7% accuracy, against 97.8%
+per channel).
 """
 
 from __future__ import annotations

@@ -334,8 +334,10 @@ def prune(
             ``removed``: group id -> channels) made on this model with the same options.
             Give exactly one of ``ratio``, the targets or ``plan``.
         criterion: importance criterion (``l1``, ``l2``, ``bn_scale``, ``random``; with
-            calibration data also ``activation``, ``fluctuation``, ``wanda``). Default:
-            ``fluctuation`` with calibration data, else ``l2``.
+            calibration data also ``activation``, ``fluctuation``, ``wanda`` and ``obs``, the
+            error left after the refit, :mod:`onnxprune.importance_obs`). Default: with
+            calibration data ``obs`` under the global allocation, else ``fluctuation``;
+            without, ``l2``.
         round_to: kept channel counts are multiples of this; ``"auto"``: onnxruntime's NCHWc
             block on this CPU (16 with AVX-512, 8 with AVX2; see
             :func:`~onnxprune.allocation_latency.kernel_block`). Default: 1, and ``"auto"``
@@ -357,7 +359,9 @@ def prune(
             must keep at least this cosine to the masked original.
         allocation: ``uniform`` (``ratio`` of every group; targets search that ratio),
             ``global`` (``ratio`` of all channels, the lowest normalised scores model-wide,
-            no group losing more than 90%; targets search that share) or ``latency``
+            no group losing more than 90%; targets search that share; with scores that
+            compare across groups, ``obs``, its default with data, the lowest score per MAC
+            until ``ratio`` of the channels' MACs is gone) or ``latency``
             (channels by normalised score per millisecond, from an onnxruntime profile of
             the model; ``ratio`` is the share of the profiled channel time removed;
             :mod:`onnxprune.allocation_latency`).

@@ -28,52 +28,61 @@ from onnxprune.errors import UsageError
 from onnxprune.groups import Group
 from onnxprune.importance import COMPARABLE, GRAM_CRITERIA, Stats, criterion, reader_weight_sq
 from onnxprune.passes.compensate import weight_axes
+from onnxprune.passes.refit import RIDGE
 from onnxprune.shape_values import constant_array
 from onnxprune.weights import release
 
 #: Greedy steps per group (each removes 1/STEPS of its channels).
 STEPS = 64
-#: Ridge of the Gram matrix, times its mean diagonal (the refit's).
-RIDGE = 1e-2
 #: Wider consumer inputs use the fluctuation term (the inverse is positions² float64).
 MAX_POSITIONS = 8192
 
 
 class _Surgeon:
     """One consumer's inverse Gram matrix and weight (positions x outputs), updated as
-    channels go."""
+    channels go; the weight is held as its Gram matrix ``W Wᵀ`` where that is smaller
+    (errors need only ``W_S W_Sᵀ``)."""
 
     def __init__(self, atom_of: np.ndarray, gram: np.ndarray, w: np.ndarray) -> None:
         p = atom_of.size
         gram = gram + RIDGE * max(float(np.trace(gram)) / p, 1e-12) * np.eye(p)
-        self.atom_of = atom_of
         self.hinv = np.linalg.inv(gram)
-        self.w = w
-        self.positions = [np.flatnonzero(atom_of == a) for a in range(int(atom_of.max()) + 1)]
+        self.squared = w.shape[1] > p
+        self.w = w @ w.T if self.squared else w
+        order = np.argsort(atom_of, kind="stable")
+        counts = np.bincount(atom_of, minlength=int(atom_of.max()) + 1)
+        self.positions = np.split(order, np.cumsum(counts)[:-1])
+
+    def _block(self, s: np.ndarray) -> np.ndarray:
+        """``W_S W_Sᵀ``."""
+        return self.w[np.ix_(s, s)] if self.squared else self.w[s] @ self.w[s].T
 
     def errors(self, atoms: np.ndarray, n: int) -> np.ndarray:
         err = np.zeros(n)
-        single = [a for a in atoms if a < len(self.positions) and self.positions[a].size == 1]
+        known = [a for a in atoms if a < len(self.positions)]
+        single = [a for a in known if self.positions[a].size == 1]
         if single:
             idx = np.array([self.positions[a][0] for a in single])
-            diag = np.maximum(self.hinv[idx, idx], 1e-300)
-            err[single] = np.einsum("ij,ij->i", self.w[idx], self.w[idx]) / diag
-        for a in atoms:
-            if a < len(self.positions) and self.positions[a].size > 1:
-                s = self.positions[a]
-                ws = self.w[s]
-                err[a] = float(np.sum(ws * np.linalg.solve(self.hinv[np.ix_(s, s)], ws)))
+            norms = (np.diagonal(self.w)[idx] if self.squared
+                     else np.einsum("ij,ij->i", self.w[idx], self.w[idx]))  # fmt: skip
+            err[single] = norms / np.maximum(self.hinv[idx, idx], 1e-300)
+        for a in known:
+            s = self.positions[a]
+            if s.size > 1:
+                err[a] = float(np.trace(np.linalg.solve(self.hinv[np.ix_(s, s)], self._block(s))))
         return err
 
     def remove(self, atoms: np.ndarray) -> None:
         s = np.concatenate([self.positions[a] for a in atoms if a < len(self.positions)])
         if s.size == 0:
             return
-        inv_ss = np.linalg.pinv(self.hinv[np.ix_(s, s)])
-        hs = self.hinv[:, s]
-        self.w -= hs @ (inv_ss @ self.w[s])
-        self.hinv -= hs @ inv_ss @ hs.T
-        self.w[s] = 0.0
+        a = self.hinv[:, s] @ np.linalg.pinv(self.hinv[np.ix_(s, s)])  # P x k
+        self.hinv -= a @ self.hinv[s]
+        if self.squared:  # W' = T W with T = I - a E_Sᵀ: W'W'ᵀ = T (W Wᵀ) Tᵀ
+            self.w -= a @ self.w[s]
+            self.w -= self.w[:, s] @ a.T
+        else:
+            self.w -= a @ self.w[s]
 
 
 def _consumers(analysis: Analysis, group: Group, stats: Stats

@@ -27,6 +27,9 @@ from onnxprune.passes.compensate import bias_foldable, compensable_masks, weight
 from onnxprune.plan import RemovalPlan
 from onnxprune.statistics import ChannelStats, Key
 
+#: Ridge term of the regressions, times the mean diagonal of the matrix inverted.
+RIDGE = 1e-2
+
 
 def refit_updates(
     model: ir.Model,
@@ -34,7 +37,7 @@ def refit_updates(
     stats: Mapping[Key, ChannelStats],
     *,
     centered: bool,
-    ridge: float = 1e-2,
+    ridge: float = RIDGE,
 ) -> tuple[dict[str, np.ndarray], dict[int, np.ndarray]]:
     """(weight name -> refit weight of the original shape, mask index -> fill values)."""
     updates: dict[str, np.ndarray] = {}

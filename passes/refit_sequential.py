@@ -28,6 +28,7 @@ import numpy as np
 import onnx_ir as ir
 
 from onnxprune.passes.compensate import compensable, input_axis, weight_axes
+from onnxprune.passes.refit import RIDGE
 from onnxprune.plan import RemovalPlan
 from onnxprune.sessions import with_outputs
 from onnxprune.statistics import channel_rows
@@ -132,7 +133,7 @@ def sequential_refit(
     batches: Callable[[], Iterable[dict]],
     *,
     providers: Sequence[str] | None = None,
-    ridge: float = 1e-2,
+    ridge: float = RIDGE,
     mask: str | None = None,
     progress: Callable[[int, int], None] | None = None,
 ) -> int:

@@ -19,6 +19,8 @@ FIGURES: dict[str, tuple[float, float, str]] = {
     "digits_cnn_sequential_global_30": (444 / 450, 2 / 450,
                                         "bundled digits CNN at 30% MACs, global allocation, "
                                         "fluctuation + sequential refit"),
+    "digits_cnn_obs_global_30": (442 / 450, 2 / 450,
+                                 "bundled digits CNN at 30% MACs, global allocation, obs + refit"),
     "digits_qdq_original": (446 / 450, 1 / 450, "digits CNN quantized (QDQ int8), original"),
     "digits_qdq_calibrated_50": (427 / 450, 2 / 450,
                                  "digits CNN quantized (QDQ, per-tensor) at 50% MACs, calibrated"),

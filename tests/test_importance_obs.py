@@ -6,6 +6,7 @@ from __future__ import annotations
 import numpy as np
 import onnx
 import onnxruntime as ort
+import pytest
 from onnx import helper
 from test_allocation import mlp as two_layer_mlp
 
@@ -13,7 +14,7 @@ import onnxprune
 from graphs import assert_exact, model, weight
 from onnxprune.allocation_global import allocate_global
 from onnxprune.importance import score_groups
-from onnxprune.importance_obs import RIDGE
+from onnxprune.passes.refit import RIDGE
 from onnxprune.statistics import collect_statistics
 
 
@@ -23,7 +24,7 @@ def mlp(w2: np.ndarray | None = None) -> onnx.ModelProto:
              helper.make_node("Gemm", ["r", "w2"], ["y"], name="fc2")]  # fmt: skip
     inits = {"w1": weight(5, 12, seed=1), "b1": weight(12, seed=2),
              "w2": weight(12, 3, seed=3) if w2 is None else w2}  # fmt: skip
-    return model(nodes, {"x": ["batch", 5]}, {"y": ["batch", 3]}, inits)
+    return model(nodes, {"x": ["batch", 5]}, {"y": ["batch", inits["w2"].shape[1]]}, inits)
 
 
 def _surgeon_scores(r: np.ndarray, w: np.ndarray) -> np.ndarray:
@@ -43,10 +44,11 @@ def _surgeon_scores(r: np.ndarray, w: np.ndarray) -> np.ndarray:
     return scores
 
 
-def test_obs_scores_are_the_greedy_surgeon_errors_unnormalised():
+@pytest.mark.parametrize("outputs", [3, 20])  # the weight held as W, or as W Wᵀ (wider)
+def test_obs_scores_are_the_greedy_surgeon_errors_unnormalised(outputs):
     x = np.random.default_rng(4).standard_normal((64, 5)).astype(np.float32)
     for scale in (1.0, 10.0):
-        proto = mlp(weight(12, 3, seed=3) * np.float32(scale))
+        proto = mlp(weight(12, outputs, seed=3) * np.float32(scale))
         analysis = onnxprune.analyze(proto)
         group = next(g for g in analysis.groups if g.exact)
         stats = collect_statistics(analysis.analysis.model, [("r", 1)], [{"x": x}],
