@@ -3,7 +3,8 @@ MAC removed on the torchvision CNN zoo.
 
 For every CNN of the zoo (the torchscript export the tests cache, at its own input size or at
 ``--size``) and one MACs target, each strategy (``uniform``; ``uniform aligned``, the same with
-``--round-to auto``; ``global``; ``latency``) prunes to the target by L2 magnitude (no data).
+``--round-to auto``; ``global``; ``latency``) prunes to the target by L2 magnitude (no data),
+and the latency allocation once more to that share of the latency (``latency -> latency``).
 With ``--torch-pruning``, Torch-Pruning 1.6.1 (``MagnitudePruner``, L2, local, the classifier
 ignored) prunes the same torch model (the zoo's weights), its ratio bisected on its own MACs
 count to the target, and is exported as the zoo exports (torchscript, opset 17); its MACs are
@@ -31,10 +32,17 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _results  # noqa: E402 - the tools folder is on the path now
 from bench_peers import MODELS, magnitude_pruner  # noqa: E402 - the same CNNs and pruner
 
-#: (column, allocation, round_to): "uniform aligned" is the uniform ratio with every class's
-#: kept count in multiples of onnxruntime's NCHWc block (``round_to="auto"``).
-STRATEGIES = (("uniform", "uniform", None), ("uniform aligned", "uniform", "auto"),
-              ("global", "global", None), ("latency", "latency", None))
+#: (column, allocation, round_to, what the target is a share of): "uniform aligned" is the
+#: uniform ratio with every class's kept count in multiples of onnxruntime's NCHWc block
+#: (``round_to="auto"``); "latency -> latency" is the latency allocation aimed at the same
+#: share of the latency instead of the MACs (``target_latency``, measured while searching).
+STRATEGIES = (("uniform", "uniform", None, "macs"), ("uniform aligned", "uniform", "auto", "macs"),
+              ("global", "global", None, "macs"), ("latency", "latency", None, "macs"),
+              ("latency -> latency", "latency", None, "latency"))
+
+
+#: Columns whose cells also show the MACs kept (their target is not the MACs, or not ours).
+SHOW_MACS = {"Torch-Pruning"} | {c for c, _, _, kind in STRATEGIES if kind != "macs"}
 
 
 def torch_pruning(name: str, target: float, size: int, out: Path, reference: Path) -> dict:
@@ -82,10 +90,10 @@ def bench(name: str, target: float, size: int | None = None, peers: bool = False
     path = zoo.export(name, "torchscript", size=size)
     feed = {"input": zoo.sample_input(name, size=size)}
     rows, models = [], [str(path)]
-    for column, strategy, round_to in STRATEGIES:
+    for column, strategy, round_to, kind in STRATEGIES:
         start = time.perf_counter()
-        result = onnxprune.prune(path, target_macs=target, allocation=strategy, inputs=[feed],
-                                 round_to=round_to)  # fmt: skip
+        result = onnxprune.prune(path, **{f"target_{kind}": target}, allocation=strategy,
+                                 inputs=[feed], round_to=round_to)  # fmt: skip
         wall = time.perf_counter() - start
         models.append(result.to_proto())
         rows.append({"allocation": column, "prune_s": wall,
@@ -116,14 +124,14 @@ def markdown(report: dict) -> str:
              "machine (2 onnxruntime threads), `python tools/bench_allocation.py"
              + (f" --size {report['size']}" if report.get("size") else "")
              + (" --torch-pruning" if peers else "") + "`. Cells: speedup (speedup / MACs "
-             "ratio)" + ("; Torch-Pruning's cell also the MACs its export kept" if peers else "")
-             + ".", "",
+             "ratio); the MACs kept too where the target was not the MACs"
+             + (" and for Torch-Pruning's export" if peers else "") + ".", "",
              "| model | input | ms before | " + " | ".join(columns) + " |",
              "|---|---|---:|" + "---:|" * len(columns)]  # fmt: skip
     for m in report["models"]:
         cells = [f"failed ({r['error']})" if "error" in r else
                  f"{r['speedup']:.2f}x ({r['speedup_per_macs']:.2f})"
-                 + (f", {r['macs_kept']:.0%} MACs" if r["allocation"] == "Torch-Pruning" else "")
+                 + (f", {r['macs_kept']:.0%} MACs" if r["allocation"] in SHOW_MACS else "")
                  for r in m["rows"]]  # fmt: skip
         lines.append(f"| {m['model']} | {'x'.join(map(str, m['input']))} | "
                      f"{m['latency_ms_before']:.2f} | " + " | ".join(cells) + " |")  # fmt: skip
