@@ -73,8 +73,9 @@ class _Surgeon:
         return err
 
     def remove(self, atoms: np.ndarray) -> None:
-        s = np.concatenate([self.positions[a] for a in atoms if a < len(self.positions)])
-        if s.size == 0:
+        parts = [self.positions[a] for a in atoms if a < len(self.positions)]
+        s = np.concatenate(parts) if parts else np.zeros(0, dtype=np.int64)
+        if s.size == 0:  # none of these channels reaches this consumer
             return
         a = self.hinv[:, s] @ np.linalg.pinv(self.hinv[np.ix_(s, s)])  # P x k
         self.hinv -= a @ self.hinv[s]

@@ -97,6 +97,23 @@ def test_obs_removes_what_the_refit_can_rebuild():
     assert errors["obs"][1] < errors["fluctuation"][1] / 3, errors
 
 
+def test_obs_with_consumers_reading_parts_of_the_group():
+    """h (8) split 3 / 5 into two MatMuls: each consumer sees some of the channels, and a
+    step may remove only channels one of them does not read."""
+    nodes = [helper.make_node("MatMul", ["x", "w1"], ["h"], name="fc1"),
+             helper.make_node("Split", ["h", "sizes"], ["ha", "hb"], name="split", axis=1),
+             helper.make_node("MatMul", ["ha", "wa"], ["ya"], name="fa"),
+             helper.make_node("MatMul", ["hb", "wb"], ["yb"], name="fb"),
+             helper.make_node("Add", ["ya", "yb"], ["y"], name="add")]  # fmt: skip
+    proto = model(nodes, {"x": ["batch", 5]}, {"y": ["batch", 2]},
+                  {"w1": weight(5, 8, seed=1), "sizes": np.array([3, 5], np.int64),
+                   "wa": weight(3, 2, seed=2), "wb": weight(5, 2, seed=3)})  # fmt: skip
+    x = np.random.default_rng(3).standard_normal((64, 5)).astype(np.float32)
+    for ratio in (0.25, 0.5, 0.75):
+        result = onnxprune.prune(proto, ratio=ratio, criterion="obs", calibration=[{"x": x}])
+        assert_exact(result)
+
+
 def test_obs_works_without_the_refit():
     proto = mlp()
     x = np.random.default_rng(1).standard_normal((32, 5)).astype(np.float32)
