@@ -52,6 +52,7 @@ from onnxprune.importance import (
     consumer_keys,
     rank,
 )
+from onnxprune.importance_obs import join_keys
 from onnxprune.input_sizes import (
     decide_sizes,
     feeds_for_verification,
@@ -335,9 +336,8 @@ def prune(
             Give exactly one of ``ratio``, the targets or ``plan``.
         criterion: importance criterion (``l1``, ``l2``, ``bn_scale``, ``random``; with
             calibration data also ``activation``, ``fluctuation``, ``wanda`` and ``obs``, the
-            error left after the refit, :mod:`onnxprune.importance_obs`). Default: with
-            calibration data ``obs`` under the global allocation, else ``fluctuation``;
-            without, ``l2``.
+            error left after the refit, :mod:`onnxprune.importance_obs`). Default:
+            ``fluctuation`` with calibration data, else ``l2``.
         round_to: kept channel counts are multiples of this; ``"auto"``: onnxruntime's NCHWc
             block on this CPU (16 with AVX-512, 8 with AVX2; see
             :func:`~onnxprune.allocation_latency.kernel_block`). Default: 1, and ``"auto"``
@@ -360,8 +360,8 @@ def prune(
         allocation: ``uniform`` (``ratio`` of every group; targets search that ratio),
             ``global`` (``ratio`` of all channels, the lowest normalised scores model-wide,
             no group losing more than 90%; targets search that share; with scores that
-            compare across groups, ``obs``, its default with data, the lowest score per MAC
-            until ``ratio`` of the channels' MACs is gone) or ``latency``
+            compare across groups, ``obs``, the lowest score per MAC until ``ratio`` of the
+            channels' MACs is gone) or ``latency``
             (channels by normalised score per millisecond, from an onnxruntime profile of
             the model; ``ratio`` is the share of the profiled channel time removed;
             :mod:`onnxprune.allocation_latency`).
@@ -432,8 +432,7 @@ def prune(
     eligible = [g for g in groups if g.prunable and (allow_approximate or g.exact)]
     has_data = calibration is not None or calibration_random > 0
     _check_mask(calibration_mask, calibration, analysis.analysis.model)
-    criterion = criterion or (("obs" if allocation == "global" else "fluctuation")
-                              if has_data else "l2")  # fmt: skip
+    criterion = criterion or ("fluctuation" if has_data else "l2")
     if criterion in DATA_CRITERIA and not has_data:
         raise UsageError(f"criterion '{criterion}' needs calibration data "
                          "(calibration= or calibration_random=)")  # fmt: skip
@@ -760,7 +759,7 @@ def _calibrate(analysis: Analysis, eligible: list[Group], batches: Callable[[], 
     ``mask`` names the input marking valid positions); Gram matrices where the refit or a
     Gram criterion (``gram_scores``) needs them (by default only where they fit in
     ``REFIT_MEMORY``). Returns (stats, refit)."""
-    keys = consumer_keys(eligible)
+    keys = consumer_keys(eligible) | (join_keys(analysis, eligible) if gram_scores else set())
     gram = refit_keys(analysis, eligible)
     shapes = {v.name: v.shape for v in analysis.values.values()}
     need = sum(8 * shapes[name][axis] ** 2 for name, axis in gram

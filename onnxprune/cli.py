@@ -443,9 +443,9 @@ def build_parser() -> argparse.ArgumentParser:
     target.add_argument("--plan", type=Path, help="re-apply a plan written by --plan-out "
                         "(same model, same options)")
     p.add_argument("--criterion", choices=sorted(CRITERIA), help="importance criterion "
-                   "(default with calibration data: obs, the error left after the refit, "
-                   "under --allocation global, else fluctuation; without data l2 weight "
-                   "magnitude)")
+                   "(default: fluctuation with calibration data, else l2 weight magnitude; "
+                   "obs, the error left after the refit, ranks per MAC under --allocation "
+                   "global)")
     depth = p.add_argument_group("depth pruning (whole residual branches: attention/MLP "
                                  "sublayers, residual blocks)")  # fmt: skip
     depth.add_argument("--remove-blocks", type=int, metavar="N", help="drop the N least "
@@ -476,8 +476,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--allocation", choices=["uniform", "global", "latency"], default="uniform",
                    help="uniform: --ratio of every group (targets search that ratio); global: "
                    "--ratio of all channels, lowest normalised scores model-wide, no group "
-                   "losing more than 90%% (targets search that share; obs scores, its "
-                   "default with data, go per MAC and --ratio is the share of channel MACs); "
+                   "losing more than 90%% (targets search that share; obs scores go per "
+                   "MAC and --ratio is the share of channel MACs); "
                    "latency: channels by "
                    "normalised score per millisecond from an onnxruntime profile of the model, "
                    "--ratio the share of profiled channel time removed, same floors as global")

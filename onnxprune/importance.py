@@ -165,7 +165,9 @@ def bn_scale(analysis: Analysis, group: Group, stats: Stats | None = None) -> np
 
 def reader_weight_sq(analysis: Analysis, consumer: Consumer, size: int) -> np.ndarray | None:
     """Squared norm of the weights reading each position of a consumer's input axis, for
-    MatMul/Gemm with a constant weight and Conv (ungrouped or depthwise); else None."""
+    MatMul/Gemm with a constant weight, Conv (any ``group``: input channel c of G groups reads
+    ``W[outputs of group c // (C/G), c % (C/G)]``) and ConvTranspose (channel c reads
+    ``W[c]``); else None."""
     node = analysis.nodes.get(consumer.node)
     if node is None or consumer.input_index != 0 or len(node.inputs) < 2:
         return None
@@ -179,15 +181,16 @@ def reader_weight_sq(analysis: Analysis, consumer: Consumer, size: int) -> np.nd
     elif node.op_type == "Gemm" and w.ndim == 2:
         trans = node.attributes.get("transB")
         axis = 1 if trans is not None and trans.value else 0
+    elif node.op_type == "ConvTranspose" and w.ndim >= 3:
+        axis = 0
     elif node.op_type == "Conv" and w.ndim >= 3:
         group = node.attributes.get("group")
         groups = group.value if group is not None else 1
-        if groups == 1:
-            axis = 1
-        elif w.shape[1] == 1 and w.shape[0] == size:
-            axis = 0
-        else:
+        per_group = w.shape[1]
+        if groups < 1 or per_group * groups != size or w.shape[0] % groups:
             return None
+        blocks = w.reshape(groups, w.shape[0] // groups, per_group, -1)
+        return np.square(blocks).sum(axis=(1, 3)).reshape(size)
     else:
         return None
     if w.shape[axis] != size:

@@ -12,9 +12,19 @@ is the greedy order); the last channel scores above all.
 
 A consumer without a Gram matrix or constant weight (attention products, depthwise
 convolutions, inputs wider than ``MAX_POSITIONS``) adds its ``fluctuation`` term,
-``Var(x_j) ||W_j||²``, the error of replacing x_j by its mean there: the same unit, squared
-error of that consumer's output per position. So scores are comparable across groups and
-are not normalised (``importance.COMPARABLE``): the ``global`` allocation ranks them per MAC.
+``Var(x_j) ||W_j||²``, the error of replacing x_j by its mean there.
+
+Each consumer's errors are divided by the energy (mean squared norm per position) of what
+they land in: the stream the consumer's output joins (past bias Adds, the first Add of two
+computed inputs: a residual sum, :func:`join_of`; calibrated for ``obs``), counted robustly as
+the median channel's second moment times the channel count, so the few outlier dimensions of
+a transformer's residual stream do not set its scale; where it joins none, the consumer's own
+output energy ``tr(Wᵀ G W)`` (or ``sum E[x_j²] ||W_j||²``). Scores are then shares of one
+stream's energy and compare across groups without normalising (``importance.COMPARABLE``):
+the ``global`` allocation ranks them per MAC. Measured at 50% / 70% of the MACs under the
+global allocation: all-MiniLM-L6-v2 retrieval 41.9% raw errors, 39.0% over the plain stream
+energy, 41.3% over the robust one; RapidOCR's DBNet detector (no residual sums in its head)
+0% raw (its 24-channel head, small in absolute error, lost 88%), 98.3% as shares.
 """
 
 from __future__ import annotations
@@ -22,14 +32,16 @@ from __future__ import annotations
 import math
 
 import numpy as np
+import onnx_ir as ir
 
 from onnxprune.analysis import Analysis
 from onnxprune.errors import UsageError
 from onnxprune.groups import Group
 from onnxprune.importance import COMPARABLE, GRAM_CRITERIA, Stats, criterion, reader_weight_sq
-from onnxprune.passes.compensate import weight_axes
+from onnxprune.passes.compensate import input_axis, weight_axes
 from onnxprune.passes.refit import RIDGE
 from onnxprune.shape_values import constant_array
+from onnxprune.statistics import Key
 from onnxprune.weights import release
 
 #: Greedy steps per group (each removes 1/STEPS of its channels).
@@ -43,12 +55,16 @@ class _Surgeon:
     channels go; the weight is held as its Gram matrix ``W Wᵀ`` where that is smaller
     (errors need only ``W_S W_Sᵀ``)."""
 
-    def __init__(self, atom_of: np.ndarray, gram: np.ndarray, w: np.ndarray) -> None:
+    def __init__(self, atom_of: np.ndarray, gram: np.ndarray, w: np.ndarray,
+                 joined: float | None) -> None:  # fmt: skip
         p = atom_of.size
-        gram = gram + RIDGE * max(float(np.trace(gram)) / p, 1e-12) * np.eye(p)
-        self.hinv = np.linalg.inv(gram)
         self.squared = w.shape[1] > p
         self.w = w @ w.T if self.squared else w
+        #: the energy errors are shares of: the stream it joins, else E ||y||² = tr(Wᵀ G W)
+        own = float(np.sum(gram * self.w) if self.squared else np.sum(w * (gram @ w)))
+        self.scale = max(joined if joined is not None else own, 1e-300)
+        gram = gram + RIDGE * max(float(np.trace(gram)) / p, 1e-12) * np.eye(p)
+        self.hinv = np.linalg.inv(gram)
         order = np.argsort(atom_of, kind="stable")
         counts = np.bincount(atom_of, minlength=int(atom_of.max()) + 1)
         self.positions = np.split(order, np.cumsum(counts)[:-1])
@@ -86,6 +102,14 @@ class _Surgeon:
             self.w -= a @ self.w[s]
 
 
+def _energy(stats: Stats, key: Key | None) -> float | None:
+    """E ||z||² per position of a calibrated stream."""
+    channel = None if key is None else stats.get(key)
+    if channel is None or channel.count == 0:
+        return None
+    return float(np.median(channel.sum_sq) * channel.sum_sq.size / channel.count)
+
+
 def _consumers(analysis: Analysis, group: Group, stats: Stats
                ) -> tuple[list[_Surgeon], np.ndarray]:  # fmt: skip
     """Surgeons for the group's refittable consumers, and the summed fluctuation terms of the
@@ -99,6 +123,7 @@ def _consumers(analysis: Analysis, group: Group, stats: Stats
             continue
         atom_of = group.atom_of[dim]
         node = analysis.nodes.get(consumer.node)
+        joined = _energy(stats, join_of(node)) if node is not None else None
         axes = None if node is None or consumer.input_index != 0 else weight_axes(node)
         if (axes is not None and channel.gram is not None and atom_of.size <= MAX_POSITIONS
                 and node.inputs[1].shape is not None
@@ -106,12 +131,46 @@ def _consumers(analysis: Analysis, group: Group, stats: Stats
             w = np.moveaxis(constant_array(node.inputs[1]).astype(np.float64), axes, (0, 1))
             release(node.inputs[1].const_value)
             surgeons.append(_Surgeon(atom_of, channel.gram / channel.count,
-                                     np.ascontiguousarray(w.reshape(atom_of.size, -1))))  # fmt: skip
+                                     np.ascontiguousarray(w.reshape(atom_of.size, -1)),
+                                     joined))  # fmt: skip
             continue
         weight_sq = reader_weight_sq(analysis, consumer, atom_of.size)
-        fixed += np.bincount(atom_of, weights=channel.var * (1.0 if weight_sq is None else weight_sq),
+        weight_sq = 1.0 if weight_sq is None else weight_sq
+        own = float(np.sum(channel.sum_sq / channel.count * weight_sq))
+        fixed += np.bincount(atom_of, weights=channel.var * weight_sq
+                             / max(joined if joined is not None else own, 1e-300),
                              minlength=group.n_atoms)  # fmt: skip
     return surgeons, fixed
+
+
+def join_of(node: ir.Node) -> Key | None:
+    """(tensor, channel axis) of the stream a consumer's output joins: past Adds of a
+    constant (its bias), the first Add of two computed inputs (a residual sum), where that is
+    the output's only use; None where it joins none."""
+    axis = input_axis(node)
+    value = node.outputs[0]
+    while axis is not None and value is not None and len(value.uses()) == 1:
+        user = value.uses()[0].node
+        if user.op_type != "Add" or user.domain != "" or len(user.inputs) != 2:
+            return None
+        other = user.inputs[1 - value.uses()[0].idx]
+        if other is None or constant_array(other) is None:
+            rank = len(user.outputs[0].shape) if user.outputs[0].shape is not None else None
+            return None if rank is None else (user.outputs[0].name, axis % rank)
+        value = user.outputs[0]
+    return None
+
+
+def join_keys(analysis: Analysis, groups: list[Group]) -> set[Key]:
+    """Streams the groups' consumers join (statistics ``obs`` divides by)."""
+    keys = set()
+    for group in groups:
+        for _, consumer in group.consumers:
+            node = analysis.nodes.get(consumer.node)
+            key = None if node is None else join_of(node)
+            if key is not None:
+                keys.add(key)
+    return keys
 
 
 @criterion("obs", needs_data=True)
@@ -130,7 +189,7 @@ def obs(analysis: Analysis, group: Group, stats: Stats | None) -> np.ndarray:
     while alive.size > 1:
         err = fixed.copy()
         for surgeon in surgeons:
-            err += surgeon.errors(alive, n)
+            err += surgeon.errors(alive, n) / surgeon.scale
         take = min(chunk, alive.size - 1)
         pick = alive[np.argsort(err[alive], kind="stable")[:take]]
         level = max(level, float(err[pick].max()))

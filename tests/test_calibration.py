@@ -168,15 +168,15 @@ def test_data_criteria_keep_the_digits_cnn_accurate_where_magnitude_does_not():
     low = onnxprune.prune(path, target_macs=0.3, calibration=data)
     best = onnxprune.prune(path, target_macs=0.3, calibration=data, allocation="global",
                            criterion="fluctuation", sequential_refit=True)  # fmt: skip
-    # global's default with data: obs scores (the error left after the refit) per MAC
-    obs = onnxprune.prune(path, target_macs=0.3, calibration=data, allocation="global")
+    # obs scores (the error left after the refit) ranked per MAC
+    obs = onnxprune.prune(path, target_macs=0.3, calibration=data, allocation="global",
+                          criterion="obs")  # fmt: skip
     a_low, a_best, a_obs = (accuracy(r.to_proto()) for r in (low, best, obs))
     print(f"digits at 30% MACs: uniform {a_low:.1%}, global + sequential refit {a_best:.1%}, "
           f"global obs + refit {a_obs:.1%}")  # fmt: skip
     for result in (low, best, obs):
         assert result.verification.passed
         assert result.cost_after.macs <= 0.3 * result.cost_before.macs * 1.01
-    assert obs.options["criterion"] == "obs"
     check_accuracy("digits_cnn_calibrated_30", a_low)
     check_accuracy("digits_cnn_sequential_global_30", a_best)
     check_accuracy("digits_cnn_obs_global_30", a_obs)

@@ -14,6 +14,7 @@ import onnxprune
 from graphs import assert_exact, model, weight
 from onnxprune.allocation_global import allocate_global
 from onnxprune.importance import score_groups
+from onnxprune.importance_obs import join_of
 from onnxprune.passes.refit import RIDGE
 from onnxprune.statistics import collect_statistics
 
@@ -45,8 +46,11 @@ def _surgeon_scores(r: np.ndarray, w: np.ndarray) -> np.ndarray:
 
 
 @pytest.mark.parametrize("outputs", [3, 20])  # the weight held as W, or as W Wᵀ (wider)
-def test_obs_scores_are_the_greedy_surgeon_errors_unnormalised(outputs):
+def test_obs_scores_are_the_greedy_surgeon_errors_over_the_output_energy(outputs):
+    """fc2's output joins no stream: errors are shares of its own output energy tr(Wᵀ G W),
+    so 10x the reader weights leaves the scores as they are (not normalised per group)."""
     x = np.random.default_rng(4).standard_normal((64, 5)).astype(np.float32)
+    seen = []
     for scale in (1.0, 10.0):
         proto = mlp(weight(12, outputs, seed=3) * np.float32(scale))
         analysis = onnxprune.analyze(proto)
@@ -57,10 +61,47 @@ def test_obs_scores_are_the_greedy_surgeon_errors_unnormalised(outputs):
         inits = {t.name: onnx.numpy_helper.to_array(t).astype(np.float64)
                  for t in proto.graph.initializer}  # fmt: skip
         r = np.maximum(x @ inits["w1"] + inits["b1"], 0)
+        w2 = inits["w2"]
+        energy = np.sum(w2 * ((r.T @ r / len(r)) @ w2))
         atoms = group.atom_of[next(d for d in group.atom_of if d.tensor == "r")]
-        expected = _surgeon_scores(r, inits["w2"])[np.argsort(atoms)]
-        # not divided by the mean: 10x the reader weights is 100x the error
+        expected = _surgeon_scores(r, w2)[np.argsort(atoms)] / energy
         np.testing.assert_allclose(score, expected, rtol=1e-6)
+        seen.append(score)
+    np.testing.assert_allclose(seen[0], seen[1], rtol=1e-6)
+
+
+def residual() -> onnx.ModelProto:
+    """y = x + relu(x W1 + b1) W2 + b2: fc2's output joins the stream s = x + (fc2 + b2)."""
+    nodes = [helper.make_node("Gemm", ["x", "w1", "b1"], ["h"], name="fc1"),
+             helper.make_node("Relu", ["h"], ["r"], name="relu"),
+             helper.make_node("MatMul", ["r", "w2"], ["m"], name="fc2"),
+             helper.make_node("Add", ["m", "b2"], ["mb"], name="bias"),
+             helper.make_node("Add", ["x", "mb"], ["y"], name="join")]  # fmt: skip
+    inits = {"w1": weight(5, 12, seed=1), "b1": weight(12, seed=2), "w2": weight(12, 5, seed=3),
+             "b2": weight(5, seed=4)}  # fmt: skip
+    return model(nodes, {"x": ["batch", 5]}, {"y": ["batch", 5]}, inits)
+
+
+def test_obs_errors_are_shares_of_the_stream_they_join():
+    """The stream's energy counts robustly: the median channel's second moment x channels."""
+    proto = residual()
+    x = np.random.default_rng(5).standard_normal((64, 5)).astype(np.float32)
+    x[:, 0] *= 30  # one outlier dimension: it does not set the scale
+    analysis = onnxprune.analyze(proto)
+    fc2 = analysis.analysis.nodes["fc2"]
+    assert join_of(fc2) == ("y", 1)
+    group = next(g for g in analysis.groups if g.exact and g.n_atoms == 12)
+    stats = collect_statistics(analysis.analysis.model, [("r", 1), ("y", 1)], [{"x": x}],
+                               gram=[("r", 1)])  # fmt: skip
+    score = score_groups(analysis.analysis, [group], "obs", stats)[group.id]
+    inits = {t.name: onnx.numpy_helper.to_array(t).astype(np.float64)
+             for t in proto.graph.initializer}  # fmt: skip
+    r = np.maximum(x @ inits["w1"] + inits["b1"], 0)
+    y = x + r @ inits["w2"] + inits["b2"]
+    stream = np.median(np.mean(y**2, axis=0)) * 5
+    atoms = group.atom_of[next(d for d in group.atom_of if d.tensor == "r")]
+    expected = _surgeon_scores(r, inits["w2"])[np.argsort(atoms)] / stream
+    np.testing.assert_allclose(score, expected, rtol=1e-5)
 
 
 def duplicated() -> onnx.ModelProto:
@@ -134,10 +175,10 @@ def test_global_ranks_comparable_scores_per_mac():
     assert sum(map(len, plain.values())) == int(0.2 * (cheap.n_atoms + dear.n_atoms))
 
 
-def test_global_with_data_defaults_to_obs_and_meets_a_macs_target():
+def test_global_with_obs_meets_a_macs_target():
     proto = mlp()
     x = np.random.default_rng(2).standard_normal((32, 5)).astype(np.float32)
-    result = onnxprune.prune(proto, target_macs=0.6, allocation="global",
+    result = onnxprune.prune(proto, target_macs=0.6, allocation="global", criterion="obs",
                              calibration=[{"x": x}])  # fmt: skip
     assert_exact(result)
     assert result.options["criterion"] == "obs"

@@ -13,6 +13,7 @@ that its MACs match onnxprune's at each point.
 
     python tools/eval_criteria.py --out tools/results          # both models
     python tools/eval_criteria.py --models digits
+    python tools/eval_criteria.py --criteria obs   # rerun one criterion's rows into the last
 """
 
 from __future__ import annotations
@@ -137,13 +138,16 @@ def digits_task() -> tuple[Path, dict, list[dict]]:
     return ROOT / "models" / "digits_cnn.onnx", test, [{"input": load_split()[0][:256]}]
 
 
-def digits() -> dict:
+def digits(criteria: list[str] | None = None) -> dict:
+    """Every configuration at every MACs share (only ``criteria``'s, without Torch-Pruning,
+    where given: :func:`merged` puts them into the last report)."""
     import onnxprune
 
     path, test, calibration = digits_task()
+    configs = [c for c in CONFIGS if criteria is None or c[0] in criteria]
     rows = []
     for keep in KEEP:
-        for criterion, compensate, refit, allocation in CONFIGS:
+        for criterion, compensate, refit, allocation in configs:
             data = calibration if criterion in ("activation", "fluctuation", "wanda", "obs") else None
             result = onnxprune.prune(path, target_macs=keep, criterion=criterion,
                                      calibration=data, compensate=compensate,
@@ -156,7 +160,9 @@ def digits() -> dict:
                          "accuracy": _digits_accuracy(result.to_proto(), test),
                          "verified": result.verification.passed})  # fmt: skip
         print(f"digits keep {keep}: " + ", ".join(
-            f"{_label(r)} {r['accuracy']:.1%}" for r in rows[-len(CONFIGS):]), flush=True)
+            f"{_label(r)} {r['accuracy']:.1%}" for r in rows[-len(configs):]), flush=True)
+    if criteria is not None:
+        return {"rows": rows}
     kept = [next(r["kept_macs"] for r in rows if r["target_macs"] == k) for k in KEEP]
     return {"model": "digits CNN", "metric": "test accuracy",
             "original": _digits_accuracy(path, test), "rows": rows,
@@ -229,19 +235,24 @@ def minilm_task() -> tuple[Path, list[str], list[str], list[dict], dict]:
     return minilm.export(), queries, documents, calibration, dims
 
 
-def minilm_eval() -> dict:
+def minilm_eval(criteria: list[str] | None = None) -> dict:
+    """Every configuration at every ratio (only ``criteria``'s, without Torch-Pruning, where
+    given: :func:`merged` puts them into the last report)."""
     import minilm
     import onnxprune
 
     path, queries, documents, calibration, dims = minilm_task()
     base = minilm.embed(path, queries), minilm.embed(path, documents)
-    configs = MINILM_CONFIGS
+    configs = [c for c in MINILM_CONFIGS if criteria is None or c[0] in criteria]
     rows = []
     # A uniform ratio removes the same heads/neurons count whatever the criterion, so every
     # uniform configuration of a ratio has the same MACs (no search needed); the other
     # allocations aim at that MACs share.
     for ratio in MINILM_RATIOS:  # the Torch-Pruning rows use the same ratios
         kept = None
+        if configs[0][3] != "uniform":  # the share a uniform ratio keeps, as the first row's
+            result = onnxprune.prune(path, ratio=ratio, dims=dims, verify=False)
+            kept = result.cost_after.macs / result.cost_before.macs
         for criterion, compensate, refit, allocation in configs:
             data = calibration if criterion != "l2" else None
             how = ({"ratio": ratio} if allocation == "uniform"
@@ -264,6 +275,8 @@ def minilm_eval() -> dict:
                          "verified": result.verification.passed})  # fmt: skip
         print(f"minilm ratio {ratio}: " + ", ".join(
             f"{_label(r)} {r['accuracy']:.1%}" for r in rows[-len(configs):]), flush=True)
+    if criteria is not None:
+        return {"rows": rows}
     tp_rows = torch_pruning_minilm(MINILM_RATIOS, queries, documents, dims)
     keeps = sorted({r["target_macs"] for r in rows}, reverse=True)
     for row, keep in zip(tp_rows, keeps, strict=True):
@@ -329,14 +342,28 @@ def plot(report: dict, path: Path) -> None:
     fig.savefig(path, dpi=120)
 
 
+def merged(last: Path, rows: list[dict], criteria: list[str]) -> dict:
+    """The report at ``last`` with the rows of ``criteria`` replaced by ``rows``."""
+    import json
+
+    report = json.loads(last.read_text())
+    report["rows"] = [r for r in report["rows"] if r["criterion"] not in criteria] + rows
+    return report
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--models", nargs="+", default=["digits", "minilm"],
                         choices=["digits", "minilm"])  # fmt: skip
     parser.add_argument("--out", type=Path, default=ROOT / "tools" / "results")
+    parser.add_argument("--criteria", nargs="+", metavar="NAME",
+                        help="rerun only these criteria's rows into the last report (their "
+                        "rows replaced, the others and Torch-Pruning's kept)")
     args = parser.parse_args(argv)
     for name in args.models:
-        report = digits() if name == "digits" else minilm_eval()
+        report = digits(args.criteria) if name == "digits" else minilm_eval(args.criteria)
+        if args.criteria:
+            report = merged(args.out / f"criteria_{name}.json", report["rows"], args.criteria)
         _results.write(f"criteria_{name}", report, markdown(report), args.out)
         plot(report, args.out / f"criteria_{name}.png")
     return 0
