@@ -13,7 +13,8 @@ from test_allocation import mlp as two_layer_mlp
 import onnxprune
 from graphs import assert_exact, model, weight
 from onnxprune.allocation_global import allocate_global
-from onnxprune.importance import score_groups
+from onnxprune.channel_graph import Consumer
+from onnxprune.importance import reader_weight_sq, score_groups
 from onnxprune.importance_obs import join_of
 from onnxprune.passes.refit import RIDGE
 from onnxprune.statistics import collect_statistics
@@ -183,3 +184,35 @@ def test_global_with_obs_meets_a_macs_target():
     assert_exact(result)
     assert result.options["criterion"] == "obs"
     assert result.cost_after.macs <= 0.6 * result.cost_before.macs
+
+
+@pytest.mark.parametrize("op, w2, attrs, out", [
+    ("Conv", weight(6, 2, 3, 3, seed=7), {"group": 2, "pads": [1, 1, 1, 1]}, [2, 6, 5, 5]),
+    ("ConvTranspose", weight(4, 3, 2, 2, seed=8), {"strides": [2, 2]}, [2, 3, 10, 10]),
+])  # fmt: skip
+def test_the_weights_reading_each_channel_of_grouped_and_transposed_convolutions(op, w2, attrs,
+                                                                                  out):  # fmt: skip
+    """Squared norm of the weights reading channel c: W[outputs of its group, c % (C/G)] for a
+    grouped Conv, W[c] for a ConvTranspose (both counted as 1 before); fluctuation is
+    Var(h_c) times it."""
+    nodes = [helper.make_node("Conv", ["x", "w1"], ["h"], name="c1"),
+             helper.make_node(op, ["h", "w2"], ["y"], name="c2", **attrs)]  # fmt: skip
+    proto = model(nodes, {"x": [2, 3, 5, 5]}, {"y": out},
+                  {"w1": weight(4, 3, 1, 1, seed=6), "w2": w2})  # fmt: skip
+    analysis = onnxprune.analyze(proto)
+    w = w2.astype(np.float64)
+    if op == "Conv":  # channel c: group c // 2 (outputs 3g..3g+2), kernel slice c % 2
+        reads = np.array([np.sum(w[3 * (c // 2):3 * (c // 2) + 3, c % 2] ** 2) for c in range(4)])
+    else:
+        reads = np.array([np.sum(w[c] ** 2) for c in range(4)])
+    got = reader_weight_sq(analysis.analysis, Consumer("c2", 0, 1), 4)
+    np.testing.assert_allclose(got, reads, rtol=1e-9)
+    if op == "ConvTranspose":  # its input channels prune (the grouped Conv ties them to y's)
+        x = np.random.default_rng(6).standard_normal((2, 3, 5, 5)).astype(np.float32)
+        group = next(g for g in analysis.groups if g.exact)
+        stats = collect_statistics(analysis.analysis.model, [("h", 1)], [{"x": x}])
+        score = score_groups(analysis.analysis, [group], "fluctuation", stats)[group.id]
+        atoms = group.atom_of[next(d for d in group.atom_of if d.tensor == "h")]
+        expected = np.bincount(atoms, weights=stats[("h", 1)].var * reads,
+                               minlength=group.n_atoms)  # fmt: skip
+        np.testing.assert_allclose(score, expected / expected.mean(), rtol=1e-6)
