@@ -5,9 +5,9 @@ all-MiniLM-L6-v2 (tests/minilm.py; calibration: 512 texts of pairs 128-383, unla
 padded batches of 32 with ``calibration_mask="attention_mask"``; metric: retrieval top-1
 over all pairs, those included; ratios 0.125-0.625, about 89% to 40% of the MACs); on both
 also the global (and on the digits CNN the latency) allocation, the ``obs`` criterion under
-the global allocation (its default there), and the sequential refit
-(``sequential_refit=True``). Side by side on the digits CNN: Torch-Pruning 1.6.1 (``MetaPruner`` + ``GroupMagnitudeImportance(p=2)``, local and
-``global_pruning``) on the same PyTorch model, retrained here with the bundled model's recipe
+the global allocation, and the sequential refit (``sequential_refit=True``). Side by side on
+the digits CNN: Torch-Pruning 1.6.1 (``MetaPruner`` + ``GroupMagnitudeImportance(p=2)``,
+local and ``global_pruning``) on the same PyTorch model, retrained here with the bundled model's recipe
 (its predictions are checked against the bundled ONNX), with its ``pruning_ratio`` searched so
 that its MACs match onnxprune's at each point.
 
@@ -142,13 +142,14 @@ def digits(criteria: list[str] | None = None) -> dict:
     """Every configuration at every MACs share (only ``criteria``'s, without Torch-Pruning,
     where given: :func:`merged` puts them into the last report)."""
     import onnxprune
+    from onnxprune.importance import DATA_CRITERIA
 
     path, test, calibration = digits_task()
     configs = [c for c in CONFIGS if criteria is None or c[0] in criteria]
     rows = []
     for keep in KEEP:
         for criterion, compensate, refit, allocation in configs:
-            data = calibration if criterion in ("activation", "fluctuation", "wanda", "obs") else None
+            data = calibration if criterion in DATA_CRITERIA else None
             result = onnxprune.prune(path, target_macs=keep, criterion=criterion,
                                      calibration=data, compensate=compensate,
                                      refit=bool(refit), sequential_refit=refit == "sequential",
