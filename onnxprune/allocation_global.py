@@ -51,12 +51,22 @@ def allocate_global(
     if not 0.0 <= fraction < 1.0:
         raise UsageError(f"global fraction must be in [0, 1), got {fraction}")
     if costs is not None:
-        return cheapest_first(groups, scores, fraction, lambda gid: max(costs.get(gid, 0.0), 1e-9),
-                              whole=False, round_to=round_to, min_channels=min_channels,
-                              max_share=max_share, skip=skip)  # fmt: skip
+        return per_cost(groups, scores, fraction, costs, round_to=round_to,
+                        min_channels=min_channels, max_share=max_share, skip=skip)
     return cheapest_first(groups, scores, fraction, lambda gid: 1.0, whole=True,
                           round_to=round_to, min_channels=min_channels, max_share=max_share,
                           skip=skip)  # fmt: skip
+
+
+def per_cost(groups: list[Group], scores: dict[int, np.ndarray], fraction: float,
+             costs: Mapping[int, float], *, round_to: int, min_channels: int, max_share: float,
+             skip: set[int] | None) -> dict[int, np.ndarray]:  # fmt: skip
+    """Removed atoms per group: the lowest score per unit of ``costs`` (each group's cost per
+    channel: MACs for ``global``, milliseconds for ``latency``) first, until ``fraction`` of
+    the summed costs is gone."""
+    return cheapest_first(groups, scores, fraction, lambda gid: max(costs.get(gid, 0.0), 1e-9),
+                          whole=False, round_to=round_to, min_channels=min_channels,
+                          max_share=max_share, skip=skip)  # fmt: skip
 
 
 def cheapest_first(groups: list[Group], scores: dict[int, np.ndarray], fraction: float,

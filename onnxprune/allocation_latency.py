@@ -32,7 +32,7 @@ from pathlib import Path
 import numpy as np
 import onnx_ir as ir
 
-from onnxprune.allocation_global import MAX_SHARE, cheapest_first
+from onnxprune.allocation_global import MAX_SHARE, per_cost
 from onnxprune.errors import UsageError
 from onnxprune.groups import Group
 from onnxprune.sessions import open_session, scratch_folder
@@ -107,6 +107,5 @@ def allocate_latency(
     ``fraction`` of the total channel cost is removed."""
     if not 0.0 <= fraction < 1.0:
         raise UsageError(f"latency fraction must be in [0, 1), got {fraction}")
-    return cheapest_first(groups, scores, fraction, lambda gid: max(costs.get(gid, 0.0), 1e-9),
-                          whole=False, round_to=round_to, min_channels=min_channels,
-                          max_share=max_share, skip=skip)  # fmt: skip
+    return per_cost(groups, scores, fraction, costs, round_to=round_to,
+                    min_channels=min_channels, max_share=max_share, skip=skip)
