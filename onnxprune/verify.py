@@ -38,7 +38,7 @@ inputs leave dead:
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
@@ -52,7 +52,7 @@ from onnxprune.graph_values import analysed_graphs, analysed_nodes
 from onnxprune.input_sizes import shapes_text
 from onnxprune.plan import RemovalPlan
 from onnxprune.quantization import QUANTIZED_INPUTS, QUANTIZED_TYPES
-from onnxprune.sessions import is_large, open_session, with_outputs
+from onnxprune.sessions import open_session, with_outputs
 from onnxprune.weights import derived, reading
 
 Feed = Mapping[str, np.ndarray]
@@ -299,30 +299,48 @@ def compare(
     """Run both models on every feed and check every output by the module's rules (outputs
     matched by position). ``noise_from``: the model whose rounding noise may excuse a float
     difference (the reference itself in the oracle)."""
+    return _compare(reference, candidate, feeds, noise_from=noise_from)[0]
+
+
+Watched = list[tuple[list, list]]
+
+
+def _compare(reference: ModelLike, candidate: ModelLike, feeds: Sequence[Feed], *,
+             noise_from: ModelLike | None = None, watch: Sequence[str] = (),
+             ) -> tuple[Verification, Watched | None]:  # fmt: skip
+    """``compare``, and per feed the reference's and the candidate's values of the
+    intermediate tensors ``watch`` (returned by the same sessions as extra outputs; None where
+    a model cannot return them or the candidate fails to run). One session at a time: a large
+    model's mapped weights are resident once."""
     feeds = list(feeds)
     if not feeds:
-        return Verification(False, float("nan"), float("nan"), note="no inputs to compare on")
-    # one session at a time: a large model's mapped weights are resident once
-    ref = open_session(reference)
-    names = _outputs(ref)
-    expected = [_run(ref, names, feed, "the reference model") for feed in feeds]
+        return Verification(False, float("nan"), float("nan"), note="no inputs to compare on"), None
+    ref, names, watched = _session(reference, watch)
+    expected, ref_values = [], []
+    for feed in feeds:
+        run = _run(ref, names + watched, feed, "the reference model")
+        expected.append(run[:len(names)])
+        ref_values.append(run[len(names):])
     del ref
-    cand = open_session(candidate)
-    cand_names = _outputs(cand)
+    cand, cand_names, cand_watched = _session(candidate, watched)
     if len(names) != len(cand_names):
         return Verification(False, float("inf"), float("inf"), samples=len(feeds),
                             note=f"the models have {len(names)} and {len(cand_names)} outputs",
-                            failed=names)  # fmt: skip
-    actual = []
+                            failed=names), None  # fmt: skip
+    actual, cand_values = [], []
     for feed in feeds:
         try:
-            actual.append(cand.run(cand_names, dict(feed)))
+            run = cand.run(cand_names + cand_watched, dict(feed))
         except Exception as exc:  # onnxruntime's own types: the candidate is broken here
             first = (str(exc).strip().splitlines() or [""])[0]
             return Verification(False, float("inf"), float("inf"), samples=len(feeds),
                                 note=f"the model checked fails to run at "
-                                f"{_shapes_text(feed)}: {first}", failed=names)  # fmt: skip
+                                f"{_shapes_text(feed)}: {first}", failed=names), None  # fmt: skip
+        actual.append(run[:len(cand_names)])
+        cand_values.append(run[len(cand_names):])
     del cand
+    values = (list(zip(ref_values, cand_values, strict=True))
+              if watched and cand_watched == watched else None)  # fmt: skip
     checks = {name: OutputCheck() for name in names}
     noisy = _NoiseRuns(noise_from, feeds) if noise_from is not None else None
     dtypes: set = set()
@@ -361,7 +379,24 @@ def compare(
         tol = _tolerance(np.dtype(dtype))
         result.add_note(f"{dtype} outputs compared at rtol {tol.rtol:g}, scale tolerance "
                         f"{tol.scale_tol:g}, atol {tol.atol:g}")  # fmt: skip
-    return result
+    return result, values
+
+
+def _session(model: ModelLike, watch: Sequence[str]
+             ) -> tuple[ort.InferenceSession, list[str], list[str]]:  # fmt: skip
+    """An oracle session of ``model`` (no weight prepacking: it runs a few feeds), its own
+    output names, and ``watch`` where it returns those too (an ``ir.Model`` that onnxruntime
+    opens with them as extra outputs), else no watched names."""
+    if watch and isinstance(model, ir.Model):
+        try:
+            session = with_outputs(model, watch, prepack=False)
+        except Exception:  # noqa: BLE001 - onnxruntime's own types: opened without them below
+            pass
+        else:
+            names = _outputs(session)
+            return session, names[:len(names) - len(watch)], list(watch)
+    session = open_session(model, prepack=False)
+    return session, _outputs(session), []
 
 
 def _shapes_text(feed: Feed) -> str:
@@ -393,7 +428,7 @@ class _NoiseRuns:
         if self.runs is None:
             self.runs = []
             for make in (lambda: open_session(self.model, optimization="all"),
-                         lambda: open_session(ulp_perturbed(self.model))):  # fmt: skip
+                         lambda: open_session(ulp_perturbed(self.model), prepack=False)):  # fmt: skip
                 session = make()
                 self.runs.append([session.run(None, dict(f)) for f in self.feeds])
                 del session
@@ -488,10 +523,14 @@ def check_weights(result: Verification, original: ir.Model, pruned: ir.Model,
 def against_masked(masked: ModelLike, pruned: ModelLike, feeds: Sequence[Feed],
                    kept: Mapping[Dim, np.ndarray] | None = None) -> Verification:  # fmt: skip
     """``compare`` where the masked model's own rounding noise may excuse a float difference
-    (module docstring); with ``kept``, also every shrunk activation (``check_activations``)."""
-    result = compare(masked, pruned, feeds, noise_from=masked)
-    if kept and result.samples and isinstance(masked, ir.Model) and isinstance(pruned, ir.Model):
-        check_activations(result, masked, pruned, kept, feeds)
+    (module docstring); with ``kept``, also every shrunk activation (``check_activations``),
+    read by the same runs as extra outputs."""
+    names = []
+    if kept and isinstance(masked, ir.Model) and isinstance(pruned, ir.Model):
+        names = shrunk_activations(masked, pruned, kept)
+    result, values = _compare(masked, pruned, feeds, noise_from=masked, watch=names)
+    if names and values is not None:
+        check_activations(result, names, values, kept)
     return result
 
 
@@ -499,22 +538,28 @@ def against_masked(masked: ModelLike, pruned: ModelLike, feeds: Sequence[Feed],
 MAX_ACTIVATIONS = 256
 
 
-def check_activations(result: Verification, masked: ir.Model, pruned: ir.Model,
-                      kept: Mapping[Dim, np.ndarray], feeds: Sequence[Feed]) -> None:  # fmt: skip
-    """Every activation the rewrite shrank must equal the masked model's at the kept positions
-    (same element-wise rule as the outputs, no noise allowance). This catches a wrong channel
-    where the outputs cannot show it: a channel the test inputs leave dead behind a ReLU still
-    differs before it. Failures are added to ``result`` as ``tensor 'name'``."""
+def shrunk_activations(masked: ir.Model, pruned: ir.Model,
+                       kept: Mapping[Dim, np.ndarray]) -> list[str]:  # fmt: skip
+    """The activations the rewrite shrank that both models compute (not their outputs), at
+    most ``MAX_ACTIVATIONS`` of them, evenly over the model, not its first layers only."""
     produced = {v.name for n in pruned.graph for v in n.outputs}
     produced &= {v.name for n in masked.graph for v in n.outputs}
     produced -= {v.name for v in (*masked.graph.outputs, *pruned.graph.outputs)}
     names = sorted({d.tensor for d in kept if d.tensor in produced})
-    if len(names) > MAX_ACTIVATIONS:  # evenly over the model, not its first layers only
+    if len(names) > MAX_ACTIVATIONS:
         names = [names[i] for i in np.linspace(0, len(names) - 1, MAX_ACTIVATIONS).astype(int)]
-    if not names:
-        return
+    return names
+
+
+def check_activations(result: Verification, names: list[str], values: Watched,
+                      kept: Mapping[Dim, np.ndarray]) -> None:  # fmt: skip
+    """Every activation the rewrite shrank (``names``; ``values``: per feed the masked and the
+    pruned model's values of them) must equal the masked model's at the kept positions (same
+    element-wise rule as the outputs, no noise allowance). This catches a wrong channel where
+    the outputs cannot show it: a channel the test inputs leave dead behind a ReLU still
+    differs before it. Failures are added to ``result`` as ``tensor 'name'``."""
     checks = {name: OutputCheck() for name in names}
-    for runs in _activation_runs(masked, pruned, names, feeds):
+    for runs in values:
         _check_activation_run(checks, names, runs, kept)
     bad = [n for n, c in checks.items() if not c.passed]
     for name in bad:
@@ -524,36 +569,6 @@ def check_activations(result: Verification, masked: ir.Model, pruned: ir.Model,
         result.passed = False
     result.add_note(f"{len(names)} shrunk activations checked channel by channel at their "
                     f"kept positions" + (f", {len(bad)} differ" if bad else ""))
-
-
-def _activation_runs(masked: ir.Model, pruned: ir.Model, names: list[str],
-                     feeds: Sequence[Feed]) -> Iterator[list]:  # fmt: skip
-    """Per feed, the masked and the pruned model's activations ``names``; ends early where a
-    run fails (the outputs' check has reported that). A large model's sessions run one at a
-    time (mapped weights resident once), a small model's side by side (activations of one
-    feed held at a time)."""
-    large = is_large(masked)
-    try:
-        if large:
-            runs: list[list] = [[] for _ in feeds]
-            for model in (masked, pruned):
-                session = with_outputs(model, names)
-                for run, feed in zip(runs, feeds, strict=True):
-                    run.append(session.run(names, dict(feed)))
-                del session
-        else:
-            sessions = [with_outputs(m, names) for m in (masked, pruned)]
-    except Exception:  # noqa: BLE001 - onnxruntime's own types
-        return
-    if large:
-        yield from runs
-        return
-    for feed in feeds:
-        try:
-            runs = [s.run(names, dict(feed)) for s in sessions]
-        except Exception:  # noqa: BLE001 - onnxruntime's own types
-            return
-        yield runs
 
 
 def _check_activation_run(checks: dict[str, OutputCheck], names: list[str], runs: list,

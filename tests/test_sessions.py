@@ -125,3 +125,26 @@ def test_an_in_memory_model_hands_its_weights_over_without_copying_them(tmp_path
     x = np.random.default_rng(0).standard_normal((1, 3, 5, 5)).astype(np.float32)
     expected = sessions.open_session(str(path)).run(None, {"x": x})  # onnxruntime reads the file
     assert np.array_equal(session.run(None, {"x": x})[0], expected[0])
+
+
+def test_a_files_size_counts_its_external_data_read_from_the_wire_format(tmp_path):
+    """``is_large`` of a path reads the external-data locations by walking the protobuf
+    fields (``proto_scan``), never parsing the weights; the same locations onnx finds, and a
+    file that is not a protobuf message is left to onnxruntime to report."""
+    from onnxprune.proto_scan import WireError, external_data_locations
+
+    path = tmp_path / "m.onnx"
+    onnx.save(cnn(width=64), path, save_as_external_data=True, location="w.bin",
+              size_threshold=1024)  # fmt: skip
+    assert external_data_locations(path) == {"w.bin"}
+    total = path.stat().st_size + (tmp_path / "w.bin").stat().st_size
+    assert sessions._nbytes(path) == total
+    inline = tmp_path / "inline.onnx"
+    onnx.save(cnn(width=64), inline)
+    assert external_data_locations(inline) == set()
+    assert sessions._nbytes(inline) == inline.stat().st_size
+    garbage = tmp_path / "garbage.onnx"
+    garbage.write_bytes(b"\x3a\xff\xff\xff\xff\x0f")  # graph field, length past the end
+    with pytest.raises(WireError):
+        external_data_locations(garbage)
+    assert sessions._nbytes(garbage) == garbage.stat().st_size

@@ -11,6 +11,7 @@ from onnx import helper
 
 import onnxprune
 from graphs import assert_exact, conv, feeds, model, weight
+from onnxprune.channel_graph import Dim
 from onnxprune.verify import against_masked, compare, masked_model, verify_plan
 
 
@@ -45,6 +46,26 @@ def test_oracle_catches_a_wrong_slice():
     w2.const_value = ir.Tensor(array, name="w2")
     verdict = verify_plan(result.original, broken, result.plan, feeds(proto()))
     assert not verdict.passed and verdict.max_abs_diff > 1e-3
+
+
+def test_a_channel_the_outputs_cannot_show_fails_at_its_activation():
+    """The shrunk activations are read by the same runs as the outputs (extra session
+    outputs): a channel dead behind the ReLU at every input that differs before it fails as
+    ``tensor 'a'`` while the outputs agree."""
+    def with_dead_channel(bias: float) -> ir.Model:
+        m = proto()
+        b1 = next(t for t in m.graph.initializer if t.name == "b1")
+        values = weight(8, seed=2)
+        values[0] = bias
+        b1.CopyFrom(helper.make_tensor("b1", 1, [8], values))
+        return ir.from_proto(m)
+
+    good, broken = with_dead_channel(-100.0), with_dead_channel(-200.0)
+    kept = {Dim("a", 1): np.arange(8)}
+    assert compare(good, broken, feeds(proto())).passed  # the outputs cannot show it
+    assert against_masked(good, good, feeds(proto()), kept).passed
+    verdict = against_masked(good, broken, feeds(proto()), kept)
+    assert not verdict.passed and verdict.failed == ["tensor 'a'"]
 
 
 def test_masked_model_differs_from_the_original_when_channels_go():
