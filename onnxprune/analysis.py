@@ -77,10 +77,11 @@ def normalize(model: ir.Model) -> UntieRecord:
     ShapeInferencePass()(model)
     if _positive_concat_axes(model):
         ShapeInferencePass()(model)
-    FoldShapeConstantsPass()(model)
     record = UntieRecord()
-    UntieSharedConstantsPass(record)(model)
-    ShapeInferencePass()(model)
+    folded = FoldShapeConstantsPass()(model).modified
+    UntieSharedConstantsPass(record)(model)  # copies keep their values' shapes
+    if folded:  # what a folded value feeds may get a static shape now
+        ShapeInferencePass()(model)
     refine_reshape_shapes(model)
     complete_shapes(model)
     if contrib_gemm_shapes(model):
