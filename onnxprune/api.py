@@ -82,6 +82,10 @@ from onnxprune.verify import Verification
 
 Progress = Callable[[str, int, int], None]
 
+#: A target met with every class's kept count rounded up (``round_to``) that keeps less than
+#: this share of the target is searched again with the rounding spread over classes.
+OVERSHOT = 0.9
+
 #: Allocation strategies by name: (groups, scores, share, round_to=, min_channels=, skip=);
 #: ``latency`` also takes the model's cost table (``costs=``), measured when it is chosen.
 ALLOCATIONS: dict[str, Callable[..., dict[int, np.ndarray]]] = {
@@ -341,7 +345,9 @@ def prune(
         round_to: kept channel counts are multiples of this; ``"auto"``: onnxruntime's NCHWc
             block on this CPU (16 with AVX-512, 8 with AVX2; see
             :func:`~onnxprune.allocation_latency.kernel_block`). Default: 1, and ``"auto"``
-            with the ``latency`` allocation.
+            with the ``latency`` allocation. Counts round up; a uniform target that rounding
+            up misses by more than ``OVERSHOT`` is searched again with the rounding spread
+            class by class (``allocate_ratio``'s ``spread``).
         min_channels: never keep fewer channels than this in a group.
         exclude: node or tensor names (globs) whose groups are left alone.
         allow_approximate: also prune groups an op normalises over (LayerNorm, Softmax).
@@ -553,9 +559,21 @@ def prune(
                 warnings.append(f"only {len(found)} removable blocks: all are dropped "
                                 f"(remove_blocks={remove_blocks})")  # fmt: skip
             if target is not None:
+                tried: dict[float, float] = {}
                 ratio, notes = search_share(original, lambda r: plan_for(r, dropped), kind,
                                             target, sizes.dims, cost_before, providers,
-                                            clock.steps("search ratio"))  # fmt: skip
+                                            clock.steps("search ratio"), tried)  # fmt: skip
+                if (allocation == "uniform" and round_to > 1 and kind != "latency"
+                        and tried.get(ratio, target) < OVERSHOT * target):  # fmt: skip
+                    reached = tried[ratio]
+                    allocate = functools.partial(allocate_ratio, spread=True)
+                    ratio, notes = search_share(original, lambda r: plan_for(r, dropped),
+                                                kind, target, sizes.dims, cost_before,
+                                                providers, clock.steps("search ratio"))  # fmt: skip
+                    notes.append(f"kept counts rounded to multiples of {round_to} class by "
+                                 f"class (allocation.allocate_ratio's spread): rounding every "
+                                 f"class up kept {reached:.1%} of the {kind} for the target "
+                                 f"{target:.1%}")  # fmt: skip
                 warnings += notes
             ratio = 0.0 if ratio is None else ratio
             removal = plan_for(ratio, dropped)

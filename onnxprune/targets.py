@@ -41,11 +41,12 @@ def kept_measure(original: ir.Model, dims: dict, cost: ModelCost, kind: str,
 def search_share(original: ir.Model, plan_for: Callable[[float], RemovalPlan], kind: str,
                  target: float, dims: dict, cost: ModelCost,
                  providers: Sequence[str] | None = None,
-                 step: Callable[[int, int], None] | None = None) -> tuple[float, list[str]]:  # fmt: skip
+                 step: Callable[[int, int], None] | None = None,
+                 reached: dict[float, float] | None = None) -> tuple[float, list[str]]:  # fmt: skip
     """(share, warnings): the smallest share whose candidate keeps at most ``target`` of
-    ``kind``."""
+    ``kind``; ``reached`` is filled with the kept fraction of every share tried."""
     measure = kept_measure(original, dims, cost, kind, providers)
-    reached: dict[float, float] = {}
+    reached = {} if reached is None else reached
 
     def kept_fraction(share: float) -> float:
         if step is not None:

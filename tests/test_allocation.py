@@ -41,6 +41,34 @@ def test_round_to_rounds_kept_channels_up():
     assert kept_widths(result) == [32]
 
 
+def concat_of_branches(branches: int = 4, width: int = 16):
+    """``branches`` 1x1 convs of ``width`` channels joined by a Concat, read by one conv: one
+    group whose classes (one per branch) all have the same width, as densenet's."""
+    from graphs import conv
+
+    nodes = [conv(f"b{i}", "x", f"w{i}", None, f"a{i}") for i in range(branches)]
+    nodes += [helper.make_node("Concat", [f"a{i}" for i in range(branches)], ["cat"], axis=1,
+                               name="cat"),
+              conv("head", "cat", "wh", None, "y")]  # fmt: skip
+    inits = {f"w{i}": weight(width, 3, 1, 1, seed=i) for i in range(branches)}
+    inits["wh"] = weight(2, branches * width, 1, 1, seed=9)
+    return model(nodes, {"x": [1, 3, 4, 4]}, {"y": [1, 2, 4, 4]}, inits)
+
+
+def test_a_rounded_target_that_rounding_up_overshoots_is_met_class_by_class():
+    """Rounding every 16-channel branch up to a multiple of 8 halves all four at once (0.5 of
+    the MACs for a 0.8 target); the search is redone with the rounding spread over the
+    classes, which halves two branches (0.75)."""
+    proto = concat_of_branches()
+    result = onnxprune.prune(proto, target_macs=0.8, round_to=8, inputs=feeds(proto))
+    kept = result.cost_after.macs / result.cost_before.macs
+    assert kept == pytest.approx(0.75)
+    widths = [result.model.graph.initializers[f"w{i}"].const_value.shape[0] for i in range(4)]
+    assert sorted(widths) == [8, 8, 16, 16]
+    assert any("class by class" in w for w in result.options["warnings"])
+    assert result.verification.passed
+
+
 def test_min_channels_is_respected():
     result = onnxprune.prune(mlp(40), ratio=0.9, min_channels=10, inputs=feeds(mlp()))
     assert kept_widths(result) == [10]
