@@ -23,8 +23,9 @@ from pathlib import Path
 import onnx
 import onnx_ir as ir
 
+from onnxprune import proto_scan
 from onnxprune.errors import ModelLoadError, UnsupportedModelError, UsageError
-from onnxprune.skeleton import weightless
+from onnxprune.skeleton import SMALL, weightless
 
 ModelSource = str | os.PathLike | onnx.ModelProto | ir.Model
 
@@ -77,8 +78,8 @@ def load_model(source: ModelSource, base_dir: str | os.PathLike | None = None) -
         raise ModelLoadError(f"'{path}' is a directory; pass the .onnx file inside it")
     if path.stat().st_size == 0:
         raise ModelLoadError(f"model file '{path}' is empty; re-export the model")
-    try:  # parsed once: the structure check reads the same proto
-        proto = onnx.load(str(path), load_external_data=False)
+    try:  # parsed once, without its large weights: the structure check reads the same proto
+        proto, arrays = _parsed(path)
         model = ir.from_proto(proto)
         ir.external_data.set_base_dir(model.graph, path.parent)
     except Exception as exc:  # protobuf raises DecodeError, RuntimeError, ... for bad bytes
@@ -90,9 +91,41 @@ def load_model(source: ModelSource, base_dir: str | os.PathLike | None = None) -
         raise ModelLoadError(f"'{path}' holds no graph; it is not an ONNX model export")
     check_structure(proto, f"'{path}'")
     _own_tensor_data(model)
+    _take_arrays(model, proto, arrays, path)
     del proto
     _check_external_data_readable(model, path)
     return _dynamic_negative_dims(model)
+
+
+def _parsed(path: Path) -> tuple[onnx.ModelProto, dict[int, object]]:
+    """The model proto without the raw data of its main-graph initializers of more than
+    ``SMALL`` elements (any type) and those weights as arrays by initializer index
+    (``proto_scan.split_weights``: each weight copied once, not three times); a file the wire
+    walk cannot read is parsed whole, for protobuf to report."""
+    try:
+        split = proto_scan.split_weights(path, min_bytes=8 * SMALL)
+    except proto_scan.WireError:
+        return onnx.load(str(path), load_external_data=False), {}
+    proto = onnx.ModelProto()
+    proto.ParseFromString(split.model)
+    return proto, split.arrays
+
+
+def _take_arrays(model: ir.Model, proto: onnx.ModelProto, arrays: dict[int, object],
+                 path: Path) -> None:  # fmt: skip
+    """The weights read beside the proto (``_parsed``) become the initializers' tensors."""
+    for index, raw in arrays.items():
+        tensor = proto.graph.initializer[index]
+        shape, dtype = tuple(tensor.dims), proto_scan.numpy_dtype(tensor.data_type)
+        if math.prod(shape) * dtype.itemsize != raw.size:
+            raise ModelLoadError(f"initializer '{tensor.name}' of '{path}' holds {raw.size:,} "
+                                 f"bytes, not the {math.prod(shape) * dtype.itemsize:,} of "
+                                 f"shape {list(shape)} in {dtype.name}; the file is corrupt: "
+                                 "re-export the model")  # fmt: skip
+        value = model.graph.initializers[tensor.name]
+        value.const_value = ir.Tensor(raw.view(dtype).reshape(shape),
+                                      dtype=ir.DataType(tensor.data_type), name=tensor.name,
+                                      doc_string=tensor.doc_string or None)  # fmt: skip
 
 
 def _own_tensor_data(model: ir.Model) -> None:

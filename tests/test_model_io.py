@@ -85,6 +85,34 @@ def test_a_loaded_file_owns_its_weights_and_lets_the_proto_go(tmp_path):
     assert np.array_equal(tensors[1].numpy(), w1)
 
 
+def test_large_weights_of_every_type_load_with_their_values(tmp_path):
+    """Large initializers are read out of the file beside the parsed proto (``proto_scan``),
+    each in its own type (bfloat16, not a plain numpy type, is parsed as before); a raw
+    payload that does not fill its shape is a load error naming the tensor."""
+    rng = np.random.default_rng(0)
+    arrays = {"f32": rng.standard_normal((64, 160)).astype(np.float32),
+              "f16": rng.standard_normal((64, 300)).astype(np.float16),
+              "f64": rng.standard_normal((4100,)),
+              "i64": rng.integers(-9, 9, (4100,)), "i8": rng.integers(-9, 9, (40000,), np.int8),
+              "u16": rng.integers(0, 9, (20000,), np.uint16), "b": rng.random(40000) < 0.5,
+              "small": rng.standard_normal(8).astype(np.float32)}  # fmt: skip
+    proto = model([helper.make_node("Identity", ["x"], ["y"])], {"x": [2]}, {"y": [2]}, arrays)
+    bf16 = helper.make_tensor("bf16", onnx.TensorProto.BFLOAT16, [40000], np.zeros(40000),
+                              raw=False)  # fmt: skip
+    proto.graph.initializer.append(bf16)
+    path = tmp_path / "m.onnx"
+    onnx.save(proto, path)
+    loaded = load_model(path).graph.initializers
+    for name, array in arrays.items():
+        got = loaded[name].const_value.numpy()
+        assert got.dtype == array.dtype and np.array_equal(got, array), name
+    assert np.array_equal(loaded["bf16"].const_value.numpy().astype(np.float32), np.zeros(40000))
+    next(t for t in proto.graph.initializer if t.name == "f32").dims[0] = 65
+    onnx.save(proto, path)
+    with pytest.raises(ModelLoadError, match="initializer 'f32' .* holds 40,960 bytes"):
+        load_model(path)
+
+
 def test_missing_file(tmp_path):
     with pytest.raises(ModelLoadError, match="does not exist"):
         load_model(tmp_path / "nope.onnx")
