@@ -77,12 +77,13 @@ class RemovalPlan:
     def sliced(self, tensor: str, array: np.ndarray,
                positions: Mapping[int, np.ndarray] | None = None) -> np.ndarray:  # fmt: skip
         """``array`` (tensor ``tensor`` at its original size) at the kept positions of each
-        shrunk axis; ``positions`` replaces the kept positions of some axes."""
-        if not array.ndim:
-            return array
-        index = [(positions or {}).get(a, self.kept.get(Dim(tensor, a), np.arange(n)))
-                 for a, n in enumerate(array.shape)]  # fmt: skip
-        return array[np.ix_(*index)]
+        shrunk axis (``array`` itself where none is); ``positions`` replaces the kept positions
+        of some axes."""
+        for axis in range(array.ndim):
+            kept = (positions or {}).get(axis, self.kept.get(Dim(tensor, axis)))
+            if kept is not None:
+                array = np.take(array, kept, axis=axis)
+        return array
 
     def by_tensor(self) -> dict[str, dict[int, np.ndarray]]:
         out: dict[str, dict[int, np.ndarray]] = {}
