@@ -5,7 +5,7 @@ slices every planned tensor (memory-mapped weights lazily) and rewrites the size
 on them; ``CompensatePass`` folds the plan's fills into the consumers' biases (against the
 consumers' full-size weights, refit values where the plan has them); ``RemoveBlocksPass``
 drops the plan's residual branches (their sums pass the shortcut); ``CleanupPass`` removes
-what no longer feeds an output, re-infers shapes and runs ``onnx.checker`` (skipped with
+what no longer feeds an output, clears intermediate shapes and runs ``onnx.checker`` (skipped with
 ``check=False`` for the candidates a target search only measures).
 """
 

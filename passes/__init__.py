@@ -8,8 +8,8 @@
 - :class:`CompensatePass` folds the calibration mean of removed channels into the
   consumers' biases.
 - :class:`RemoveBlocksPass` drops residual branches: their sums pass the shortcut through.
-- :class:`CleanupPass` removes dead nodes and initializers, re-infers shapes and runs the
-  full ONNX checker.
+- :class:`CleanupPass` removes dead nodes and initializers, clears intermediate shapes and
+  runs the full ONNX checker.
 
 Passes are imported on first use, so the analysis can use one pass without loading the rest.
 """

@@ -1,7 +1,10 @@
-"""Remove dead nodes and initializers, refresh shapes and run the full ONNX checker.
+"""Remove dead nodes and initializers, forget intermediate shapes and run the full ONNX checker.
 
-Shapes of intermediate values are cleared and re-inferred, so no stale ``value_info`` from
-before a rewrite survives; the model's inputs and outputs keep their declared shapes.
+Shapes of intermediate values are cleared, so no stale ``value_info`` from before a rewrite
+survives; the model's inputs and outputs keep their declared shapes. They are not inferred
+again here: the full checker infers them on the weightless skeleton, and whatever needs them
+afterwards (cost counting, onnxruntime) infers its own (one serialization and one inference
+fewer per rewrite, and a target's search rewrites up to 13 times).
 """
 
 from __future__ import annotations
@@ -9,7 +12,7 @@ from __future__ import annotations
 import onnx
 import onnx_ir as ir
 from onnx_ir.passes import InPlacePass, PassResult
-from onnx_ir.passes.common import RemoveUnusedNodesPass, ShapeInferencePass
+from onnx_ir.passes.common import RemoveUnusedNodesPass
 
 from onnxprune.errors import VerificationError
 from onnxprune.skeleton import checkable, skeleton
@@ -31,7 +34,8 @@ def drop_intermediate_shapes(model: ir.Model, *, keep_custom: bool = True) -> No
 
 
 class CleanupPass(InPlacePass):
-    """Dead-code elimination, shape re-inference and ``onnx.checker`` (full check)."""
+    """Dead-code elimination, intermediate shapes cleared and ``onnx.checker`` (full check,
+    which infers shapes on the skeleton)."""
 
     def __init__(self, check: bool = True) -> None:
         super().__init__()
@@ -40,7 +44,6 @@ class CleanupPass(InPlacePass):
     def call(self, model: ir.Model) -> PassResult:
         RemoveUnusedNodesPass()(model)
         drop_intermediate_shapes(model, keep_custom=False)
-        ShapeInferencePass()(model)
         if self.check:  # on the weightless skeleton: a model of any size, data never copied
             try:
                 onnx.checker.check_model(checkable(skeleton(model, as_inputs=True)),
