@@ -23,7 +23,7 @@ from pathlib import Path
 import onnx
 import onnx_ir as ir
 
-from onnxprune import proto_scan
+from onnxprune import wire
 from onnxprune.errors import ModelLoadError, UnsupportedModelError, UsageError
 from onnxprune.skeleton import SMALL, weightless
 
@@ -100,11 +100,11 @@ def load_model(source: ModelSource, base_dir: str | os.PathLike | None = None) -
 def _parsed(path: Path) -> tuple[onnx.ModelProto, dict[int, object]]:
     """The model proto without the raw data of its main-graph initializers of more than
     ``SMALL`` elements (any type) and those weights as arrays by initializer index
-    (``proto_scan.split_weights``: each weight copied once, not three times); a file the wire
+    (``wire.read_without_weights``: each weight copied once, not three times); a file the wire
     walk cannot read is parsed whole, for protobuf to report."""
     try:
-        split = proto_scan.split_weights(path, min_bytes=8 * SMALL)
-    except proto_scan.WireError:
+        split = wire.read_without_weights(path, min_bytes=8 * SMALL)
+    except wire.WireError:
         return onnx.load(str(path), load_external_data=False), {}
     proto = onnx.ModelProto()
     proto.ParseFromString(split.model)
@@ -116,7 +116,7 @@ def _take_arrays(model: ir.Model, proto: onnx.ModelProto, arrays: dict[int, obje
     """The weights read beside the proto (``_parsed``) become the initializers' tensors."""
     for index, raw in arrays.items():
         tensor = proto.graph.initializer[index]
-        shape, dtype = tuple(tensor.dims), proto_scan.numpy_dtype(tensor.data_type)
+        shape, dtype = tuple(tensor.dims), wire.numpy_dtype(tensor.data_type)
         if math.prod(shape) * dtype.itemsize != raw.size:
             raise ModelLoadError(f"initializer '{tensor.name}' of '{path}' holds {raw.size:,} "
                                  f"bytes, not the {math.prod(shape) * dtype.itemsize:,} of "
@@ -383,11 +383,13 @@ def save_model(
         elif external:
             ir.save(model, staged, external_data=data_name)
             os.chmod(folder / data_name, _umask_mode())
-        else:
-            if uses_external_data(model):  # small enough to inline: read it into a copy
-                model = model.clone()
-                ir.external_data.load_to_model(model)
+        elif any(isinstance(v.const_value, ir.ExternalTensor)
+                 for g in model.graphs() for v in g.initializers.values()):  # fmt: skip
+            model = model.clone()  # small enough to inline: its external data read into a copy
+            ir.external_data.load_to_model(model)
             ir.save(model, staged)
+        else:  # large weights go to the file from their arrays, not through a proto
+            wire.write_model(model, staged, min_bytes=8 * SMALL)
         os.chmod(staged, _umask_mode())
         if external:
             os.replace(folder / data_name, out.parent / data_name)

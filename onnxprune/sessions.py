@@ -41,8 +41,8 @@ import onnxruntime as ort
 
 from onnxprune import model_io
 from onnxprune.errors import UnsupportedModelError, UsageError, VerificationError
-from onnxprune.proto_scan import WireError, external_data_locations
 from onnxprune.skeleton import SMALL, checkable, split_weights
+from onnxprune.wire import WireError, external_data_locations
 
 TMP_ENV = "ONNXPRUNE_TMPDIR"
 INLINE_ENV = "ONNXPRUNE_INLINE_LIMIT"

@@ -298,10 +298,15 @@ def test_a_full_disk_is_one_line_and_leaves_nothing(folder, capsys, monkeypatch)
 
     import onnx_ir as ir
 
-    def full(*args, **kwargs):
-        raise OSError(errno.ENOSPC, "No space left on device", str(args[1]))
+    from onnxprune import wire
+
+    def full(model, path, *args, **kwargs):  # half a file, then the disk is full
+        with open(path, "wb") as file:
+            file.write(b"\x08\x07")
+        raise OSError(errno.ENOSPC, "No space left on device", str(path))
 
     monkeypatch.setattr(ir, "save", full)
+    monkeypatch.setattr(wire, "write_model", full)
     err = _clean_failure(_prune(folder, "--ratio", "0.5"), folder, capsys)
     assert "No space left" in err
     assert sorted(p.name for p in folder.iterdir()) == ["m.onnx"]

@@ -12,6 +12,7 @@ from onnx import helper
 
 import onnxprune
 from graphs import conv, feeds, model, run, weight
+from onnxprune import wire
 from onnxprune.errors import ModelLoadError, UsageError
 from onnxprune.model_io import load_model, save_model
 
@@ -86,7 +87,7 @@ def test_a_loaded_file_owns_its_weights_and_lets_the_proto_go(tmp_path):
 
 
 def test_large_weights_of_every_type_load_with_their_values(tmp_path):
-    """Large initializers are read out of the file beside the parsed proto (``proto_scan``),
+    """Large initializers are read out of the file beside the parsed proto (``wire``),
     each in its own type (bfloat16, not a plain numpy type, is parsed as before); a raw
     payload that does not fill its shape is a load error naming the tensor."""
     rng = np.random.default_rng(0)
@@ -111,6 +112,35 @@ def test_large_weights_of_every_type_load_with_their_values(tmp_path):
     onnx.save(proto, path)
     with pytest.raises(ModelLoadError, match="initializer 'f32' .* holds 40,960 bytes"):
         load_model(path)
+
+
+def test_a_saved_model_writes_large_weights_from_their_arrays_as_onnx_reads_them(tmp_path):
+    """``save_model`` writes the proto without the large weights and each of them straight
+    from its array (``wire.write_model``): onnx reads back every initializer, of every type
+    (bfloat16 through ``tobytes``), with the graph ``ir.save`` writes, and the checker
+    passes."""
+    rng = np.random.default_rng(1)
+    arrays = {"f32": rng.standard_normal((64, 160)).astype(np.float32),
+              "f16": rng.standard_normal((64, 300)).astype(np.float16),
+              "i64": rng.integers(-9, 9, (4100,)), "b": rng.random(40000) < 0.5,
+              "view": rng.standard_normal((200, 100)).astype(np.float32)[:, ::2],
+              "small": rng.standard_normal(8).astype(np.float32)}  # fmt: skip
+    proto = model([helper.make_node("Identity", ["x"], ["y"])], {"x": [2]}, {"y": [2]}, arrays)
+    source = ir.from_proto(proto)
+    bf16 = ir.Tensor(rng.standard_normal(40000).astype(np.float32), name="bf16")
+    bf16 = ir.Tensor(bf16.numpy().astype(ir.DataType.BFLOAT16.numpy()), name="bf16")
+    source.graph.register_initializer(ir.Value(name="bf16", const_value=bf16))
+    save_model(source, tmp_path / "ours.onnx")
+    ir.save(source, tmp_path / "reference.onnx")
+    ours, reference = (onnx.load(tmp_path / f"{n}.onnx") for n in ("ours", "reference"))
+    read = {t.name: onnx.numpy_helper.to_array(t) for t in ours.graph.initializer}
+    assert read.keys() == {*arrays, "bf16"}
+    for name, array in arrays.items():
+        assert read[name].dtype == array.dtype and np.array_equal(read[name], array), name
+    assert read["bf16"].tobytes() == bf16.tobytes()
+    assert ours.graph.node == reference.graph.node and ours.opset_import == reference.opset_import
+    assert (tmp_path / "ours.onnx").stat().st_size == (tmp_path / "reference.onnx").stat().st_size
+    onnx.checker.check_model(ours, full_check=True)
 
 
 def test_missing_file(tmp_path):
@@ -146,10 +176,13 @@ def test_save_refuses_to_overwrite_the_input(tmp_path):
 def test_failed_save_leaves_no_file_behind(tmp_path, monkeypatch):
     result = onnxprune.prune(small_model(), ratio=0.5, inputs=feeds(small_model()))
 
-    def boom(*args, **kwargs):
+    def boom(model, path, *args, **kwargs):  # half a file, then the disk is full
+        with open(path, "wb") as file:
+            file.write(b"\x08\x07")
         raise OSError("disk full")
 
     monkeypatch.setattr(ir, "save", boom)
+    monkeypatch.setattr(wire, "write_model", boom)
     with pytest.raises(OSError, match="disk full"):
         save_model(result.model, tmp_path / "pruned.onnx")
     assert os.listdir(tmp_path) == []

@@ -129,9 +129,9 @@ def test_an_in_memory_model_hands_its_weights_over_without_copying_them(tmp_path
 
 def test_a_files_size_counts_its_external_data_read_from_the_wire_format(tmp_path):
     """``is_large`` of a path reads the external-data locations by walking the protobuf
-    fields (``proto_scan``), never parsing the weights; the same locations onnx finds, and a
+    fields (``wire``), never parsing the weights; the same locations onnx finds, and a
     file that is not a protobuf message is left to onnxruntime to report."""
-    from onnxprune.proto_scan import WireError, external_data_locations
+    from onnxprune.wire import WireError, external_data_locations
 
     path = tmp_path / "m.onnx"
     onnx.save(cnn(width=64), path, save_as_external_data=True, location="w.bin",

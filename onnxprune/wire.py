@@ -1,14 +1,17 @@
-"""Reading an ONNX file from the protobuf wire format without parsing its weights.
+"""Reading and writing ONNX files in protobuf's wire format around their weights.
 
-Rule: the file is memory-mapped and walked field by field: ``ModelProto.graph`` (field 7) ->
+Rule: a file is memory-mapped and walked field by field: ``ModelProto.graph`` (field 7) ->
 ``GraphProto.initializer`` (field 5) -> ``TensorProto`` (``data_type`` 2, ``raw_data`` 9,
 ``external_data`` 13, each entry a ``StringStringEntryProto``: key 1, value 2); every other
 field is skipped by its length. A parse copies every weight into the proto, and reading it as
-an array copies it again (0.5 s each for vgg11_bn's 507 MB):
+an array copies it again (0.5 s each for vgg11_bn's 507 MB); serializing copies each weight
+into the proto and the proto into bytes:
 
 - ``external_data_locations``: the data files a model reads, no weight byte touched;
-- ``split_weights``: the model's bytes with the ``raw_data`` of each large main-graph
-  initializer left out, and those weights as arrays copied once out of the mapped file.
+- ``read_without_weights``: the model's bytes with the ``raw_data`` of each large main-graph
+  initializer left out, and those weights' bytes copied once out of the mapped file;
+- ``write_model``: the model serialized without its large main-graph initializers' data,
+  which is written to the file straight from the arrays, field by field.
 """
 
 from __future__ import annotations
@@ -19,6 +22,9 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
+import onnx_ir as ir
+
+from onnxprune import skeleton
 
 _VARINT, _FIXED64, _LEN, _FIXED32 = 0, 1, 2, 5
 _MODEL_GRAPH, _GRAPH_INITIALIZER, _TENSOR_EXTERNAL_DATA = 7, 5, 13
@@ -104,8 +110,8 @@ def external_data_locations(path: str | os.PathLike) -> set[str]:
 
 
 def numpy_dtype(data_type: int) -> np.dtype:
-    """The little-endian numpy type of a ``TensorProto.DataType`` that ``split_weights``
-    reads."""
+    """The little-endian numpy type of a ``TensorProto.DataType`` that
+    ``read_without_weights`` reads."""
     return np.dtype(_DTYPES[data_type])
 
 
@@ -132,7 +138,7 @@ class Split:
     arrays: dict[int, np.ndarray]
 
 
-def split_weights(path: str | os.PathLike, min_bytes: int) -> Split:
+def read_without_weights(path: str | os.PathLike, min_bytes: int) -> Split:
     """The file at ``path`` with the ``raw_data`` of every main-graph initializer of more than
     ``min_bytes`` bytes and of a plain numeric type left out, those weights' bytes copied out
     (aligned, one copy each).
@@ -190,3 +196,51 @@ def _tensor(buf: mmap.mmap, start: int, end: int,
     kept = b"".join(buf[first:stop] for field, _, first, _, stop in spans
                     if field != _TENSOR_RAW_DATA)  # fmt: skip
     return kept, array
+
+
+def write_model(model: ir.Model, path: str | os.PathLike, min_bytes: int) -> None:
+    """Write ``model`` to ``path`` as one ONNX file (under the protobuf limit): the proto
+    without the data of main-graph initializers of more than ``min_bytes`` bytes, then each
+    of those as an ``initializer`` field whose ``raw_data`` comes from the tensor's array
+    itself (no copy for a contiguous array of a type in ``_DTYPES``; ``tobytes`` otherwise).
+    Parsers read repeated fields in any order, so the file is the model ``ir.save`` writes,
+    its large initializers last."""
+    proto, large = skeleton.split_weights(model, lambda t: t.nbytes > min_bytes)
+    names = {name for name, _ in large}
+    headers = {}
+    kept = []
+    for tensor in proto.graph.initializer:
+        if tensor.name in names:
+            tensor.ClearField("external_data")
+            tensor.ClearField("data_location")
+            headers[tensor.name] = tensor.SerializeToString()
+        else:
+            kept.append(tensor)
+    del proto.graph.initializer[:]
+    proto.graph.initializer.extend(kept)
+    graph = proto.graph.SerializeToString()
+    proto.ClearField("graph")
+    fields = []
+    for name, tensor in large:
+        data = _raw(tensor)
+        raw_key = _encode_varint(_TENSOR_RAW_DATA << 3 | _LEN) + _encode_varint(len(data))
+        size = len(headers[name]) + len(raw_key) + len(data)
+        prefix = _encode_varint(_GRAPH_INITIALIZER << 3 | _LEN) + _encode_varint(size)
+        fields.append((prefix + headers[name] + raw_key, data))
+    graph_size = len(graph) + sum(len(head) + len(data) for head, data in fields)
+    with open(path, "wb") as file:
+        file.write(proto.SerializeToString())
+        file.write(_encode_varint(_MODEL_GRAPH << 3 | _LEN) + _encode_varint(graph_size))
+        file.write(graph)
+        for head, data in fields:
+            file.write(head)
+            file.write(data)
+
+
+def _raw(tensor: ir.TensorProtocol) -> memoryview | bytes:
+    """The tensor's ``raw_data`` bytes: a view of its array where that array is them."""
+    if tensor.dtype.value in _DTYPES:
+        array = tensor.numpy()
+        if array.dtype == numpy_dtype(tensor.dtype.value) and array.flags.c_contiguous:
+            return memoryview(array).cast("B") if array.size else b""
+    return tensor.tobytes()
