@@ -34,13 +34,19 @@ class RuleContext:
         self.approximate_dims: list[tuple[Dim, str]] = []
         self.blocks: list[FactorBlock] = []
         self.tensor_blocks: list[tuple[str, str]] = []
+        self._shapes: dict[int, tuple[Size, ...]] = {}
 
     # -- reading the node -------------------------------------------------------------
     def shape(self, value: ir.Value | None) -> tuple[Size, ...] | None:
         """Static shape: ints, symbolic names (str) or None per axis; None if rank unknown."""
         if value is None or value.shape is None:
             return None
-        return tuple(d if isinstance(d, int) else (d.value if d.value else None) for d in value.shape)
+        shape = self._shapes.get(id(value))
+        if shape is None:  # read once per value: a rule asks for it per axis
+            shape = tuple(d if isinstance(d, int) else (d.value if d.value else None)
+                          for d in value.shape)  # fmt: skip
+            self._shapes[id(value)] = shape
+        return shape
 
     def rank(self, value: ir.Value | None) -> int | None:
         shape = self.shape(value)
