@@ -29,7 +29,7 @@ Beyond the outputs (``verify_plan``), because an output cannot show a channel th
 inputs leave dead:
 
 - every activation the rewrite shrank equals the masked model's at the kept positions,
-  channel by channel (``check_activations``: each channel within ``CHANNEL_TOL`` of its norm,
+  channel by channel (``report_activations``: each channel within ``CHANNEL_TOL`` of its norm,
   or of the mean channel norm where that is larger);
 - every float weight shared by name with the original equals the original (or its refit
   value) taken at the kept positions, exactly (``check_weights``).
@@ -302,19 +302,18 @@ def compare(
     return _compare(reference, candidate, feeds, noise_from=noise_from)[0]
 
 
-Watched = list[tuple[list, list]]
-
-
 def _compare(reference: ModelLike, candidate: ModelLike, feeds: Sequence[Feed], *,
              noise_from: ModelLike | None = None, watch: Sequence[str] = (),
-             ) -> tuple[Verification, Watched | None]:  # fmt: skip
-    """``compare``, and per feed the reference's and the candidate's values of the
-    intermediate tensors ``watch`` (returned by the same sessions as extra outputs; None where
-    a model cannot return them or the candidate fails to run). One session at a time: a large
-    model's mapped weights are resident once."""
+             on_watched: Callable[[list, list], None] | None = None,
+             ) -> tuple[Verification, bool]:  # fmt: skip
+    """``compare``, and whether ``on_watched`` was given, feed by feed, the reference's and
+    the candidate's values of the intermediate tensors ``watch`` (returned by the same
+    sessions as extra outputs; not where a model cannot return them or the candidate fails to
+    run). One session at a time: a large model's mapped weights are resident once; the
+    reference's watched values of every feed are held until the candidate's run of it."""
     feeds = list(feeds)
     if not feeds:
-        return Verification(False, float("nan"), float("nan"), note="no inputs to compare on"), None
+        return Verification(False, float("nan"), float("nan"), note="no inputs to compare on"), False
     ref, names, watched = _session(reference, watch)
     expected, ref_values = [], []
     for feed in feeds:
@@ -326,21 +325,22 @@ def _compare(reference: ModelLike, candidate: ModelLike, feeds: Sequence[Feed], 
     if len(names) != len(cand_names):
         return Verification(False, float("inf"), float("inf"), samples=len(feeds),
                             note=f"the models have {len(names)} and {len(cand_names)} outputs",
-                            failed=names), None  # fmt: skip
-    actual, cand_values = [], []
-    for feed in feeds:
+                            failed=names), False  # fmt: skip
+    watching = bool(watched) and cand_watched == watched and on_watched is not None
+    actual = []
+    for i, feed in enumerate(feeds):
         try:
             run = cand.run(cand_names + cand_watched, dict(feed))
         except Exception as exc:  # onnxruntime's own types: the candidate is broken here
             first = (str(exc).strip().splitlines() or [""])[0]
             return Verification(False, float("inf"), float("inf"), samples=len(feeds),
                                 note=f"the model checked fails to run at "
-                                f"{_shapes_text(feed)}: {first}", failed=names), None  # fmt: skip
+                                f"{_shapes_text(feed)}: {first}", failed=names), False  # fmt: skip
         actual.append(run[:len(cand_names)])
-        cand_values.append(run[len(cand_names):])
+        if watching:
+            on_watched(ref_values[i], run[len(cand_names):])
+        ref_values[i] = None
     del cand
-    values = (list(zip(ref_values, cand_values, strict=True))
-              if watched and cand_watched == watched else None)  # fmt: skip
     checks = {name: OutputCheck() for name in names}
     noisy = _NoiseRuns(noise_from, feeds) if noise_from is not None else None
     dtypes: set = set()
@@ -379,7 +379,7 @@ def _compare(reference: ModelLike, candidate: ModelLike, feeds: Sequence[Feed], 
         tol = _tolerance(np.dtype(dtype))
         result.add_note(f"{dtype} outputs compared at rtol {tol.rtol:g}, scale tolerance "
                         f"{tol.scale_tol:g}, atol {tol.atol:g}")  # fmt: skip
-    return result, values
+    return result, watching
 
 
 def _session(model: ModelLike, watch: Sequence[str]
@@ -523,14 +523,17 @@ def check_weights(result: Verification, original: ir.Model, pruned: ir.Model,
 def against_masked(masked: ModelLike, pruned: ModelLike, feeds: Sequence[Feed],
                    kept: Mapping[Dim, np.ndarray] | None = None) -> Verification:  # fmt: skip
     """``compare`` where the masked model's own rounding noise may excuse a float difference
-    (module docstring); with ``kept``, also every shrunk activation (``check_activations``),
+    (module docstring); with ``kept``, also every shrunk activation (``report_activations``),
     read by the same runs as extra outputs."""
     names = []
     if kept and isinstance(masked, ir.Model) and isinstance(pruned, ir.Model):
         names = shrunk_activations(masked, pruned, kept)
-    result, values = _compare(masked, pruned, feeds, noise_from=masked, watch=names)
-    if names and values is not None:
-        check_activations(result, names, values, kept)
+    checks = {name: OutputCheck() for name in names}
+    result, watched = _compare(
+        masked, pruned, feeds, noise_from=masked, watch=names,
+        on_watched=lambda e, a: _check_activation_run(checks, names, [e, a], kept))
+    if watched:
+        report_activations(result, checks)
     return result
 
 
@@ -551,23 +554,19 @@ def shrunk_activations(masked: ir.Model, pruned: ir.Model,
     return names
 
 
-def check_activations(result: Verification, names: list[str], values: Watched,
-                      kept: Mapping[Dim, np.ndarray]) -> None:  # fmt: skip
-    """Every activation the rewrite shrank (``names``; ``values``: per feed the masked and the
-    pruned model's values of them) must equal the masked model's at the kept positions (same
-    element-wise rule as the outputs, no noise allowance). This catches a wrong channel where
-    the outputs cannot show it: a channel the test inputs leave dead behind a ReLU still
-    differs before it. Failures are added to ``result`` as ``tensor 'name'``."""
-    checks = {name: OutputCheck() for name in names}
-    for runs in values:
-        _check_activation_run(checks, names, runs, kept)
+def report_activations(result: Verification, checks: Mapping[str, OutputCheck]) -> None:
+    """Every activation the rewrite shrank must equal the masked model's at the kept positions
+    (``checks``, folded feed by feed by ``_check_activation_run``; same element-wise rule as
+    the outputs, no noise allowance). This catches a wrong channel where the outputs cannot
+    show it: a channel the test inputs leave dead behind a ReLU still differs before it.
+    Failures are added to ``result`` as ``tensor 'name'``."""
     bad = [n for n, c in checks.items() if not c.passed]
     for name in bad:
         result.failed.append(f"tensor '{name}'")
         result.add_note(f"shrunk activation '{name}': {checks[name].rule}")
     if bad:
         result.passed = False
-    result.add_note(f"{len(names)} shrunk activations checked channel by channel at their "
+    result.add_note(f"{len(checks)} shrunk activations checked channel by channel at their "
                     f"kept positions" + (f", {len(bad)} differ" if bad else ""))
 
 
