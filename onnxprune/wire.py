@@ -204,7 +204,7 @@ def write_model(model: ir.Model, path: str | os.PathLike, min_bytes: int) -> Non
     of those as an ``initializer`` field whose ``raw_data`` comes from the tensor's array
     itself (no copy for a contiguous array of a type in ``_DTYPES``; ``tobytes`` otherwise).
     Parsers read repeated fields in any order, so the file is the model ``ir.save`` writes,
-    its large initializers last."""
+    its large initializers last; one large tensor is read at a time."""
     proto, large = skeleton.split_weights(model, lambda t: t.nbytes > min_bytes)
     names = {name for name, _ in large}
     headers = {}
@@ -220,21 +220,26 @@ def write_model(model: ir.Model, path: str | os.PathLike, min_bytes: int) -> Non
     proto.graph.initializer.extend(kept)
     graph = proto.graph.SerializeToString()
     proto.ClearField("graph")
-    fields = []
-    for name, tensor in large:
-        data = _raw(tensor)
-        raw_key = _encode_varint(_TENSOR_RAW_DATA << 3 | _LEN) + _encode_varint(len(data))
-        size = len(headers[name]) + len(raw_key) + len(data)
+    heads = []
+    for name, tensor in large:  # sizes from the shapes: each tensor is read when written
+        raw_key = _encode_varint(_TENSOR_RAW_DATA << 3 | _LEN) + _encode_varint(tensor.nbytes)
+        size = len(headers[name]) + len(raw_key) + tensor.nbytes
         prefix = _encode_varint(_GRAPH_INITIALIZER << 3 | _LEN) + _encode_varint(size)
-        fields.append((prefix + headers[name] + raw_key, data))
-    graph_size = len(graph) + sum(len(head) + len(data) for head, data in fields)
+        heads.append(prefix + headers[name] + raw_key)
+    graph_size = len(graph) + sum(len(h) + t.nbytes for h, (_, t) in zip(heads, large,
+                                                                        strict=True))  # fmt: skip
     with open(path, "wb") as file:
         file.write(proto.SerializeToString())
         file.write(_encode_varint(_MODEL_GRAPH << 3 | _LEN) + _encode_varint(graph_size))
         file.write(graph)
-        for head, data in fields:
+        for head, (name, tensor) in zip(heads, large, strict=True):
+            data = _raw(tensor)
+            if len(data) != tensor.nbytes:
+                raise ValueError(f"initializer '{name}' gives {len(data)} bytes for its "
+                                 f"{tensor.nbytes}")  # fmt: skip
             file.write(head)
             file.write(data)
+            del data
 
 
 def _raw(tensor: ir.TensorProtocol) -> memoryview | bytes:
