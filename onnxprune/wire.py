@@ -9,7 +9,7 @@ into the proto and the proto into bytes:
 
 - ``external_data_locations``: the data files a model reads, no weight byte touched;
 - ``read_without_weights``: the model's bytes with the ``raw_data`` of each large main-graph
-  initializer left out, and those weights' bytes copied once out of the mapped file;
+  initializer left out, and those weights' bytes read once from the file into arrays;
 - ``write_model``: the model serialized without its large main-graph initializers' data,
   which is written to the file straight from the arrays, field by field.
 """
@@ -140,8 +140,10 @@ class Split:
 
 def read_without_weights(path: str | os.PathLike, min_bytes: int) -> Split:
     """The file at ``path`` with the ``raw_data`` of every main-graph initializer of more than
-    ``min_bytes`` bytes and of a plain numeric type left out, those weights' bytes copied out
-    (aligned, one copy each).
+    ``min_bytes`` bytes and of a plain numeric type left out, those weights' bytes read into
+    arrays of their own (aligned, one copy each, straight from the file: the mapping the walk
+    reads the fields through never touches their pages, so they do not count twice in the
+    process's memory).
 
     Raises:
         WireError: the file is not a well-formed protobuf message.
@@ -149,40 +151,47 @@ def read_without_weights(path: str | os.PathLike, min_bytes: int) -> Split:
     with open(path, "rb") as file:
         if os.fstat(file.fileno()).st_size == 0:
             return Split(b"", {})
+        spans: dict[int, tuple[int, int]] = {}
         with mmap.mmap(file.fileno(), 0, access=mmap.ACCESS_READ) as buf:
-            arrays: dict[int, np.ndarray] = {}
             parts = []
             for field, wire, first, payload, end in _spans(buf, 0, len(buf)):
                 if field == _MODEL_GRAPH and wire == _LEN:
                     parts.append(_length_prefixed(field, _graph(buf, payload, end, min_bytes,
-                                                                arrays)))  # fmt: skip
+                                                                spans)))  # fmt: skip
                 else:
                     parts.append(buf[first:end])
-            return Split(b"".join(parts), arrays)
+        arrays = {}
+        for index, (offset, size) in spans.items():
+            array = np.empty(size, np.uint8)
+            file.seek(offset)
+            if file.readinto(memoryview(array)) != size:
+                raise WireError("the file ends inside a weight")
+            arrays[index] = array
+        return Split(b"".join(parts), arrays)
 
 
 def _graph(buf: mmap.mmap, start: int, end: int, min_bytes: int,
-           arrays: dict[int, np.ndarray]) -> bytes:  # fmt: skip
+           spans: dict[int, tuple[int, int]]) -> bytes:  # fmt: skip
     parts = []
     index = 0
     for field, wire, first, payload, stop in _spans(buf, start, end):
         if field != _GRAPH_INITIALIZER or wire != _LEN:
             parts.append(buf[first:stop])
             continue
-        kept, array = _tensor(buf, payload, stop, min_bytes)
-        if array is None:
+        kept, raw = _tensor(buf, payload, stop, min_bytes)
+        if raw is None:
             parts.append(buf[first:stop])
         else:
             parts.append(_length_prefixed(field, kept))
-            arrays[index] = array
+            spans[index] = raw
         index += 1
     return b"".join(parts)
 
 
 def _tensor(buf: mmap.mmap, start: int, end: int,
-            min_bytes: int) -> tuple[bytes, np.ndarray | None]:  # fmt: skip
-    """The tensor's bytes without its raw data and the raw data (a copy), when it is large
-    and of a type in ``_DTYPES``; else (b"", None)."""
+            min_bytes: int) -> tuple[bytes, tuple[int, int] | None]:  # fmt: skip
+    """The tensor's bytes without its raw data and where that data lies (offset, size), when
+    it is large and of a type in ``_DTYPES``; else (b"", None)."""
     spans = list(_spans(buf, start, end))
     data_type = raw = None
     for field, wire, _, payload, stop in spans:
@@ -192,10 +201,9 @@ def _tensor(buf: mmap.mmap, start: int, end: int,
             raw = (payload, stop)
     if raw is None or data_type not in _DTYPES or raw[1] - raw[0] <= min_bytes:
         return b"", None
-    array = np.frombuffer(buf, np.uint8, raw[1] - raw[0], raw[0]).copy()
     kept = b"".join(buf[first:stop] for field, _, first, _, stop in spans
                     if field != _TENSOR_RAW_DATA)  # fmt: skip
-    return kept, array
+    return kept, (raw[0], raw[1] - raw[0])
 
 
 def write_model(model: ir.Model, path: str | os.PathLike, min_bytes: int) -> None:
