@@ -226,8 +226,10 @@ def _in_memory(model: ir.Model, options: ort.SessionOptions,
     """A session of a model under the inline limit whose main-graph weights of more than
     ``SMALL`` elements reach onnxruntime as OrtValues over their arrays
     (``add_external_initializers``; the bytes onnxruntime parses hold the graph only): the
-    weights are neither serialized nor copied (measured on vgg11_bn, 507 MB: 2.0 -> 0.6 s a
-    session). The session keeps the arrays alive."""
+    weights are not serialized (measured on vgg11_bn, 507 MB: 2.0 -> 0.6 s a session), but
+    onnxruntime 1.32 still copies them into buffers of its own (+516 MB of memory for
+    vgg11_bn's session; ``add_initializer``, which would share them, refuses a data-less
+    initializer in the graph). The session keeps the arrays alive."""
     proto, tensors = split_weights(
         model, lambda t: t.size > SMALL and t.dtype in _ORT_VALUE_TYPES)
     arrays = [np.array(tensor.numpy()) if isinstance(tensor, ir.ExternalTensor)  # its map
