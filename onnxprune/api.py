@@ -345,9 +345,9 @@ def prune(
         round_to: kept channel counts are multiples of this; ``"auto"``: onnxruntime's NCHWc
             block on this CPU (16 with AVX-512, 8 with AVX2; see
             :func:`~onnxprune.allocation_latency.kernel_block`). Default: 1, and ``"auto"``
-            with the ``latency`` allocation. Counts round up; a uniform target that rounding
-            up misses by more than ``OVERSHOT`` is searched again with the rounding spread
-            class by class (``allocate_ratio``'s ``spread``).
+            with the ``latency`` allocation. Counts round up; a uniform MACs or params
+            target that rounding up lands below ``OVERSHOT`` (90%) of is searched again with
+            the rounding spread class by class (``allocate_ratio``'s ``spread``).
         min_channels: never keep fewer channels than this in a group.
         exclude: node or tensor names (globs) whose groups are left alone.
         allow_approximate: also prune groups an op normalises over (LayerNorm, Softmax).
