@@ -112,10 +112,16 @@ def markdown(results: list[dict]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("models", nargs="*", choices=sorted(make_llm.SHAPES))
+    parser.add_argument("models", nargs="*", metavar="MODEL",
+                        help=f"any of {', '.join(sorted(make_llm.SHAPES))} (default: the ones "
+                        "already built)")  # no choices=: argparse checks an empty list against them
     parser.add_argument("--work", type=Path, default=None,
                         help="folder for the outputs (default: a temporary folder)")
     args = parser.parse_args(argv)
+    unknown = sorted(set(args.models) - set(make_llm.SHAPES))
+    if unknown:
+        parser.error(f"unknown model {', '.join(unknown)}; choose from "
+                     f"{', '.join(sorted(make_llm.SHAPES))}")
     kinds = args.models or [k for k in make_llm.SHAPES
                             if (make_llm._folder(k, make_llm.SHAPES[k]) / "model.onnx").exists()]
     results = []
