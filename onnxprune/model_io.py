@@ -90,8 +90,8 @@ def load_model(source: ModelSource, base_dir: str | os.PathLike | None = None) -
     if len(model.graph) == 0 and not model.graph.outputs:
         raise ModelLoadError(f"'{path}' holds no graph; it is not an ONNX model export")
     check_structure(proto, f"'{path}'")
+    _take_arrays(model, proto, arrays, path)  # first: a data-less proto tensor reads as zeros
     _own_tensor_data(model)
-    _take_arrays(model, proto, arrays, path)
     del proto
     _check_external_data_readable(model, path)
     return _dynamic_negative_dims(model)
