@@ -60,6 +60,7 @@ from onnxprune.input_sizes import (
 )
 from onnxprune.metrics import ModelCost, model_cost, node_macs, parameter_counts
 from onnxprune.model_io import (
+    FILE_WEIGHTS,
     ModelSource,
     files_read,
     from_graphsurgeon,
@@ -74,7 +75,7 @@ from onnxprune.passes.refit import refit_updates
 from onnxprune.passes.refit_sequential import sequential_refit as sequential_refit_pass
 from onnxprune.plan import RemovalPlan, dropped_blocks, read_plan
 from onnxprune.rewrite import rewrite
-from onnxprune.sessions import Staged, check_room_for, is_large, runs_on
+from onnxprune.sessions import FileModel, Staged, check_room_for, is_large, runs_on
 from onnxprune.skeleton import skeleton
 from onnxprune.statistics import collect_statistics
 from onnxprune.targets import kept_measure, search_share
@@ -593,8 +594,10 @@ def prune(
     if verify:
         with clock("verify"):
             feeds = feeds_for_verification(original, sizes, inputs, real)
+            weights = analysis.analysis.model.meta.get(FILE_WEIGHTS)
+            source = FileModel(Path(model), weights) if weights else model  # shared, not reread
             pruned, staging, verdicts = verify_pruned(
-                model, base_dir, original, pruned, removal, groups, feeds, correct,
+                source, base_dir, original, pruned, removal, groups, feeds, correct,
                 approximate_min_cosine, clock.step)  # fmt: skip
     drop_intermediate_shapes(pruned)
     timings["total_s"] = time.perf_counter() - start

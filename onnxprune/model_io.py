@@ -29,6 +29,9 @@ from onnxprune.skeleton import SMALL, weightless
 
 ModelSource = str | os.PathLike | onnx.ModelProto | ir.Model
 
+#: ``ir.Model.meta`` key of the weights a loaded file's initializers were read into, by name.
+FILE_WEIGHTS = "onnxprune.file_weights"
+
 # Models whose serialized protobuf would exceed this are written with external data.
 PROTOBUF_LIMIT = 2**31 - 1 - 64 * 2**20
 
@@ -104,28 +107,43 @@ def _parsed(path: Path) -> tuple[onnx.ModelProto, dict[int, object]]:
     walk cannot read is parsed whole, for protobuf to report."""
     try:
         split = wire.read_without_weights(path, min_bytes=8 * SMALL)
+        arrays = wire.read_weights(path, split.spans)
     except wire.WireError:
         return onnx.load(str(path), load_external_data=False), {}
     proto = onnx.ModelProto()
     proto.ParseFromString(split.model)
-    return proto, split.arrays
+    return proto, arrays
+
+
+def file_weight(tensor: onnx.TensorProto, raw: object, path: Path) -> object:
+    """The raw bytes ``wire.read_weights`` read for ``tensor`` as an array of its type and
+    shape.
+
+    Raises:
+        ModelLoadError: the bytes do not fill the shape (a corrupt file).
+    """
+    shape, dtype = tuple(tensor.dims), wire.numpy_dtype(tensor.data_type)
+    if math.prod(shape) * dtype.itemsize != raw.size:
+        raise ModelLoadError(f"initializer '{tensor.name}' of '{path}' holds {raw.size:,} "
+                             f"bytes, not the {math.prod(shape) * dtype.itemsize:,} of shape "
+                             f"{list(shape)} in {dtype.name}; the file is corrupt: re-export "
+                             "the model")  # fmt: skip
+    return raw.view(dtype).reshape(shape)
 
 
 def _take_arrays(model: ir.Model, proto: onnx.ModelProto, arrays: dict[int, object],
                  path: Path) -> None:  # fmt: skip
-    """The weights read beside the proto (``_parsed``) become the initializers' tensors."""
+    """The weights read beside the proto (``_parsed``) become the initializers' tensors; the
+    arrays also stay listed by name in ``model.meta[FILE_WEIGHTS]`` (the file's own values
+    whatever later passes do to the model: the oracle's session of the file as given shares
+    them instead of reading them again)."""
+    weights = model.meta[FILE_WEIGHTS] = {}
     for index, raw in arrays.items():
         tensor = proto.graph.initializer[index]
-        shape, dtype = tuple(tensor.dims), wire.numpy_dtype(tensor.data_type)
-        if math.prod(shape) * dtype.itemsize != raw.size:
-            raise ModelLoadError(f"initializer '{tensor.name}' of '{path}' holds {raw.size:,} "
-                                 f"bytes, not the {math.prod(shape) * dtype.itemsize:,} of "
-                                 f"shape {list(shape)} in {dtype.name}; the file is corrupt: "
-                                 "re-export the model")  # fmt: skip
         value = model.graph.initializers[tensor.name]
-        value.const_value = ir.Tensor(raw.view(dtype).reshape(shape),
-                                      dtype=ir.DataType(tensor.data_type), name=tensor.name,
-                                      doc_string=tensor.doc_string or None)  # fmt: skip
+        weights[tensor.name] = file_weight(tensor, raw, path)
+        value.const_value = ir.Tensor(weights[tensor.name], dtype=ir.DataType(tensor.data_type),
+                                      name=tensor.name, doc_string=tensor.doc_string or None)  # fmt: skip
 
 
 def _own_tensor_data(model: ir.Model) -> None:

@@ -23,7 +23,7 @@ from onnxprune.input_sizes import shapes_text
 from onnxprune.model_io import ModelSource, load_model
 from onnxprune.plan import RemovalPlan
 from onnxprune.rewrite import rewrite
-from onnxprune.sessions import Staged, is_large, staged
+from onnxprune.sessions import FileModel, Staged, is_large, staged
 from onnxprune.verify import Verification, compare, masked_model, similarity, verify_plan
 
 Verdicts = tuple[Verification, Verification | None]
@@ -121,6 +121,6 @@ def _as_loaded(model: ModelSource, base_dir: str | Path | None) -> ir.Model | on
     loaded (not normalised) with it."""
     if isinstance(model, onnx.ModelProto) and base_dir is not None:
         return load_model(model, base_dir)
-    if isinstance(model, onnx.ModelProto | ir.Model):
+    if isinstance(model, onnx.ModelProto | ir.Model | FileModel):
         return model
     return str(model)

@@ -8,8 +8,9 @@ an array copies it again (0.5 s each for vgg11_bn's 507 MB); serializing copies 
 into the proto and the proto into bytes:
 
 - ``external_data_locations``: the data files a model reads, no weight byte touched;
-- ``read_without_weights``: the model's bytes with the ``raw_data`` of each large main-graph
-  initializer left out, and those weights' bytes read once from the file into arrays;
+- ``read_without_weights``, ``read_weights``: the model's bytes with the ``raw_data`` of each
+  large main-graph initializer left out, and those weights' bytes read once from the file
+  into arrays;
 - ``write_model``: the model serialized without its large main-graph initializers' data,
   which is written to the file straight from the arrays, field by field.
 """
@@ -111,7 +112,7 @@ def external_data_locations(path: str | os.PathLike) -> set[str]:
 
 def numpy_dtype(data_type: int) -> np.dtype:
     """The little-endian numpy type of a ``TensorProto.DataType`` that
-    ``read_without_weights`` reads."""
+    ``read_weights`` reads."""
     return np.dtype(_DTYPES[data_type])
 
 
@@ -130,20 +131,18 @@ def _encode_varint(value: int) -> bytes:
 
 @dataclass
 class Split:
-    """A model file's bytes without the weights ``arrays`` holds (by index among the main
-    graph's initializers; each its raw bytes, to be read as ``numpy_dtype`` of the tensor's
-    data type in the proto's dims)."""
+    """A model file's bytes without the raw data of some main-graph initializers, and where
+    each of those lies in the file (by index among the initializers: offset, size), for
+    ``read_weights``."""
 
     model: bytes
-    arrays: dict[int, np.ndarray]
+    spans: dict[int, tuple[int, int]]
 
 
 def read_without_weights(path: str | os.PathLike, min_bytes: int) -> Split:
     """The file at ``path`` with the ``raw_data`` of every main-graph initializer of more than
-    ``min_bytes`` bytes and of a plain numeric type left out, those weights' bytes read into
-    arrays of their own (aligned, one copy each, straight from the file: the mapping the walk
-    reads the fields through never touches their pages, so they do not count twice in the
-    process's memory).
+    ``min_bytes`` bytes and of a plain numeric type left out, and where that data lies. The
+    walk reads the fields through a mapping that never touches the weights' pages.
 
     Raises:
         WireError: the file is not a well-formed protobuf message.
@@ -160,14 +159,27 @@ def read_without_weights(path: str | os.PathLike, min_bytes: int) -> Split:
                                                                 spans)))  # fmt: skip
                 else:
                     parts.append(buf[first:end])
-        arrays = {}
+        return Split(b"".join(parts), spans)
+
+
+def read_weights(path: str | os.PathLike, spans: dict[int, tuple[int, int]]
+                 ) -> dict[int, np.ndarray]:  # fmt: skip
+    """The raw bytes at each (offset, size) of ``spans``, each read from the file into an
+    array of its own (aligned, one copy, no mapping whose pages would count twice in the
+    process's memory).
+
+    Raises:
+        WireError: the file ends inside one of them.
+    """
+    arrays = {}
+    with open(path, "rb") as file:
         for index, (offset, size) in spans.items():
             array = np.empty(size, np.uint8)
             file.seek(offset)
             if file.readinto(memoryview(array)) != size:
                 raise WireError("the file ends inside a weight")
             arrays[index] = array
-        return Split(b"".join(parts), arrays)
+    return arrays
 
 
 def _graph(buf: mmap.mmap, start: int, end: int, min_bytes: int,

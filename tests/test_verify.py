@@ -5,6 +5,7 @@ from __future__ import annotations
 from types import SimpleNamespace
 
 import numpy as np
+import onnx
 import onnx_ir as ir
 import pytest
 from onnx import helper
@@ -127,3 +128,34 @@ def test_oracle_passes_rounding_noise_of_a_sensitive_output_but_not_an_error():
     wrong = softmax_over_large_logits(fold_batch_norm=True, drop_channel=True)
     verdict = against_masked(reference, wrong, data)
     assert not verdict.passed and verdict.failed == ["y"]
+
+
+@pytest.mark.parametrize("weight_name", ["w2", "b2"])
+def test_a_working_copy_that_differs_from_the_file_fails_the_reference_check(
+        tmp_path, monkeypatch, weight_name):
+    """The oracle's reference check runs the file as given (its own graph bytes and the
+    weights as read from it, large ones shared with the loaded model) against the
+    normalised working copy: a normalisation that changed a weight fails it, whether the
+    weight is large (w2, 10,240 values, handed over as an array) or small (b2, in the
+    bytes), though the masked and the pruned model, both made from the changed copy, agree."""
+    import onnxprune.analysis as analysis
+    from onnxprune.errors import VerificationError
+
+    real = analysis.normalize
+
+    def changing(model):
+        record = real(model)
+        value = model.graph.initializers[weight_name]
+        value.const_value = ir.Tensor(value.const_value.numpy() * 2, name=weight_name)
+        return record
+
+    nodes = [conv("c1", "x", "w1", "b1", "a"), helper.make_node("Relu", ["a"], ["r"], name="relu"),
+             conv("c2", "r", "w2", "b2", "y")]  # fmt: skip
+    inits = {"w1": weight(64, 3, 1, 1, seed=1), "b1": weight(64, seed=2),
+             "w2": weight(160, 64, 1, 1, seed=3), "b2": weight(160, seed=4)}  # fmt: skip
+    path = tmp_path / "m.onnx"
+    onnx.save(model(nodes, {"x": [1, 3, 2, 2]}, {"y": [1, 160, 2, 2]}, inits), path)
+    assert onnxprune.prune(path, ratio=0.5).verification.passed
+    monkeypatch.setattr(analysis, "normalize", changing)
+    with pytest.raises(VerificationError, match="working copy differs from the input model"):
+        onnxprune.prune(path, ratio=0.5)
