@@ -44,7 +44,6 @@ import onnxruntime as ort
 from onnxprune import model_io, wire
 from onnxprune.errors import UnsupportedModelError, UsageError, VerificationError
 from onnxprune.skeleton import SMALL, STUB, checkable, split_weights
-from onnxprune.wire import WireError, external_data_locations
 
 TMP_ENV = "ONNXPRUNE_TMPDIR"
 INLINE_ENV = "ONNXPRUNE_INLINE_LIMIT"
@@ -263,7 +262,7 @@ def _from_file(model: FileModel, options: ort.SessionOptions,
     without its large weights (``wire.read_without_weights``), the weights handed over as
     OrtValues over the arrays ``load_model`` read from the file (read again where missing).
     onnxruntime opening the file itself parses and copies every weight on top of its own copy
-    (vgg11_bn, 507 MB: +928 MB at its peak against +516 MB); a file with external data, or
+    (vgg11_bn, 507 MB: +928 MB at its peak against +456 MB here); a file with external data, or
     one the wire walk cannot read, it does open itself."""
     try:
         split = wire.read_without_weights(model.path, min_bytes=8 * SMALL)
@@ -331,8 +330,8 @@ def _nbytes(model: ir.Model | onnx.ModelProto | bytes | str | os.PathLike | File
     if isinstance(model, str | os.PathLike):
         folder = Path(model).parent
         try:  # a malformed file is onnxruntime's to report when it opens it
-            files = external_data_locations(model)
-        except (WireError, OSError):
+            files = wire.external_data_locations(model)
+        except (wire.WireError, OSError):
             files = set()
         return Path(model).stat().st_size + sum((folder / f).stat().st_size for f in files
                                                 if (folder / f).is_file())  # fmt: skip
