@@ -102,9 +102,9 @@ def load_model(source: ModelSource, base_dir: str | os.PathLike | None = None) -
 
 def _parsed(path: Path) -> tuple[onnx.ModelProto, dict[int, object]]:
     """The model proto without the raw data of its main-graph initializers of more than
-    ``SMALL`` elements (any type) and those weights as arrays by initializer index
-    (``wire.read_without_weights``: each weight copied once, not three times); a file the wire
-    walk cannot read is parsed whole, for protobuf to report."""
+    ``SMALL`` elements of a plain numeric type, and those weights' raw bytes by initializer
+    index (``wire``: each weight copied once, not three times); a file the wire walk cannot
+    read is parsed whole, for protobuf to report."""
     try:
         split = wire.read_without_weights(path, min_bytes=8 * SMALL)
         arrays = wire.read_weights(path, split.spans)
