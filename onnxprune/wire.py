@@ -225,7 +225,8 @@ def write_model(model: ir.Model, path: str | os.PathLike, min_bytes: int) -> Non
     itself (no copy for a contiguous array of a type in ``_DTYPES``; ``tobytes`` otherwise).
     Parsers read repeated fields in any order, so the file is the model ``ir.save`` writes,
     its large initializers last; one large tensor is read at a time."""
-    proto, large = skeleton.split_weights(model, lambda t: t.nbytes > min_bytes)
+    proto, large = skeleton.split_weights(  # strings are not raw data: they stay in the proto
+        model, lambda t: t.dtype != ir.DataType.STRING and t.nbytes > min_bytes)
     names = {name for name, _ in large}
     headers = {}
     kept = []

@@ -126,6 +126,9 @@ def test_a_saved_model_writes_large_weights_from_their_arrays_as_onnx_reads_them
               "view": rng.standard_normal((200, 100)).astype(np.float32)[:, ::2],
               "small": rng.standard_normal(8).astype(np.float32)}  # fmt: skip
     proto = model([helper.make_node("Identity", ["x"], ["y"])], {"x": [2]}, {"y": [2]}, arrays)
+    words = [f"word{i}".encode() for i in range(10000)]  # strings stay in the proto
+    proto.graph.initializer.append(helper.make_tensor("vocab", onnx.TensorProto.STRING,
+                                                      [10000], words))  # fmt: skip
     source = ir.from_proto(proto)
     bf16 = ir.Tensor(rng.standard_normal(40000).astype(np.float32), name="bf16")
     bf16 = ir.Tensor(bf16.numpy().astype(ir.DataType.BFLOAT16.numpy()), name="bf16")
@@ -134,7 +137,8 @@ def test_a_saved_model_writes_large_weights_from_their_arrays_as_onnx_reads_them
     ir.save(source, tmp_path / "reference.onnx")
     ours, reference = (onnx.load(tmp_path / f"{n}.onnx") for n in ("ours", "reference"))
     read = {t.name: onnx.numpy_helper.to_array(t) for t in ours.graph.initializer}
-    assert read.keys() == {*arrays, "bf16"}
+    assert read.keys() == {*arrays, "bf16", "vocab"}
+    assert [w.encode() for w in read["vocab"]] == words
     for name, array in arrays.items():
         assert read[name].dtype == array.dtype and np.array_equal(read[name], array), name
     assert read["bf16"].tobytes() == bf16.tobytes()
