@@ -167,7 +167,7 @@ def form_groups(analysis: Analysis, *, inner: bool = False) -> list[Group]:
     comp_of = {d: i for i, comp in enumerate(components) for d in comp}
     chosen, kept_whole = _choose_factors(analysis, components, comp_of, inner)
 
-    full = nx.Graph(graph.graph)
+    full = nx.Graph(graph.graph) if chosen else graph.graph  # a copy only to add factor edges
     extra: list[tuple[Dim, Dim, np.ndarray, np.ndarray]] = []
     for block, k in chosen:
         a_pos, b_pos = _block_relation(block, k)
@@ -181,7 +181,7 @@ def form_groups(analysis: Analysis, *, inner: bool = False) -> list[Group]:
         extra_by_dim.setdefault(rel[0], []).append(rel)
 
     groups: list[Group] = []
-    for comp in nx.connected_components(full):
+    for comp in (nx.connected_components(full) if chosen else components):
         produced = sorted(d for d in comp if graph.info(d).produced)
         if not produced:
             continue
@@ -228,7 +228,7 @@ def _build_group(
         total += sizes[d]
     rows: list[np.ndarray] = []
     cols: list[np.ndarray] = []
-    for a, b in full.subgraph(comp).edges():
+    for a, b in full.edges(comp):  # a component's edges are those touching it
         data = graph.graph.get_edge_data(a, b)
         for src, a_pos, b_pos in data["relations"] if data else []:
             dst = b if src == a else a
