@@ -43,7 +43,7 @@ import onnxruntime as ort
 
 from onnxprune import model_io, wire
 from onnxprune.errors import UnsupportedModelError, UsageError, VerificationError
-from onnxprune.skeleton import SMALL, STUB, checkable, split_weights
+from onnxprune.skeleton import SMALL, STUB, checkable, split_weights, weightless
 
 TMP_ENV = "ONNXPRUNE_TMPDIR"
 INLINE_ENV = "ONNXPRUNE_INLINE_LIMIT"
@@ -214,7 +214,7 @@ def open_session(
             return _from_file(model, options, providers)
         model = str(model.path)
     if isinstance(model, ir.Model) and not large and not _branch_data(model):
-        return _in_memory(model, options, providers)
+        return _in_memory(model, options, providers, fed=optimization == "none" and not prepack)
     if not (large and isinstance(model, ir.Model)):
         return _create(_source(model), options, providers)
     folder = _data_folder(model)
@@ -235,19 +235,31 @@ _ORT_VALUE_TYPES = frozenset({ir.DataType.FLOAT, ir.DataType.DOUBLE, ir.DataType
                               ir.DataType.INT64, ir.DataType.UINT64, ir.DataType.BOOL})  # fmt: skip
 
 
-def _in_memory(model: ir.Model, options: ort.SessionOptions,
-               providers: list[str]) -> ort.InferenceSession:  # fmt: skip
+def _in_memory(model: ir.Model, options: ort.SessionOptions, providers: list[str],
+               fed: bool = False) -> ort.InferenceSession:  # fmt: skip
     """A session of a model under the inline limit whose main-graph weights of more than
     ``SMALL`` elements reach onnxruntime as OrtValues over their arrays
     (``add_external_initializers``; the bytes onnxruntime parses hold the graph only): the
     weights are not serialized (measured on vgg11_bn, 507 MB: 2.0 -> 0.6 s a session), but
     onnxruntime 1.32 still copies them into buffers of its own (+516 MB of memory for
     vgg11_bn's session; ``add_initializer``, which would share them, refuses a data-less
-    initializer in the graph). The session keeps the arrays alive."""
+    initializer in the graph). With ``fed`` (the oracle's sessions: no graph optimisation,
+    no prepacking) they are graph inputs fed from the arrays instead (``FedSession``: no
+    copy), unless onnxruntime cannot build the model so. The session keeps the arrays
+    alive."""
     proto, tensors = split_weights(
         model, lambda t: t.size > SMALL and t.dtype in _ORT_VALUE_TYPES)
     arrays = [np.array(tensor.numpy()) if isinstance(tensor, ir.ExternalTensor)  # its map
               else np.ascontiguousarray(tensor.numpy()) for _, tensor in tensors]  # may close
+    if fed and tensors:
+        large = {name for name, _ in tensors}
+        try:
+            session = _create(weightless(proto, lambda t: t.name in large).SerializeToString(),
+                              options, providers)  # fmt: skip
+        except UnsupportedModelError:  # a kernel that needs a weight constant: as below
+            pass
+        else:
+            return FedSession(session, dict(zip((n for n, _ in tensors), arrays, strict=True)))
     if tensors:
         options.add_external_initializers([name for name, _ in tensors],
                                           [ort.OrtValue.ortvalue_from_numpy(a) for a in arrays])  # fmt: skip
@@ -259,11 +271,11 @@ def _in_memory(model: ir.Model, options: ort.SessionOptions,
 def _from_file(model: FileModel, options: ort.SessionOptions,
                providers: list[str]) -> ort.InferenceSession:  # fmt: skip
     """A session of the file as given, under the inline limit: the file's own graph bytes
-    without its large weights (``wire.read_without_weights``), the weights handed over as
-    OrtValues over the arrays ``load_model`` read from the file (read again where missing).
-    onnxruntime opening the file itself parses and copies every weight on top of its own copy
-    (vgg11_bn, 507 MB: +928 MB at its peak against +456 MB here); a file with external data, or
-    one the wire walk cannot read, it does open itself."""
+    without its large weights (``wire.read_without_weights``), the weights fed as inputs from
+    the arrays ``load_model`` read from the file (read again where missing; ``FedSession``),
+    else handed over as OrtValues. onnxruntime opening the file itself parses and copies
+    every weight on top of its own copy (vgg11_bn, 507 MB: +928 MB at its peak); a file with
+    external data, or one the wire walk cannot read, it does open itself."""
     try:
         split = wire.read_without_weights(model.path, min_bytes=8 * SMALL)
     except wire.WireError:
@@ -284,6 +296,15 @@ def _from_file(model: FileModel, options: ort.SessionOptions,
     read = {i: model_io.file_weight(tensors[i], raw, model.path)
             for i, raw in wire.read_weights(model.path, missing).items()}  # fmt: skip
     weights = [(tensors[i].name, read[i] if i in read else shared(i)) for i in split.spans]
+    if weights:
+        names = {name for name, _ in weights}
+        try:
+            session = _create(weightless(proto, lambda t: t.name in names).SerializeToString(),
+                              options, providers)  # fmt: skip
+        except UnsupportedModelError:  # a kernel that needs a weight constant: as below
+            pass
+        else:
+            return FedSession(session, dict(weights))
     for index, tensor in tensors.items():  # a stub each, the OrtValue replaces its data
         tensor.data_location = onnx.TensorProto.EXTERNAL
         for key, value in (("location", STUB), ("offset", "0"),
@@ -296,6 +317,28 @@ def _from_file(model: FileModel, options: ort.SessionOptions,
     session = _create(proto.SerializeToString(), options, providers)
     session._onnxprune_weights = weights  # onnxruntime reads them when it builds the session
     return session
+
+
+class FedSession:
+    """A session whose large weights are graph inputs, fed from the model's own arrays on
+    every run: onnxruntime reads inputs in place, where weights handed over as initializers
+    it copies (vgg11_bn: +516 MB and 0.2 s a session). For sessions that run a few feeds
+    without graph optimisations (the oracle's): weights as inputs are neither folded nor
+    prepacked. ``get_inputs`` lists the model's own inputs; the rest is the session's."""
+
+    def __init__(self, session: ort.InferenceSession, weights: dict[str, np.ndarray]) -> None:
+        self._session = session
+        self._onnxprune_weights = list(weights.values())
+        self._weights = weights
+
+    def get_inputs(self) -> list:
+        return [i for i in self._session.get_inputs() if i.name not in self._weights]
+
+    def run(self, output_names, input_feed, run_options=None) -> list:
+        return self._session.run(output_names, {**input_feed, **self._weights}, run_options)
+
+    def __getattr__(self, name: str):
+        return getattr(self._session, name)
 
 
 def _branch_data(model: ir.Model) -> bool:

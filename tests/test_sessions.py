@@ -149,3 +149,24 @@ def test_a_files_size_counts_its_external_data_read_from_the_wire_format(tmp_pat
     with pytest.raises(WireError):
         external_data_locations(garbage)
     assert sessions._nbytes(garbage) == garbage.stat().st_size
+
+
+def test_an_oracle_session_feeds_the_weights_as_inputs_from_the_models_arrays(tmp_path):
+    """A session without graph optimisations or prepacking (the oracle's) takes the large
+    weights as graph inputs fed from the model's own arrays on every run (onnxruntime copies
+    weights handed over as initializers): only the model's inputs are listed, and it computes
+    what a session with the weights as initializers does."""
+    from onnxprune.model_io import load_model
+
+    path = tmp_path / "m.onnx"
+    onnx.save(cnn(width=256), path)
+    loaded = load_model(path)
+    fed = sessions.open_session(loaded, prepack=False)
+    assert isinstance(fed, sessions.FedSession)
+    assert [i.name for i in fed.get_inputs()] == ["x"]
+    w1 = loaded.graph.initializers["w1"].const_value.numpy()
+    assert len(fed._onnxprune_weights) == 1 and np.shares_memory(fed._onnxprune_weights[0], w1)
+    x = np.random.default_rng(0).standard_normal((1, 3, 5, 5)).astype(np.float32)
+    plain = sessions.open_session(loaded)
+    assert not isinstance(plain, sessions.FedSession)
+    assert np.array_equal(fed.run(None, {"x": x})[0], plain.run(None, {"x": x})[0])
