@@ -229,10 +229,7 @@ def open_session(
 
 
 #: Weight types onnxruntime takes as OrtValues over the arrays themselves.
-_ORT_VALUE_TYPES = frozenset({ir.DataType.FLOAT, ir.DataType.DOUBLE, ir.DataType.FLOAT16,
-                              ir.DataType.INT8, ir.DataType.UINT8, ir.DataType.INT16,
-                              ir.DataType.UINT16, ir.DataType.INT32, ir.DataType.UINT32,
-                              ir.DataType.INT64, ir.DataType.UINT64, ir.DataType.BOOL})  # fmt: skip
+_ORT_VALUE_TYPES = wire.PLAIN_TYPES
 
 
 def _in_memory(model: ir.Model, options: ort.SessionOptions, providers: list[str],
@@ -249,22 +246,31 @@ def _in_memory(model: ir.Model, options: ort.SessionOptions, providers: list[str
     alive."""
     proto, tensors = split_weights(
         model, lambda t: t.size > SMALL and t.dtype in _ORT_VALUE_TYPES)
-    arrays = [np.array(tensor.numpy()) if isinstance(tensor, ir.ExternalTensor)  # its map
-              else np.ascontiguousarray(tensor.numpy()) for _, tensor in tensors]  # may close
-    if fed and tensors:
-        large = {name for name, _ in tensors}
+    weights = {name: np.array(tensor.numpy()) if isinstance(tensor, ir.ExternalTensor)  # its map
+               else np.ascontiguousarray(tensor.numpy()) for name, tensor in tensors}  # may close
+    return _with_weights(proto, weights, options, providers, fed)
+
+
+def _with_weights(proto: onnx.ModelProto, weights: dict[str, np.ndarray],
+                  options: ort.SessionOptions, providers: list[str],
+                  fed: bool) -> ort.InferenceSession | FedSession:  # fmt: skip
+    """A session of ``proto``, whose initializers named in ``weights`` are data-less stubs:
+    with ``fed``, the weights as graph inputs fed from the arrays (``FedSession``), unless
+    onnxruntime cannot build the model so (a kernel that needs a weight constant); else
+    handed over as OrtValues over the arrays. The session keeps the arrays alive."""
+    if fed and weights:
         try:
-            session = _create(weightless(proto, lambda t: t.name in large).SerializeToString(),
+            session = _create(weightless(proto, lambda t: t.name in weights).SerializeToString(),
                               options, providers)  # fmt: skip
-        except UnsupportedModelError:  # a kernel that needs a weight constant: as below
+        except UnsupportedModelError:
             pass
         else:
-            return FedSession(session, dict(zip((n for n, _ in tensors), arrays, strict=True)))
-    if tensors:
-        options.add_external_initializers([name for name, _ in tensors],
-                                          [ort.OrtValue.ortvalue_from_numpy(a) for a in arrays])  # fmt: skip
+            return FedSession(session, weights)
+    if weights:
+        options.add_external_initializers(
+            list(weights), [ort.OrtValue.ortvalue_from_numpy(a) for a in weights.values()])
     session = _create(proto.SerializeToString(), options, providers)
-    session._onnxprune_weights = arrays  # onnxruntime reads them in place
+    session._onnxprune_weights = list(weights.values())  # read when the session is built
     return session
 
 
@@ -292,31 +298,17 @@ def _from_file(model: FileModel, options: ort.SessionOptions,
                 and array.dtype == wire.numpy_dtype(tensor.data_type))  # fmt: skip
         return array if fits else None
 
-    missing = {i: span for i, span in split.spans.items() if shared(i) is None}
-    read = {i: model_io.file_weight(tensors[i], raw, model.path)
-            for i, raw in wire.read_weights(model.path, missing).items()}  # fmt: skip
-    weights = [(tensors[i].name, read[i] if i in read else shared(i)) for i in split.spans]
-    if weights:
-        names = {name for name, _ in weights}
-        try:
-            session = _create(weightless(proto, lambda t: t.name in names).SerializeToString(),
-                              options, providers)  # fmt: skip
-        except UnsupportedModelError:  # a kernel that needs a weight constant: as below
-            pass
-        else:
-            return FedSession(session, dict(weights))
-    for index, tensor in tensors.items():  # a stub each, the OrtValue replaces its data
+    arrays = {i: shared(i) for i in split.spans}
+    missing = {i: span for i, span in split.spans.items() if arrays[i] is None}
+    arrays.update((i, model_io.file_weight(tensors[i], raw, model.path))
+                  for i, raw in wire.read_weights(model.path, missing).items())  # fmt: skip
+    for index, tensor in tensors.items():  # a stub each, its array replaces its data
         tensor.data_location = onnx.TensorProto.EXTERNAL
         for key, value in (("location", STUB), ("offset", "0"),
                            ("length", str(split.spans[index][1]))):  # fmt: skip
             tensor.external_data.add(key=key, value=value)
-    if weights:
-        options.add_external_initializers(
-            [name for name, _ in weights],
-            [ort.OrtValue.ortvalue_from_numpy(array) for _, array in weights])
-    session = _create(proto.SerializeToString(), options, providers)
-    session._onnxprune_weights = weights  # onnxruntime reads them when it builds the session
-    return session
+    return _with_weights(proto, {tensors[i].name: arrays[i] for i in split.spans}, options,
+                         providers, fed=True)  # fmt: skip
 
 
 class FedSession:

@@ -34,6 +34,9 @@ _TENSOR_DATA_TYPE, _TENSOR_RAW_DATA = 2, 9
 #: Little-endian numpy types of the ``TensorProto.DataType`` values read as arrays.
 _DTYPES = {1: "<f4", 2: "u1", 3: "i1", 4: "<u2", 5: "<i2", 6: "<i4", 7: "<i8", 9: "?",
            10: "<f2", 11: "<f8", 12: "<u4", 13: "<u8"}  # fmt: skip
+#: The same types as onnx-ir data types: the plain numpy ones (onnxruntime takes arrays of
+#: them as OrtValues, too).
+PLAIN_TYPES = frozenset(ir.DataType(k) for k in _DTYPES)
 
 
 class WireError(ValueError):
