@@ -119,10 +119,17 @@ def allocate_ratio(
 
 
 def channel_classes(group: Group) -> list[np.ndarray]:
-    """The group's canonical channels partitioned by the set of members they appear in."""
-    members = np.zeros((group.n_atoms, len(group.atom_of)), dtype=bool)
-    for j, atoms in enumerate(group.atom_of.values()):
-        members[np.unique(atoms), j] = True
+    """The group's canonical channels partitioned by the set of members they appear in (a
+    member holding every channel splits none)."""
+    partial = []
+    for atoms in group.atom_of.values():
+        if atoms.size < group.n_atoms or not np.bincount(atoms, minlength=group.n_atoms).all():
+            partial.append(atoms)
+    if not partial:
+        return [np.arange(group.n_atoms)] if group.n_atoms else []
+    members = np.zeros((group.n_atoms, len(partial)), dtype=bool)
+    for j, atoms in enumerate(partial):
+        members[atoms, j] = True
     _, label = np.unique(members, axis=0, return_inverse=True)
     label = label.reshape(-1)
     return [np.flatnonzero(label == k) for k in range(int(label.max()) + 1)] if label.size else []

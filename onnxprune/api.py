@@ -69,7 +69,7 @@ from onnxprune.model_io import (
     uses_external_data,
 )
 from onnxprune.oracle import verify_pruned
-from onnxprune.passes.cleanup import drop_intermediate_shapes
+from onnxprune.passes.cleanup import check_rewritten, drop_intermediate_shapes
 from onnxprune.passes.compensate import compensation_fills, weight_axes
 from onnxprune.passes.refit import refit_updates
 from onnxprune.passes.refit_sequential import sequential_refit as sequential_refit_pass
@@ -586,8 +586,10 @@ def prune(
     correct(removal)
     # rewrite
     with clock("rewrite"):
-        pruned = rewrite(original, removal)
-    cost_after = model_cost(pruned, sizes.dims)
+        pruned = rewrite(original, removal, check=False)
+        checked = skeleton(pruned)  # one skeleton for the checker and the count
+        check_rewritten(checked)
+    cost_after = model_cost(checked, sizes.dims)
     # verify
     verdicts: tuple = (None, None)
     staging = None

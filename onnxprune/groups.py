@@ -167,11 +167,9 @@ def form_groups(analysis: Analysis, *, inner: bool = False) -> list[Group]:
     comp_of = {d: i for i, comp in enumerate(components) for d in comp}
     chosen, kept_whole = _choose_factors(analysis, components, comp_of, inner)
 
-    full = nx.Graph(graph.graph) if chosen else graph.graph  # a copy only to add factor edges
     extra: list[tuple[Dim, Dim, np.ndarray, np.ndarray]] = []
     for block, k in chosen:
         a_pos, b_pos = _block_relation(block, k)
-        full.add_edge(block.merged, block.factors[k])
         extra.append((block.merged, block.factors[k], a_pos, b_pos))
     fixed_reasons: dict[Dim, list[Reason]] = {}
     for dim, reason in kept_whole:
@@ -181,19 +179,43 @@ def form_groups(analysis: Analysis, *, inner: bool = False) -> list[Group]:
         extra_by_dim.setdefault(rel[0], []).append(rel)
 
     groups: list[Group] = []
-    for comp in (nx.connected_components(full) if chosen else components):
+    for comp in _joined(components, comp_of, [(m, f) for m, f, _, _ in extra]):
         produced = sorted(d for d in comp if graph.info(d).produced)
         if not produced:
             continue
-        group = _build_group(analysis, full, comp, produced, extra_by_dim, fixed_reasons)
+        group = _build_group(analysis, comp, produced, extra_by_dim, fixed_reasons)
         group.id = len(groups)
         groups.append(group)
     return groups
 
 
+def _joined(components: list[set[Dim]], comp_of: dict[Dim, int],
+            edges: list[tuple[Dim, Dim]]) -> list[set[Dim]]:  # fmt: skip
+    """The components with those that ``edges`` (the factor relations) connect joined, in
+    the order of their first component (the order ``nx.connected_components`` gives for the
+    graph with those edges added)."""
+    if not edges:
+        return components
+    parent = list(range(len(components)))
+
+    def root(i: int) -> int:
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return i
+
+    for a, b in edges:
+        ra, rb = root(comp_of[a]), root(comp_of[b])
+        if ra != rb:
+            parent[max(ra, rb)] = min(ra, rb)
+    joined: dict[int, set[Dim]] = {}
+    for i, comp in enumerate(components):
+        joined.setdefault(root(i), set()).update(comp)
+    return list(joined.values())
+
+
 def _build_group(
     analysis: Analysis,
-    full: nx.Graph,
     comp: set[Dim],
     produced: list[Dim],
     extra_by_dim: dict[Dim, list],
@@ -221,6 +243,12 @@ def _build_group(
         group.atom_of = {d: np.zeros(s, np.int64) for d, s in sizes.items() if not d.is_virtual}
         return group
     order = sorted(comp, key=lambda d: (d not in produced, d))
+    identity = _identity_width(graph, comp, sizes, extra_by_dim)
+    if identity is not None:  # every member is the same n channels, position for position
+        group.n_atoms = identity
+        canonical = np.arange(identity)
+        group.atom_of = {d: canonical for d in order if not d.is_virtual}
+        return group
     offset: dict[Dim, int] = {}
     total = 0
     for d in order:
@@ -228,9 +256,8 @@ def _build_group(
         total += sizes[d]
     rows: list[np.ndarray] = []
     cols: list[np.ndarray] = []
-    for a, b in full.edges(comp):  # a component's edges are those touching it
-        data = graph.graph.get_edge_data(a, b)
-        for src, a_pos, b_pos in data["relations"] if data else []:
+    for a, b in graph.graph.edges(comp):  # a component's edges are those touching it
+        for src, a_pos, b_pos in graph.graph.edges[a, b]["relations"]:
             dst = b if src == a else a
             rows.append(a_pos + offset[src])
             cols.append(b_pos + offset[dst])
@@ -251,6 +278,24 @@ def _build_group(
         d: canonical[offset[d] : offset[d] + sizes[d]] for d in order if not d.is_virtual
     }
     return group
+
+
+def _identity_width(graph: ChannelGraph, comp: set[Dim], sizes: dict[Dim, int],
+                    extra_by_dim: dict[Dim, list]) -> int | None:  # fmt: skip
+    """n when every member of ``comp`` has n positions and every relation between them maps
+    position p to position p for all p (``RuleContext.same``: one array, 0..n-1, on both
+    sides), so the canonical channels are 0..n-1 in every member; None otherwise (the
+    component's positions are then joined by connected components)."""
+    widths = set(sizes.values())
+    if len(widths) != 1 or any(d in extra_by_dim for d in comp):
+        return None
+    n = widths.pop()
+    for a, b in graph.graph.edges(comp):
+        for _, a_pos, b_pos in graph.graph.edges[a, b]["relations"]:
+            if a_pos is not b_pos or a_pos.size != n or (n and not (
+                    a_pos[0] == 0 and a_pos[-1] == n - 1 and (np.diff(a_pos) == 1).all())):  # fmt: skip
+                return None
+    return n
 
 
 def _unique(reasons: list[Reason]) -> list[Reason]:

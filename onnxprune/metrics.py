@@ -117,44 +117,51 @@ def _bound_shapes(
 
 
 def _node_macs(node: onnx.NodeProto, shapes: dict[str, list[int] | None]) -> int | None:
-    def shape(i: int, outputs: bool = False) -> list[int] | None:
-        names = node.output if outputs else node.input
+    attrs = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
+    return _macs(node.op_type, node.domain, node.input, node.output, attrs, shapes)
+
+
+def _macs(op_type: str, domain: str, inputs: Sequence[str], outputs: Sequence[str],
+          attrs: Mapping[str, object], shapes: Mapping[str, list[int] | None]) -> int | None:  # fmt: skip
+    """MACs of one node (module docstring) from its inputs' and outputs' names and shapes."""
+
+    def shape(i: int, out: bool = False) -> list[int] | None:
+        names = outputs if out else inputs
         return shapes.get(names[i]) if i < len(names) and names[i] else None
 
-    attrs = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
-    if node.op_type == "Conv":
+    if op_type == "Conv":
         w, y = shape(1), shape(0, True)
         if w is None or y is None:
             return None
         return y[0] * y[1] * math.prod(y[2:]) * w[1] * math.prod(w[2:])
-    if node.op_type == "ConvTranspose":
+    if op_type == "ConvTranspose":
         x, w = shape(0), shape(1)
         if x is None or w is None:
             return None
         return x[0] * x[1] * math.prod(x[2:]) * w[1] * math.prod(w[2:])
-    if node.op_type == "Gemm":
+    if op_type == "Gemm":
         a, y = shape(0), shape(0, True)
         if a is None or y is None:
             return None
         k = a[0] if attrs.get("transA", 0) else a[1]
         return y[0] * y[1] * k
-    if node.op_type in ("MatMul", "MatMulInteger", "QLinearMatMul"):
+    if op_type in ("MatMul", "MatMulInteger", "QLinearMatMul"):
         a, y = shape(0), shape(0, True)
         if a is None or y is None:
             return None
         return math.prod(y) * a[-1]
-    if node.op_type == "MatMulNBits" and node.domain == "com.microsoft":
+    if op_type == "MatMulNBits" and domain == "com.microsoft":
         y = shape(0, True)
         return None if y is None else math.prod(y) * attrs["K"]
-    if node.op_type in ("QLinearConv", "ConvInteger"):
-        w, y = shape(3 if node.op_type == "QLinearConv" else 1), shape(0, True)
+    if op_type in ("QLinearConv", "ConvInteger"):
+        w, y = shape(3 if op_type == "QLinearConv" else 1), shape(0, True)
         if w is None or y is None:
             return None
         return y[0] * y[1] * math.prod(y[2:]) * w[1] * math.prod(w[2:])
-    if node.op_type == "Einsum":
-        return _einsum_macs(attrs.get("equation", b""), [shape(i) for i in range(len(node.input))])
-    if node.domain == "com.microsoft" and node.op_type in _ATTENTION:
-        return _ATTENTION[node.op_type](shape, attrs)
+    if op_type == "Einsum":
+        return _einsum_macs(attrs.get("equation", b""), [shape(i) for i in range(len(inputs))])
+    if domain == "com.microsoft" and op_type in _ATTENTION:
+        return _ATTENTION[op_type](shape, attrs)
     return 0
 
 
@@ -283,7 +290,13 @@ def _graph_macs(graph: onnx.GraphProto, shapes: dict[str, list[int] | None],
 
 
 def model_cost(model: Countable, dims: Dims | None = None) -> ModelCost:
-    """Count parameters and MACs of ``model`` (not modified) with symbolic dims bound."""
+    """Count parameters and MACs of ``model`` (not modified) with symbolic dims bound; an
+    onnx-ir model whose shapes already give every count is counted from them (``_ir_cost``),
+    any other on its skeleton with shapes inferred again."""
+    if isinstance(model, ir.Model):
+        cost = _ir_cost(model)
+        if cost is not None:
+            return cost
     model = _proto(model)
     inferred, shapes = _bound_shapes(model, dict(dims or {}))
     counts = parameter_counts(model)
@@ -299,3 +312,60 @@ def model_cost(model: Countable, dims: Dims | None = None) -> ModelCost:
     _graph_macs(inferred.graph, shapes, macs_by_op, unknown)
     return ModelCost(sum(params_by_op.values()), sum(macs_by_op.values()), params_by_op,
                      macs_by_op, unknown)
+
+
+def _static(value: ir.Value | None) -> list[int] | None:
+    shape = None if value is None else value.shape
+    if shape is None or not all(isinstance(d, int) for d in shape):
+        return None
+    return list(shape)
+
+
+def _ir_cost(model: ir.Model) -> ModelCost | None:
+    """The cost from the shapes ``model``'s values carry, as ``model_cost`` counts it on the
+    skeleton, when they decide it: no subgraphs, every graph input static (so no dim is left
+    to bind) and static shapes at every contraction (a working model after ``normalize``);
+    else None. No proto is written and nothing is inferred again."""
+    graph = model.graph
+    if any(_static(v) is None for v in graph.inputs):
+        return None
+    nodes = list(graph)
+    if any(a.type in (ir.AttributeType.GRAPH, ir.AttributeType.GRAPHS)
+           for node in nodes for a in node.attributes.values()):  # fmt: skip
+        return None
+    tensors: dict[str, ir.TensorProtocol] = {
+        name: v.const_value for name, v in graph.initializers.items() if v.const_value is not None}
+    for node in nodes:
+        attr = node.attributes.get("value") if node.op_type == "Constant" else None
+        if attr is not None and attr.type == ir.AttributeType.TENSOR and node.outputs[0].name:
+            tensors[node.outputs[0].name] = attr.value
+    shapes: dict[str, list[int] | None] = {
+        name: list(t.shape) for name, t in tensors.items() if t.shape is not None}
+    for value in (*graph.inputs, *(o for n in nodes for o in n.outputs)):
+        if value is not None and value.name and value.name not in shapes:
+            shapes[value.name] = _static(value)
+    names = [[v.name if v is not None else "" for v in node.inputs] for node in nodes]
+    quantized = {ins[i] for node, ins in zip(nodes, names, strict=True)
+                 if (i := WEIGHT_INPUT.get(node.op_type)) is not None and i < len(ins)}  # fmt: skip
+    counts = {name: math.prod(t.shape) for name, t in tensors.items()
+              if int(t.dtype) in FLOAT_TYPES or (t.dtype in QUANTIZED_TYPES and name in quantized)}  # fmt: skip
+    for node, ins in zip(nodes, names, strict=True):  # a packed block-quantized weight: K x N
+        if node.op_type == "MatMulNBits" and node.domain == "com.microsoft" and ins[1] in tensors:
+            counts[ins[1]] = node.attributes["K"].value * node.attributes["N"].value
+    params_by_op: dict[str, int] = {}
+    macs_by_op: dict[str, int] = {}
+    seen: set[str] = set()
+    for node, ins in zip(nodes, names, strict=True):
+        attrs = {k: a.value for k, a in node.attributes.items()}
+        macs = _macs(node.op_type, node.domain, ins,
+                     [v.name if v is not None else "" for v in node.outputs], attrs, shapes)  # fmt: skip
+        if macs is None:
+            return None
+        if macs:
+            macs_by_op[node.op_type] = macs_by_op.get(node.op_type, 0) + macs
+        for name in ins:
+            if name in counts and name not in seen:
+                seen.add(name)
+                params_by_op[node.op_type] = params_by_op.get(node.op_type, 0) + counts[name]
+    return ModelCost(sum(params_by_op.values()), sum(macs_by_op.values()), params_by_op,
+                     macs_by_op, [])

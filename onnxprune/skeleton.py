@@ -56,12 +56,20 @@ def _swapped(model: ir.Model, small: int,
 def skeleton(model: ir.Model, *, as_inputs: bool = False, small: int = SMALL) -> onnx.ModelProto:
     """``model`` as a proto without the data of initializers over ``small`` elements (module
     docstring); ``model`` is left as it was."""
-    with _swapped(model, small) as stubs:
+    with _swapped(model, small):
         proto = ir.to_proto(model)
-    if not as_inputs:
-        return proto
-    large = {v.name for v in stubs}
-    return weightless(proto, lambda t: t.name in large)
+    return stubs_as_inputs(proto) if as_inputs else proto
+
+
+def stubs_as_inputs(proto: onnx.ModelProto) -> onnx.ModelProto:
+    """A skeleton's data-less initializers (location ``STUB``) as typed graph inputs
+    (``weightless``): what ``onnx.checker`` and shape inference take."""
+    return weightless(proto, _is_stub)
+
+
+def _is_stub(tensor: onnx.TensorProto) -> bool:
+    return tensor.data_location == onnx.TensorProto.EXTERNAL and any(
+        e.key == "location" and e.value == STUB for e in tensor.external_data)
 
 
 def split_weights(model: ir.Model, stub: Callable[[ir.TensorProtocol], bool],

@@ -15,7 +15,7 @@ from onnx_ir.passes import InPlacePass, PassResult
 from onnx_ir.passes.common import RemoveUnusedNodesPass
 
 from onnxprune.errors import VerificationError
-from onnxprune.skeleton import checkable, skeleton
+from onnxprune.skeleton import checkable, skeleton, stubs_as_inputs
 
 
 def drop_intermediate_shapes(model: ir.Model, *, keep_custom: bool = True) -> None:
@@ -44,10 +44,23 @@ class CleanupPass(InPlacePass):
     def call(self, model: ir.Model) -> PassResult:
         RemoveUnusedNodesPass()(model)
         drop_intermediate_shapes(model, keep_custom=False)
-        if self.check:  # on the weightless skeleton: a model of any size, data never copied
-            try:
-                onnx.checker.check_model(checkable(skeleton(model, as_inputs=True)),
-                                         full_check=True)
-            except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError) as exc:
-                raise VerificationError(f"the rewritten model fails onnx.checker: {exc}") from exc
+        if self.check:
+            check_rewritten(skeleton(model))
         return PassResult(model, True)
+
+
+def check_rewritten(proto: onnx.ModelProto) -> None:
+    """The full ``onnx.checker`` (shape inference included) on a rewritten model's skeleton
+    (``skeleton.skeleton``: a model of any size, data never copied), which is left as it was.
+
+    Raises:
+        VerificationError: the checker rejects the model; its message says why.
+    """
+    checked = stubs_as_inputs(proto)
+    if checked is proto:
+        checked = onnx.ModelProto()
+        checked.CopyFrom(proto)  # small: no initializer over skeleton.SMALL has data
+    try:
+        onnx.checker.check_model(checkable(checked), full_check=True)
+    except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError) as exc:
+        raise VerificationError(f"the rewritten model fails onnx.checker: {exc}") from exc

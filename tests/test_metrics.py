@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import numpy as np
 import onnx
+import onnx_ir as ir
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from graphs import model, weight
-from onnxprune.metrics import model_cost, node_macs
+from onnxprune.api import analyze
+from onnxprune.metrics import _ir_cost, model_cost, node_macs
+from onnxprune.skeleton import skeleton
 
 
 def test_einsum_counts_the_product_of_its_index_sizes():
@@ -37,6 +40,29 @@ def test_nodes_whose_shapes_stay_unknown_are_listed():
         initializer=[numpy_helper.from_array(weight(16, 8), "w")])  # fmt: skip
     cost = model_cost(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]))
     assert cost.unknown == ["mm"] and cost.macs == 0
+
+
+@pytest.mark.zoo
+@pytest.mark.parametrize("name", ["mnasnet0_5", "googlenet", "densenet121"])
+def test_a_static_working_model_counts_from_its_shapes_what_its_skeleton_counts(name):
+    """The working model after ``normalize`` is counted from the shapes its values carry
+    (no proto, no inference): the same parameters and MACs, op by op, as its skeleton's
+    count with every shape inferred again."""
+    import zoo
+
+    working = analyze(zoo.export(name, "torchscript")).analysis.model
+    from_shapes = _ir_cost(working)
+    assert from_shapes is not None
+    assert from_shapes == model_cost(skeleton(working)) and from_shapes.macs > 0
+
+
+def test_a_symbolic_input_is_counted_at_the_bound_dims_not_from_its_shapes():
+    nodes = [helper.make_node("MatMul", ["x", "w"], ["y"], name="mm")]
+    proto = model(nodes, {"x": ["batch", 16]}, {"y": ["batch", 8]}, {"w": weight(16, 8)},
+                  opset=17)  # fmt: skip
+    working = ir.from_proto(proto)
+    assert _ir_cost(working) is None
+    assert model_cost(working, {"batch": 4}).macs == 4 * 16 * 8
 
 
 @pytest.mark.zoo
