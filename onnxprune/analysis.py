@@ -15,11 +15,7 @@ from dataclasses import dataclass, field
 from functools import cached_property
 
 import onnx_ir as ir
-from onnx_ir.passes.common import (
-    LiftConstantsToInitializersPass,
-    NameFixPass,
-    ShapeInferencePass,
-)
+from onnx_ir.passes.common import LiftConstantsToInitializersPass, NameFixPass
 
 from onnxprune import rules
 from onnxprune.channel_graph import ChannelGraph, Dim, Reason
@@ -27,6 +23,7 @@ from onnxprune.graph_values import all_values, analysed_graphs, analysed_nodes, 
 from onnxprune.passes.fold_constants import FoldShapeConstantsPass
 from onnxprune.passes.untie import UntieRecord, UntieSharedConstantsPass
 from onnxprune.rules.context import RuleContext, _RankUnknown
+from onnxprune.shape_inference import infer_shapes
 from onnxprune.shape_refine import contrib_gemm_shapes, refine_reshape_shapes
 from onnxprune.shape_values import (
     SHAPE_ARITHMETIC,
@@ -74,18 +71,18 @@ def normalize(model: ir.Model) -> UntieRecord:
             model.opset_imports.setdefault(node.domain, 1)
     NameFixPass()(model)
     LiftConstantsToInitializersPass(lift_all_constants=True, size_limit=0)(model)
-    ShapeInferencePass()(model)
+    infer_shapes(model)
     if _positive_concat_axes(model):
-        ShapeInferencePass()(model)
+        infer_shapes(model)
     record = UntieRecord()
     folded = FoldShapeConstantsPass()(model).modified
     UntieSharedConstantsPass(record)(model)  # copies keep their values' shapes
     if folded:  # what a folded value feeds may get a static shape now
-        ShapeInferencePass()(model)
+        infer_shapes(model)
     refine_reshape_shapes(model)
     complete_shapes(model)
     if contrib_gemm_shapes(model):
-        ShapeInferencePass()(model)  # what reads the QGemm output gets its shapes too
+        infer_shapes(model)  # what reads the QGemm output gets its shapes too
     return record
 
 

@@ -16,9 +16,9 @@ from __future__ import annotations
 import math
 
 import onnx_ir as ir
-from onnx_ir.passes.common import ShapeInferencePass
 
 from onnxprune.graph_values import all_values
+from onnxprune.shape_inference import infer_shapes
 from onnxprune.shape_values import Literal, SizeOf, SizeProduct, shape_entries, sizes_in
 
 
@@ -111,7 +111,7 @@ def refine_reshape_shapes(model: ir.Model) -> bool:
             y.shape = ir.Shape(refined)
             changed = True
     if changed:
-        ShapeInferencePass()(model)
+        infer_shapes(model)
     return changed
 
 
