@@ -23,11 +23,25 @@ import numpy as np
 
 @dataclass(frozen=True, order=True)
 class Dim:
-    """Axis ``axis`` of tensor ``tensor``; ``part`` = (k, sizes) for the k-th virtual factor."""
+    """Axis ``axis`` of tensor ``tensor``; ``part`` = (k, sizes) for the k-th virtual factor.
+
+    Its hash is computed once (dims key every map of the analysis: hashed ~200 times each);
+    a copy or a pickle is rebuilt from the three fields, so the hash is always this
+    process's."""
 
     tensor: str
     axis: int
     part: tuple[int, tuple[int, ...]] | tuple[()] = ()
+    _hash: int = field(init=False, repr=False, compare=False, default=0)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "_hash", hash((self.tensor, self.axis, self.part)))
+
+    def __hash__(self) -> int:
+        return self._hash
+
+    def __reduce__(self) -> tuple:
+        return Dim, (self.tensor, self.axis, self.part)
 
     @property
     def is_virtual(self) -> bool:

@@ -54,15 +54,18 @@ class RemovalPlan:
             if group.blocked:
                 raise ValueError(f"group {gid} is blocked and cannot be pruned")
             plan.removed[gid] = atoms
+            removed_atom = np.zeros(group.n_atoms, dtype=bool)
+            removed_atom[atoms] = True
+            split: dict[int, tuple[np.ndarray, np.ndarray]] = {}  # by array: members share them
             for dim, atom_of in group.atom_of.items():
-                gone = np.isin(atom_of, atoms)
-                if gone.any():
-                    plan.kept[dim] = np.flatnonzero(~gone)
+                kept, gone = _split(removed_atom, atom_of, split)
+                if gone.size:
+                    plan.kept[dim] = kept
                     plan.old_sizes[dim] = atom_of.size
             for dim, consumer in group.consumers:
                 if dim.is_virtual or dim not in group.atom_of:
                     continue
-                gone = np.flatnonzero(np.isin(group.atom_of[dim], atoms))
+                gone = _split(removed_atom, group.atom_of[dim], split)[1]
                 if gone.size:
                     plan.masks.append(Mask(consumer, group.atom_of[dim].size, gone))
         return plan
@@ -111,6 +114,16 @@ class RemovalPlan:
     def to_json(self, path: str | Path) -> None:
         """Write the plan (re-appliable to the same model with ``--plan``)."""
         Path(path).write_text(json.dumps(self.to_dict(), indent=1))
+
+
+def _split(removed_atom: np.ndarray, atom_of: np.ndarray,
+           seen: dict[int, tuple[np.ndarray, np.ndarray]]) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
+    """(kept, removed) positions of a member whose position p is atom ``atom_of[p]``,
+    computed once per array (``seen``)."""
+    if id(atom_of) not in seen:
+        gone = removed_atom[atom_of]
+        seen[id(atom_of)] = np.flatnonzero(~gone), np.flatnonzero(gone)
+    return seen[id(atom_of)]
 
 
 def dropped_blocks(data: Mapping, blocks: Iterable[Block]) -> list[Block]:
