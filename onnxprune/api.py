@@ -35,6 +35,7 @@ from onnxprune.allocation_latency import (
     kernel_block,
     node_times,
 )
+from onnxprune.allocation_one_sided import allocate_one_sided, one_sided_groups
 from onnxprune.analysis import Analysis
 from onnxprune.analysis import analyze as build_channel_graph
 from onnxprune.block_scores import CRITERIA as BLOCK_CRITERIA
@@ -88,10 +89,11 @@ Progress = Callable[[str, int, int], None]
 OVERSHOT = 0.9
 
 #: Allocation strategies by name: (groups, scores, share, round_to=, min_channels=, skip=);
-#: ``latency`` also takes the model's cost table (``costs=``), measured when it is chosen.
+#: ``latency`` also takes the model's cost table (``costs=``), measured when it is chosen,
+#: and ``one-sided`` the set of groups it prunes (``chosen=``).
 ALLOCATIONS: dict[str, Callable[..., dict[int, np.ndarray]]] = {
     "uniform": allocate_ratio, "global": allocate_global,
-    "latency": allocate_latency}  # fmt: skip
+    "latency": allocate_latency, "one-sided": allocate_one_sided}  # fmt: skip
 
 #: Gram matrices for the default refit may take this many bytes (float64, channels² each).
 REFIT_MEMORY = 1 << 30
@@ -346,7 +348,7 @@ def prune(
         round_to: kept channel counts are multiples of this; ``"auto"``: onnxruntime's NCHWc
             block on this CPU (16 with AVX-512, 8 with AVX2; see
             :func:`~onnxprune.allocation_latency.kernel_block`). Default: 1, and ``"auto"``
-            with the ``latency`` allocation. Counts round up; a uniform MACs or params
+            with the ``latency`` and ``one-sided`` allocations. Counts round up; a uniform MACs or params
             target that rounding up lands below ``OVERSHOT`` (90%) of is searched again with
             the rounding spread class by class (``allocate_ratio``'s ``spread``).
         min_channels: never keep fewer channels than this in a group.
@@ -371,7 +373,11 @@ def prune(
             channels' MACs is gone) or ``latency``
             (channels by normalised score per millisecond, from an onnxruntime profile of
             the model; ``ratio`` is the share of the profiled channel time removed;
-            :mod:`onnxprune.allocation_latency`).
+            :mod:`onnxprune.allocation_latency`) or ``one-sided`` (``ratio`` of every group
+            of the largest-MACs set of groups no two of which one node reads and writes, so
+            no Conv or MatMul loses channels on both sides and the speedup keeps up with the
+            MACs saved; a target the set cannot reach is searched over every group;
+            :mod:`onnxprune.allocation_one_sided`).
         remove_blocks: drop this many residual branches (sublayers: attention, MLP, residual
             blocks; :mod:`onnxprune.blocks`), the least important first; with ``ratio`` or
             a target, width is then pruned on what is left; alone, nothing else is removed.
@@ -415,7 +421,7 @@ def prune(
                "target_latency": target_latency, "plan": plan}  # fmt: skip
     _check_arguments(model, targets, inputs, allocation, approximate_min_cosine,
                      remove_blocks, depth, block_criterion)  # fmt: skip
-    if round_to == "auto" or (round_to is None and allocation == "latency"):
+    if round_to == "auto" or (round_to is None and allocation in ("latency", "one-sided")):
         round_to = kernel_block()
     elif round_to is None:
         round_to = 1
@@ -528,6 +534,11 @@ def prune(
             feed = random_inputs(original, sizes.dims)
             costs = channel_costs(original, eligible, node_times(original, feed, providers))
         allocate = functools.partial(allocate_latency, costs=costs)
+    if allocation == "one-sided" and width:
+        with clock("one-sided set"):
+            chosen = one_sided_groups(original, eligible, {
+                name: macs or 0 for name, macs in node_macs(original, sizes.dims).items()})
+        allocate = functools.partial(allocate_one_sided, chosen=chosen)
 
     def plan_for(share: float, dropped: Sequence[Block] = ()) -> RemovalPlan:
         removed = allocate(eligible, scores, share, round_to=round_to, min_channels=min_channels,
@@ -564,10 +575,21 @@ def prune(
                 ratio, notes = search_share(original, lambda r: plan_for(r, dropped), kind,
                                             target, sizes.dims, cost_before, providers,
                                             clock.steps("search ratio"), tried)  # fmt: skip
-                if (allocation == "uniform" and round_to > 1 and kind != "latency"
+                if allocation == "one-sided" and tried.get(ratio, 0.0) > target:
+                    reached, tried = tried[ratio], {}
+                    allocate = allocate_ratio  # every group: the set alone falls short
+                    ratio, notes = search_share(original, lambda r: plan_for(r, dropped),
+                                                kind, target, sizes.dims, cost_before,
+                                                providers, clock.steps("search ratio"),
+                                                tried)  # fmt: skip
+                    notes.append(f"the one-sided set of groups keeps at least {reached:.1%} "
+                                 f"of the {kind}: the target {target:.1%} was searched over "
+                                 "every group (a uniform ratio)")  # fmt: skip
+                if (allocation in ("uniform", "one-sided") and round_to > 1
+                        and kind != "latency"
                         and tried.get(ratio, target) < OVERSHOT * target):  # fmt: skip
                     reached = tried[ratio]
-                    allocate = functools.partial(allocate_ratio, spread=True)
+                    allocate = functools.partial(allocate, spread=True)
                     ratio, notes = search_share(original, lambda r: plan_for(r, dropped),
                                                 kind, target, sizes.dims, cost_before,
                                                 providers, clock.steps("search ratio"))  # fmt: skip

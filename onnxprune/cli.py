@@ -473,18 +473,22 @@ def build_parser() -> argparse.ArgumentParser:
                    "the statistics")
     p.add_argument("--providers", nargs="+", metavar="EP", help="onnxruntime execution "
                    "providers for calibration runs (default: CPUExecutionProvider)")
-    p.add_argument("--allocation", choices=["uniform", "global", "latency"], default="uniform",
+    p.add_argument("--allocation", choices=["uniform", "global", "latency", "one-sided"],
+                   default="uniform",
                    help="uniform: --ratio of every group (targets search that ratio); global: "
                    "--ratio of all channels, lowest normalised scores model-wide, no group "
                    "losing more than 90%% (targets search that share; obs scores go per "
                    "MAC and --ratio is the share of channel MACs); "
                    "latency: channels by "
                    "normalised score per millisecond from an onnxruntime profile of the model, "
-                   "--ratio the share of profiled channel time removed, same floors as global")
+                   "--ratio the share of profiled channel time removed, same floors as global; "
+                   "one-sided: --ratio of every group of the largest-MACs set in which no Conv "
+                   "or MatMul loses channels on both sides, so the speedup keeps up with the "
+                   "MACs saved (targets the set cannot reach search every group)")
     p.add_argument("--round-to", type=_round_to, default=None, metavar="N|auto",
                    help="kept channels are a multiple of N; auto: onnxruntime's NCHWc block "
                    "on this CPU (16 with AVX-512, 8 with AVX2), which makes pruned depthwise "
-                   "CNNs much faster (default 1; auto with --allocation latency); counts round "
+                   "CNNs much faster (default 1; auto with --allocation latency or one-sided); counts round "
                    "up, or class by class where rounding up misses a target by over 10%%")
     p.add_argument("--min-channels", type=int, default=1, help="keep at least N channels")
     p.add_argument("--exclude", nargs="*", default=[], metavar="PATTERN",

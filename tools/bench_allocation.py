@@ -3,8 +3,9 @@ MAC removed on the torchvision CNN zoo.
 
 For every CNN of the zoo (the torchscript export the tests cache, at its own input size or at
 ``--size``) and one MACs target, each strategy (``uniform``; ``uniform aligned``, the same with
-``--round-to auto``; ``global``; ``latency``) prunes to the target by L2 magnitude (no data),
-and the latency allocation once more to that share of the latency (``latency -> latency``).
+``--round-to auto``; ``global``; ``latency``; ``one-sided``) prunes to the target by L2
+magnitude (no data), and the latency allocation once more to that share of the latency
+(``latency -> latency``).
 With ``--torch-pruning``, Torch-Pruning 1.6.1 (``MagnitudePruner``, L2, local, the classifier
 ignored) prunes the same torch model (the zoo's weights), its ratio bisected on its own MACs
 count to the target, and is exported as the zoo exports (torchscript, opset 17); its MACs are
@@ -38,7 +39,8 @@ from bench_peers import MODELS, magnitude_pruner  # noqa: E402 - the same CNNs a
 #: share of the latency instead of the MACs (``target_latency``, measured while searching).
 STRATEGIES = (("uniform", "uniform", None, "macs"), ("uniform aligned", "uniform", "auto", "macs"),
               ("global", "global", None, "macs"), ("latency", "latency", None, "macs"),
-              ("latency -> latency", "latency", None, "latency"))
+              ("latency -> latency", "latency", None, "latency"),
+              ("one-sided", "one-sided", None, "macs"))
 
 
 #: Columns whose cells also show the MACs kept (their target is not the MACs, or not ours).
