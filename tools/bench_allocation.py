@@ -12,7 +12,14 @@ count to the target, and is exported as the zoo exports (torchscript, opset 17);
 then counted on that export as onnxprune counts its own. The original and every pruned model
 are timed together in onnxruntime (2 threads, alternating blocks, all graph optimisations).
 Columns: MACs kept, speedup, speedup / MACs ratio = speedup x MACs kept (1.0: time falls as
-fast as MACs). Writes ``tools/results/bench_allocation[_<size>].{json,md}``.
+fast as MACs). The ``floor`` column is the same model pruned deep (``--ratio 0.9 --round-to
+auto``, timed in the same blocks): the share of the time it still takes at its share of the
+MACs; extrapolated linearly to no MACs (F, the time no width removes), time linear in MACs
+above F would give at the target the ratio target / (F + (1 - F) x target), the cell's
+estimate. It is what uniform width pruning can hope for (memory-bound costs, falling with the
+width rather than its square, keep its curve above that line), not a bound on every
+allocation: one that cuts memory traffic with the MACs (one-sided) can pass it.
+Writes ``tools/results/bench_allocation[_<size>].{json,md}``.
 
     python tools/bench_allocation.py [--target 0.5] [--models resnet18 mobilenet_v2]
     python tools/bench_allocation.py --size 224 --torch-pruning   # deployment size
@@ -42,6 +49,9 @@ STRATEGIES = (("uniform", "uniform", None, "macs"), ("uniform aligned", "uniform
               ("latency -> latency", "latency", None, "latency"),
               ("one-sided", "one-sided", None, "macs"))
 
+
+#: The ratio of the deep-pruned model the ``floor`` column times.
+FLOOR_RATIO = 0.9
 
 #: Columns whose cells also show the MACs kept (their target is not the MACs, or not ours).
 SHOW_MACS = {"Torch-Pruning"} | {c for c, _, _, kind in STRATEGIES if kind != "macs"}
@@ -101,6 +111,10 @@ def bench(name: str, target: float, size: int | None = None, peers: bool = False
         rows.append({"allocation": column, "prune_s": wall,
                      "macs_kept": result.cost_after.macs / result.cost_before.macs,
                      "verified": result.verification.passed})  # fmt: skip
+    deep = onnxprune.prune(path, ratio=FLOOR_RATIO, inputs=[feed], round_to="auto")
+    models.append(deep.to_proto())
+    rows.append({"allocation": "floor", "macs_kept": deep.cost_after.macs / deep.cost_before.macs,
+                 "verified": deep.verification.passed})  # fmt: skip
     if peers:
         out = work / f"{name}-torch-pruning.onnx"
         try:
@@ -113,6 +127,11 @@ def bench(name: str, target: float, size: int | None = None, peers: bool = False
         row["latency_ms"] = st.median_ms
         row["speedup"] = stats[0].median_ms / st.median_ms
         row["speedup_per_macs"] = row["speedup"] * row["macs_kept"]
+        if row["allocation"] == "floor":
+            time_kept, macs_kept = 1 / row["speedup"], row["macs_kept"]
+            fixed = max(0.0, (time_kept - macs_kept) / (1 - macs_kept))
+            row.update(time_kept=time_kept, fixed_share=fixed,
+                       bound=target / (fixed + (1 - fixed) * target))
         print(f"{name:20} {row['allocation']:15} MACs {row['macs_kept']:.1%} speedup "
               f"{row['speedup']:.2f}x ratio {row['speedup_per_macs']:.2f}", flush=True)
     return {"model": name, "input": list(feed["input"].shape), "target_macs": target,
@@ -127,20 +146,28 @@ def markdown(report: dict) -> str:
              + (f" --size {report['size']}" if report.get("size") else "")
              + (" --torch-pruning" if peers else "") + "`. Cells: speedup (speedup / MACs "
              "ratio); the MACs kept too where the target was not the MACs"
-             + (" and for Torch-Pruning's export" if peers else "") + ".", "",
+             + (" and for Torch-Pruning's export" if peers else "") + "; floor: the share of "
+             f"the time the model pruned at --ratio {FLOOR_RATIO} --round-to auto takes, and "
+             "the ratio a time linear in MACs above its floor would give at the target "
+             "(tools/bench_allocation.py's docstring).", "",
              "| model | input | ms before | " + " | ".join(columns) + " |",
              "|---|---|---:|" + "---:|" * len(columns)]  # fmt: skip
     for m in report["models"]:
         cells = [f"failed ({r['error']})" if "error" in r else
+                 f"{r['time_kept']:.0%} of the time at {r['macs_kept']:.0%} of MACs: "
+                 f"~{r['bound']:.2f}" if r["allocation"] == "floor" else
                  f"{r['speedup']:.2f}x ({r['speedup_per_macs']:.2f})"
                  + (f", {r['macs_kept']:.0%} MACs" if r["allocation"] in SHOW_MACS else "")
                  for r in m["rows"]]  # fmt: skip
         lines.append(f"| {m['model']} | {'x'.join(map(str, m['input']))} | "
                      f"{m['latency_ms_before']:.2f} | " + " | ".join(cells) + " |")  # fmt: skip
-    medians = [statistics.median(m["rows"][k]["speedup_per_macs"] for m in report["models"]
+    medians = [statistics.median(m["rows"][k]["bound" if column == "floor" else
+                                              "speedup_per_macs"] for m in report["models"]
                                  if "error" not in m["rows"][k])
-               for k in range(len(columns))]  # fmt: skip
-    lines.append("| median | | | " + " | ".join(f"({v:.2f})" for v in medians) + " |")
+               for k, column in enumerate(columns)]  # fmt: skip
+    lines.append("| median | | | " + " | ".join(
+        f"(~{v:.2f})" if column == "floor" else f"({v:.2f})"
+        for v, column in zip(medians, columns, strict=True)) + " |")
     return "\n".join(lines) + "\n"
 
 
