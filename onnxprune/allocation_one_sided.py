@@ -27,7 +27,6 @@ from collections.abc import Mapping
 
 import numpy as np
 import onnx_ir as ir
-from scipy.optimize import Bounds, LinearConstraint, milp
 
 from onnxprune.allocation import allocate_ratio
 from onnxprune.groups import Group
@@ -54,6 +53,8 @@ def one_sided_groups(model: ir.Model, groups: list[Group],
                       dtype=np.float64)  # fmt: skip
     if not conflicts:
         return set(ids)
+    from scipy.optimize import Bounds, LinearConstraint, milp  # a heavy import, used here only
+
     column = {gid: i for i, gid in enumerate(ids)}
     pairs = np.zeros((len(conflicts), len(ids)))
     for row, (a, b) in enumerate(conflicts):

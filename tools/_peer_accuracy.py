@@ -3,7 +3,7 @@ Torch-Pruning on the models with real weights.
 
 Each onnxprune cell prunes to the MACs target with calibration (the default importance,
 fluctuation, and the least-squares refit) under one allocation (``uniform``, ``global``,
-``latency``), and once more under ``global`` with ``criterion="obs"``; Torch-Pruning 1.6.1 prunes the same torch model by group L2 magnitude (local and
+``latency``, ``one-sided``), and once more under ``global`` with ``criterion="obs"``; Torch-Pruning 1.6.1 prunes the same torch model by group L2 magnitude (local and
 global) with its ratio searched to onnxprune's measured MACs (``tools/eval_criteria.py``'s
 searches), exported and scored on the same data. Torch-Pruning needs the torch model: the
 Keras digits CNN and RapidOCR's Paddle models have none (cells "n/a").
@@ -32,7 +32,8 @@ import onnx
 
 #: (cell key, allocation, criterion; None: the default, fluctuation with data).
 ALLOCATIONS = (("uniform", "uniform", None), ("global", "global", None),
-               ("global_obs", "global", "obs"), ("latency", "latency", None))
+               ("global_obs", "global", "obs"), ("latency", "latency", None),
+               ("one_sided", "one-sided", None))
 
 
 def _prune_cells(path, keep: float, calibration, score: Callable[[Path], float],
@@ -144,7 +145,7 @@ def accuracy_rows() -> list[dict]:
 
 COLUMNS = (("uniform", "onnxprune uniform"), ("global", "onnxprune global"),
            ("global_obs", "onnxprune global, obs"), ("latency", "onnxprune latency"),
-           ("tp_local", "Torch-Pruning local"),
+           ("one_sided", "onnxprune one-sided"), ("tp_local", "Torch-Pruning local"),
            ("tp_global", "Torch-Pruning global"))  # fmt: skip
 
 
