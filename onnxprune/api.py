@@ -66,17 +66,26 @@ from onnxprune.model_io import (
     files_read,
     from_graphsurgeon,
     load_model,
+    model_nbytes,
     save_model,
     uses_external_data,
 )
 from onnxprune.oracle import verify_pruned
+from onnxprune.pages import small_pages
 from onnxprune.passes.cleanup import check_rewritten, drop_intermediate_shapes
 from onnxprune.passes.compensate import compensation_fills, weight_axes
 from onnxprune.passes.refit import refit_updates
 from onnxprune.passes.refit_sequential import sequential_refit as sequential_refit_pass
 from onnxprune.plan import RemovalPlan, dropped_blocks, read_plan
 from onnxprune.rewrite import rewrite
-from onnxprune.sessions import FileModel, Staged, check_room_for, is_large, runs_on
+from onnxprune.sessions import (
+    FileModel,
+    Staged,
+    check_room_for,
+    is_large,
+    runs_on,
+    tensor_bytes,
+)
 from onnxprune.skeleton import skeleton
 from onnxprune.statistics import collect_statistics
 from onnxprune.targets import kept_measure, search_share
@@ -227,10 +236,11 @@ class PruneResult:
         with external data. Refused over any file the input reads: a path input's ``.onnx``
         and every external-data file (an in-memory input has no file of its own, so saving
         it over the file it was once loaded from cannot be detected)."""
-        return save_model(self.model, path, source=self.analysis.source,
-                          external=bool(self.analysis.external_data),
-                          protected=files_read(self.original),
-                          movable=None if self.staged is None else self.staged.data)  # fmt: skip
+        with small_pages(model_nbytes(self.model)):
+            return save_model(self.model, path, source=self.analysis.source,
+                              external=bool(self.analysis.external_data),
+                              protected=files_read(self.original),
+                              movable=None if self.staged is None else self.staged.data)  # fmt: skip
 
 
 def _describe(calibration: Any) -> str | None:
@@ -294,6 +304,23 @@ def refit_keys(analysis: Analysis, groups: list[Group]) -> set:
     return keys
 
 
+def _small_pages_when_large(fn: Callable[..., PruneResult]) -> Callable[..., PruneResult]:
+    """``prune`` with numpy's huge-page advice off for a model of ``pages.LARGE`` bytes or more
+    (:mod:`onnxprune.pages`); the size of a file that cannot be read is its load's to report."""
+
+    @functools.wraps(fn)
+    def wrapper(model: ModelSource, *args: Any, **kwargs: Any) -> PruneResult:
+        try:
+            nbytes = tensor_bytes(model) if isinstance(model, str | Path | ir.Model) else 0
+        except (OSError, ValueError):
+            nbytes = 0
+        with small_pages(nbytes):
+            return fn(model, *args, **kwargs)
+
+    return wrapper
+
+
+@_small_pages_when_large
 def prune(
     model: ModelSource,
     *,

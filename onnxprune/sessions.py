@@ -202,7 +202,7 @@ def open_session(
         UnsupportedModelError: onnxruntime cannot build a session for the model.
         UsageError: a temporary copy is needed and the temp folder lacks the space.
     """
-    nbytes = _nbytes(model)
+    nbytes = tensor_bytes(model)
     large = nbytes > inline_limit()
     options = session_options(optimization, threads, spinning, large, prepack)
     if profile is not None:  # onnxruntime's per-node profile, written under this prefix
@@ -353,10 +353,10 @@ def _source(model: ir.Model | onnx.ModelProto | bytes | str | os.PathLike) -> by
 
 def is_large(model: ir.Model | onnx.ModelProto | bytes | str | os.PathLike) -> bool:
     """Whether ``model``'s tensors exceed the inline limit (its sessions map external data)."""
-    return _nbytes(model) > inline_limit()
+    return tensor_bytes(model) > inline_limit()
 
 
-def _nbytes(model: ir.Model | onnx.ModelProto | bytes | str | os.PathLike | FileModel) -> int:
+def tensor_bytes(model: ir.Model | onnx.ModelProto | bytes | str | os.PathLike | FileModel) -> int:
     """Tensor bytes of a model (a path: its file and external data, from the file sizes)."""
     if isinstance(model, FileModel):
         model = model.path

@@ -16,6 +16,7 @@ from onnx import helper
 from graphs import conv, model, weight
 from onnxprune import sessions
 from onnxprune.cli import main
+from onnxprune.model_io import model_nbytes
 
 
 def cnn(width: int = 8, seed: int = 0) -> onnx.ModelProto:
@@ -139,16 +140,16 @@ def test_a_files_size_counts_its_external_data_read_from_the_wire_format(tmp_pat
               size_threshold=1024)  # fmt: skip
     assert external_data_locations(path) == {"w.bin"}
     total = path.stat().st_size + (tmp_path / "w.bin").stat().st_size
-    assert sessions._nbytes(path) == total
+    assert sessions.tensor_bytes(path) == total
     inline = tmp_path / "inline.onnx"
     onnx.save(cnn(width=64), inline)
     assert external_data_locations(inline) == set()
-    assert sessions._nbytes(inline) == inline.stat().st_size
+    assert sessions.tensor_bytes(inline) == inline.stat().st_size
     garbage = tmp_path / "garbage.onnx"
     garbage.write_bytes(b"\x3a\xff\xff\xff\xff\x0f")  # graph field, length past the end
     with pytest.raises(WireError):
         external_data_locations(garbage)
-    assert sessions._nbytes(garbage) == garbage.stat().st_size
+    assert sessions.tensor_bytes(garbage) == garbage.stat().st_size
 
 
 def test_an_oracle_session_feeds_the_weights_as_inputs_from_the_models_arrays(tmp_path):
@@ -170,3 +171,45 @@ def test_an_oracle_session_feeds_the_weights_as_inputs_from_the_models_arrays(tm
     plain = sessions.open_session(loaded)
     assert not isinstance(plain, sessions.FedSession)
     assert np.array_equal(fed.run(None, {"x": x})[0], plain.run(None, {"x": x})[0])
+
+
+def test_a_large_model_works_with_small_pages_and_the_setting_comes_back():
+    """numpy's huge-page advice is off inside ``small_pages`` for ``LARGE`` bytes and more,
+    untouched below, and as it was afterwards (onnxprune/pages.py)."""
+    from onnxprune import pages
+
+    switch = pages._setter()
+    before = switch(True)
+    try:
+        with pages.small_pages(pages.LARGE):
+            inside = switch(False)
+        after = switch(True)
+        with pages.small_pages(pages.LARGE - 1):
+            small = switch(True)
+    finally:
+        switch(before)
+    assert (inside, after, small) == (False, True, True)
+
+
+def test_prune_and_save_size_their_pages_by_the_model(tmp_path, monkeypatch):
+    import contextlib
+
+    from test_allocation import mlp
+
+    import onnxprune
+    import onnxprune.api as api
+    from graphs import feeds
+
+    sizes = []
+
+    @contextlib.contextmanager
+    def recorded(nbytes):
+        sizes.append(nbytes)
+        yield
+
+    monkeypatch.setattr(api, "small_pages", recorded)
+    path = tmp_path / "mlp.onnx"
+    onnx.save(mlp(40), path)
+    result = onnxprune.prune(path, ratio=0.5, inputs=feeds(mlp(40)))
+    result.save(tmp_path / "small.onnx")
+    assert sizes == [path.stat().st_size, model_nbytes(result.model)]
