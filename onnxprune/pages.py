@@ -7,7 +7,8 @@ ask the kernel for transparent huge pages for its large arrays (numpy's
 Every weight is touched once or twice (read, scored, sliced, written), so fewer TLB misses
 buy little, while a huge-page fault on fragmented memory waits for the kernel to compact it
 (``compact_stall`` in /proc/vmstat): vgg11_bn's (507 MB) ``--no-verify`` prune and save took
-0.41-2.13 s over four runs with huge pages, 0.73-0.75 s without. Smaller models keep them:
+0.46-2.16 s over six runs with huge pages (median 1.05 s), 0.72-0.82 s without (median 0.79 s);
+verified, 1.23-2.21 s (median 1.73 s) and 1.80-1.97 s (1.84 s). Smaller models keep them:
 there the faults they save outweigh the waits (resnet18 0.075 s with, 0.084 s without;
 resnet50 0.157 s and 0.177 s).
 """
