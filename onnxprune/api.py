@@ -84,7 +84,6 @@ from onnxprune.sessions import (
     check_room_for,
     is_large,
     runs_on,
-    tensor_bytes,
 )
 from onnxprune.skeleton import skeleton
 from onnxprune.statistics import collect_statistics
@@ -236,7 +235,7 @@ class PruneResult:
         with external data. Refused over any file the input reads: a path input's ``.onnx``
         and every external-data file (an in-memory input has no file of its own, so saving
         it over the file it was once loaded from cannot be detected)."""
-        with small_pages(model_nbytes(self.model)):
+        with small_pages(0 if self.analysis.external_data else model_nbytes(self.model)):
             return save_model(self.model, path, source=self.analysis.source,
                               external=bool(self.analysis.external_data),
                               protected=files_read(self.original),
@@ -304,17 +303,27 @@ def refit_keys(analysis: Analysis, groups: list[Group]) -> set:
     return keys
 
 
+def _held_bytes(model: ModelSource) -> int:
+    """Bytes of weights a prune of ``model`` reads into memory: a file's own size (external
+    data stays memory-mapped), an onnx-ir model's tensors unless they live in external data;
+    0 for what cannot be sized here (a file that cannot be read is its load's to report)."""
+    try:
+        if isinstance(model, str | Path):
+            return Path(model).stat().st_size
+        if isinstance(model, ir.Model) and not uses_external_data(model):
+            return model_nbytes(model)
+    except OSError:
+        pass
+    return 0
+
+
 def _small_pages_when_large(fn: Callable[..., PruneResult]) -> Callable[..., PruneResult]:
-    """``prune`` with numpy's huge-page advice off for a model of ``pages.LARGE`` bytes or more
-    (:mod:`onnxprune.pages`); the size of a file that cannot be read is its load's to report."""
+    """``prune`` with numpy's huge-page advice off where it reads ``pages.LARGE`` bytes of
+    weights or more into memory (:mod:`onnxprune.pages`)."""
 
     @functools.wraps(fn)
     def wrapper(model: ModelSource, *args: Any, **kwargs: Any) -> PruneResult:
-        try:
-            nbytes = tensor_bytes(model) if isinstance(model, str | Path | ir.Model) else 0
-        except (OSError, ValueError):
-            nbytes = 0
-        with small_pages(nbytes):
+        with small_pages(_held_bytes(model)):
             return fn(model, *args, **kwargs)
 
     return wrapper

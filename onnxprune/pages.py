@@ -1,7 +1,8 @@
 """Memory pages of the arrays a prune of a large model allocates: small pages, not
 transparent huge pages.
 
-Rule: while a model of at least ``LARGE`` bytes of weights is pruned or saved, numpy does not
+Rule: while a model with at least ``LARGE`` bytes of weights held in memory (not external data,
+which stays memory-mapped and is sliced one tensor at a time) is pruned or saved, numpy does not
 ask the kernel for transparent huge pages for its large arrays (numpy's
 ``madvise(MADV_HUGEPAGE)``, on by default on Linux); the setting is restored afterwards.
 Every weight is touched once or twice (read, scored, sliced, written), so fewer TLB misses

@@ -213,3 +213,13 @@ def test_prune_and_save_size_their_pages_by_the_model(tmp_path, monkeypatch):
     result = onnxprune.prune(path, ratio=0.5, inputs=feeds(mlp(40)))
     result.save(tmp_path / "small.onnx")
     assert sizes == [path.stat().st_size, model_nbytes(result.model)]
+    # external data stays mapped: only the .onnx file itself is read into memory, and the
+    # sliced tensors are written one at a time
+    sizes.clear()
+    external = tmp_path / "ext" / "mlp.onnx"
+    external.parent.mkdir()
+    onnx.save(mlp(40), external, save_as_external_data=True, size_threshold=0)
+    result = onnxprune.prune(external, ratio=0.5, inputs=feeds(mlp(40)))
+    result.save(tmp_path / "ext" / "small.onnx")
+    assert sizes == [external.stat().st_size, 0]
+    assert external.stat().st_size < model_nbytes(result.original)
