@@ -78,13 +78,7 @@ from onnxprune.passes.refit import refit_updates
 from onnxprune.passes.refit_sequential import sequential_refit as sequential_refit_pass
 from onnxprune.plan import RemovalPlan, dropped_blocks, read_plan
 from onnxprune.rewrite import rewrite
-from onnxprune.sessions import (
-    FileModel,
-    Staged,
-    check_room_for,
-    is_large,
-    runs_on,
-)
+from onnxprune.sessions import FileModel, Staged, check_room_for, is_large, runs_on
 from onnxprune.skeleton import skeleton
 from onnxprune.statistics import collect_statistics
 from onnxprune.targets import kept_measure, search_share
@@ -384,9 +378,10 @@ def prune(
         round_to: kept channel counts are multiples of this; ``"auto"``: onnxruntime's NCHWc
             block on this CPU (16 with AVX-512, 8 with AVX2; see
             :func:`~onnxprune.allocation_latency.kernel_block`). Default: 1, and ``"auto"``
-            with the ``latency`` and ``one-sided`` allocations. Counts round up; a uniform MACs or params
-            target that rounding up lands below ``OVERSHOT`` (90%) of is searched again with
-            the rounding spread class by class (``allocate_ratio``'s ``spread``).
+            with the ``latency`` and ``one-sided`` allocations. Counts round up; a uniform
+            (or one-sided) MACs or params target that rounding up lands below ``OVERSHOT``
+            (90%) of is searched again with the rounding spread class by class
+            (``allocate_ratio``'s ``spread``).
         min_channels: never keep fewer channels than this in a group.
         exclude: node or tensor names (globs) whose groups are left alone.
         allow_approximate: also prune groups an op normalises over (LayerNorm, Softmax).
@@ -611,6 +606,7 @@ def prune(
                 ratio, notes = search_share(original, lambda r: plan_for(r, dropped), kind,
                                             target, sizes.dims, cost_before, providers,
                                             clock.steps("search ratio"), tried)  # fmt: skip
+                fallback: list[str] = []  # kept past the spread's search, which resets notes
                 if allocation == "one-sided" and tried.get(ratio, 0.0) > target:
                     reached, tried = tried[ratio], {}
                     allocate = allocate_ratio  # every group: the set alone falls short
@@ -618,9 +614,9 @@ def prune(
                                                 kind, target, sizes.dims, cost_before,
                                                 providers, clock.steps("search ratio"),
                                                 tried)  # fmt: skip
-                    notes.append(f"the one-sided set of groups keeps at least {reached:.1%} "
-                                 f"of the {kind}: the target {target:.1%} was searched over "
-                                 "every group (a uniform ratio)")  # fmt: skip
+                    fallback.append(f"the one-sided set of groups keeps at least "
+                                    f"{reached:.1%} of the {kind}: the target {target:.1%} was "
+                                    "searched over every group (a uniform ratio)")  # fmt: skip
                 if (allocation in ("uniform", "one-sided") and round_to > 1
                         and kind != "latency"
                         and tried.get(ratio, target) < OVERSHOT * target):  # fmt: skip
@@ -633,7 +629,7 @@ def prune(
                                  f"class (allocation.allocate_ratio's spread): rounding every "
                                  f"class up kept {reached:.1%} of the {kind} for the target "
                                  f"{target:.1%}")  # fmt: skip
-                warnings += notes
+                warnings += notes + fallback
             ratio = 0.0 if ratio is None else ratio
             removal = plan_for(ratio, dropped)
             if width:

@@ -25,9 +25,9 @@ import numpy as np
 class Dim:
     """Axis ``axis`` of tensor ``tensor``; ``part`` = (k, sizes) for the k-th virtual factor.
 
-    Its hash is computed once (dims key every map of the analysis: hashed ~200 times each);
-    a copy or a pickle is rebuilt from the three fields, so the hash is always this
-    process's."""
+    Its hash is computed once (dims key every map of the analysis and are hashed dozens of
+    times each); a copy or a pickle is rebuilt from the three fields, so the hash is always
+    this process's."""
 
     tensor: str
     axis: int

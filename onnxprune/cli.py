@@ -488,8 +488,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--round-to", type=_round_to, default=None, metavar="N|auto",
                    help="kept channels are a multiple of N; auto: onnxruntime's NCHWc block "
                    "on this CPU (16 with AVX-512, 8 with AVX2), which makes pruned depthwise "
-                   "CNNs much faster (default 1; auto with --allocation latency or one-sided); counts round "
-                   "up, or class by class where rounding up misses a target by over 10%%")
+                   "CNNs much faster (default 1; auto with --allocation latency or one-sided); "
+                   "counts round up, or class by class where rounding up misses a target by "
+                   "over 10%%")
     p.add_argument("--min-channels", type=int, default=1, help="keep at least N channels")
     p.add_argument("--exclude", nargs="*", default=[], metavar="PATTERN",
                    help="node or tensor names (globs) whose groups are kept")
