@@ -256,7 +256,12 @@ def parameter_counts(model: Countable) -> dict[str, int]:
 
 def node_macs(model: Countable, dims: Dims | None = None) -> dict[str, int | None]:
     """MACs of every node by node name (None where shapes stay unknown), dims bound; nodes
-    of subgraphs included."""
+    of subgraphs included. An onnx-ir model whose shapes decide them is counted from those
+    (``_ir_macs``)."""
+    if isinstance(model, ir.Model):
+        macs = _ir_macs(model)
+        if macs is not None:
+            return {node.name: count for node, count in zip(model.graph, macs, strict=True)}
     model = _proto(model)
     inferred, shapes = _bound_shapes(model, dict(dims or {}))
     return {node.name: _node_macs(node, shapes)
@@ -321,11 +326,22 @@ def _static(value: ir.Value | None) -> list[int] | None:
     return list(shape)
 
 
-def _ir_cost(model: ir.Model) -> ModelCost | None:
-    """The cost from the shapes ``model``'s values carry, as ``model_cost`` counts it on the
-    skeleton, when they decide it: no subgraphs, every graph input static (so no dim is left
-    to bind) and static shapes at every contraction (a working model after ``normalize``);
-    else None. No proto is written and nothing is inferred again."""
+def _ir_tensors(graph: ir.Graph) -> dict[str, ir.TensorProtocol]:
+    """Initializers and Constant values of ``graph`` by name (``_initializers`` on the IR)."""
+    tensors: dict[str, ir.TensorProtocol] = {
+        name: v.const_value for name, v in graph.initializers.items() if v.const_value is not None}
+    for node in graph:
+        attr = node.attributes.get("value") if node.op_type == "Constant" else None
+        if attr is not None and attr.type == ir.AttributeType.TENSOR and node.outputs[0].name:
+            tensors[node.outputs[0].name] = attr.value
+    return tensors
+
+
+def _ir_macs(model: ir.Model) -> list[int] | None:
+    """MACs of every node of ``model``'s graph, in graph order, from the shapes its values
+    carry, when they decide them: no subgraphs, every graph input static (so no dim is left to
+    bind) and static shapes at every contraction (a working model after ``normalize``); else
+    None. No proto is written and nothing is inferred again."""
     graph = model.graph
     if any(_static(v) is None for v in graph.inputs):
         return None
@@ -333,18 +349,34 @@ def _ir_cost(model: ir.Model) -> ModelCost | None:
     if any(a.type in (ir.AttributeType.GRAPH, ir.AttributeType.GRAPHS)
            for node in nodes for a in node.attributes.values()):  # fmt: skip
         return None
-    tensors: dict[str, ir.TensorProtocol] = {
-        name: v.const_value for name, v in graph.initializers.items() if v.const_value is not None}
-    for node in nodes:
-        attr = node.attributes.get("value") if node.op_type == "Constant" else None
-        if attr is not None and attr.type == ir.AttributeType.TENSOR and node.outputs[0].name:
-            tensors[node.outputs[0].name] = attr.value
     shapes: dict[str, list[int] | None] = {
-        name: list(t.shape) for name, t in tensors.items() if t.shape is not None}
+        name: list(t.shape) for name, t in _ir_tensors(graph).items() if t.shape is not None}
     for value in (*graph.inputs, *(o for n in nodes for o in n.outputs)):
         if value is not None and value.name and value.name not in shapes:
             shapes[value.name] = _static(value)
-    names = [[v.name if v is not None else "" for v in node.inputs] for node in nodes]
+    macs = []
+    for node in nodes:
+        count = _macs(node.op_type, node.domain, _names(node.inputs), _names(node.outputs),
+                      {k: a.value for k, a in node.attributes.items()}, shapes)  # fmt: skip
+        if count is None:
+            return None
+        macs.append(count)
+    return macs
+
+
+def _names(values: Sequence[ir.Value | None]) -> list[str]:
+    return [v.name if v is not None else "" for v in values]
+
+
+def _ir_cost(model: ir.Model) -> ModelCost | None:
+    """The cost from the shapes ``model``'s values carry (``_ir_macs``), as ``model_cost``
+    counts it on the skeleton; None where those shapes do not decide it."""
+    macs = _ir_macs(model)
+    if macs is None:
+        return None
+    nodes = list(model.graph)
+    tensors = _ir_tensors(model.graph)
+    names = [_names(node.inputs) for node in nodes]
     quantized = {ins[i] for node, ins in zip(nodes, names, strict=True)
                  if (i := WEIGHT_INPUT.get(node.op_type)) is not None and i < len(ins)}  # fmt: skip
     counts = {name: math.prod(t.shape) for name, t in tensors.items()
@@ -355,14 +387,9 @@ def _ir_cost(model: ir.Model) -> ModelCost | None:
     params_by_op: dict[str, int] = {}
     macs_by_op: dict[str, int] = {}
     seen: set[str] = set()
-    for node, ins in zip(nodes, names, strict=True):
-        attrs = {k: a.value for k, a in node.attributes.items()}
-        macs = _macs(node.op_type, node.domain, ins,
-                     [v.name if v is not None else "" for v in node.outputs], attrs, shapes)  # fmt: skip
-        if macs is None:
-            return None
-        if macs:
-            macs_by_op[node.op_type] = macs_by_op.get(node.op_type, 0) + macs
+    for node, ins, count in zip(nodes, names, macs, strict=True):
+        if count:
+            macs_by_op[node.op_type] = macs_by_op.get(node.op_type, 0) + count
         for name in ins:
             if name in counts and name not in seen:
                 seen.add(name)

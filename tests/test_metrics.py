@@ -46,14 +46,15 @@ def test_nodes_whose_shapes_stay_unknown_are_listed():
 @pytest.mark.parametrize("name", ["mnasnet0_5", "googlenet", "densenet121"])
 def test_a_static_working_model_counts_from_its_shapes_what_its_skeleton_counts(name):
     """The working model after ``normalize`` is counted from the shapes its values carry
-    (no proto, no inference): the same parameters and MACs, op by op, as its skeleton's
-    count with every shape inferred again."""
+    (no proto, no inference): the same parameters and MACs, op by op and node by node, as
+    its skeleton's count with every shape inferred again."""
     import zoo
 
     working = analyze(zoo.export(name, "torchscript")).analysis.model
     from_shapes = _ir_cost(working)
     assert from_shapes is not None
     assert from_shapes == model_cost(skeleton(working)) and from_shapes.macs > 0
+    assert node_macs(working) == node_macs(skeleton(working))
 
 
 def test_a_symbolic_input_is_counted_at_the_bound_dims_not_from_its_shapes():
