@@ -16,7 +16,6 @@ from onnx import helper
 from graphs import conv, model, weight
 from onnxprune import sessions
 from onnxprune.cli import main
-from onnxprune.model_io import model_nbytes
 
 
 def cnn(width: int = 8, seed: int = 0) -> onnx.ModelProto:
@@ -172,54 +171,3 @@ def test_an_oracle_session_feeds_the_weights_as_inputs_from_the_models_arrays(tm
     assert not isinstance(plain, sessions.FedSession)
     assert np.array_equal(fed.run(None, {"x": x})[0], plain.run(None, {"x": x})[0])
 
-
-def test_a_large_model_works_with_small_pages_and_the_setting_comes_back():
-    """numpy's huge-page advice is off inside ``small_pages`` for ``LARGE`` bytes and more,
-    untouched below, and as it was afterwards (onnxprune/pages.py)."""
-    from onnxprune import pages
-
-    switch = pages._setter()
-    before = switch(True)
-    try:
-        with pages.small_pages(pages.LARGE):
-            inside = switch(False)
-        after = switch(True)
-        with pages.small_pages(pages.LARGE - 1):
-            small = switch(True)
-    finally:
-        switch(before)
-    assert (inside, after, small) == (False, True, True)
-
-
-def test_prune_and_save_size_their_pages_by_the_model(tmp_path, monkeypatch):
-    import contextlib
-
-    from test_allocation import mlp
-
-    import onnxprune
-    import onnxprune.api as api
-    from graphs import feeds
-
-    sizes = []
-
-    @contextlib.contextmanager
-    def recorded(nbytes):
-        sizes.append(nbytes)
-        yield
-
-    monkeypatch.setattr(api, "small_pages", recorded)
-    path = tmp_path / "mlp.onnx"
-    onnx.save(mlp(40), path)
-    result = onnxprune.prune(path, ratio=0.5, inputs=feeds(mlp(40)))
-    result.save(tmp_path / "small.onnx")
-    assert sizes == [path.stat().st_size, model_nbytes(result.model)]
-    # external data stays mapped: only the .onnx file itself is read into memory, and the
-    # sliced tensors are written one at a time
-    sizes.clear()
-    external = tmp_path / "ext" / "mlp.onnx"
-    external.parent.mkdir()
-    onnx.save(mlp(40), external, save_as_external_data=True, size_threshold=0)
-    result = onnxprune.prune(external, ratio=0.5, inputs=feeds(mlp(40)))
-    result.save(tmp_path / "ext" / "small.onnx")
-    assert sizes == [external.stat().st_size, 0]
-    assert external.stat().st_size < model_nbytes(result.original)
