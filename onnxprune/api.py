@@ -481,14 +481,16 @@ def prune(
         raise UsageError(f"criterion '{criterion}' needs calibration data "
                          "(calibration= or calibration_random=)")  # fmt: skip
     original = analysis.analysis.model.clone()
-    warnings = nonfinite_weights(original, "the input model")
+    warnings: list[str] = []
     # feeds and input sizes, decided once: verification, costs and random calibration use them
     with clock("input sizes"):
         data = _Data(analysis.analysis.model, calibration, calibration_random, dims)
         real = [dict(f) for f in inputs] if inputs is not None else data.first(2)
         probe = verify or has_data or target_latency is not None or not is_large(original)
-        sizes = decide_sizes(original, dims, real[0] if real else None,
-                             runs_on(original) if probe else None)  # fmt: skip
+        probed = runs_on(original) if probe else None
+        sizes = decide_sizes(original, dims, real[0] if real else None, probed)
+        if probed is not None:
+            probed.close()  # its outputs stay, for the oracle; its session goes
         data.dims = sizes.dims
     # width is not pruned when only blocks are dropped: no channel statistics or scores
     width = plan_data is not None or not (depth == "depth" or (
@@ -511,6 +513,7 @@ def prune(
         with clock("score"):
             scores, notes = rank(analysis.analysis, eligible, criterion, stats)
             warnings += notes
+    warnings[:0] = nonfinite_weights(original, "the input model")  # after the norms read them
     cost_before = model_cost(original, sizes.dims)
     refit = bool(refit)  # unset only where no data was read
     if (compensate or refit) and stats is None:
@@ -654,7 +657,7 @@ def prune(
             source = FileModel(Path(model), weights) if weights else model  # shared, not reread
             pruned, staging, verdicts = verify_pruned(
                 source, base_dir, original, pruned, removal, groups, feeds, correct,
-                approximate_min_cosine, clock.step)  # fmt: skip
+                approximate_min_cosine, clock.step, probed)  # fmt: skip
     drop_intermediate_shapes(pruned)
     timings["total_s"] = time.perf_counter() - start
     options = {

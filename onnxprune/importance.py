@@ -26,6 +26,7 @@ import numpy as np
 from onnxprune.analysis import Analysis
 from onnxprune.channel_graph import Consumer
 from onnxprune.errors import UsageError
+from onnxprune.finite import seen
 from onnxprune.groups import Group
 from onnxprune.quantization import QUANTIZED_INPUTS, WEIGHT_INPUT
 from onnxprune.shape_values import constant_array
@@ -63,10 +64,11 @@ def _weight_norms(analysis: Analysis, group: Group, power: int) -> np.ndarray:
         if value is None or value.const_value is None:
             continue
         with reading(value.const_value) as array:
-            array = _dequantized(value, array)
-            if array is None or array.ndim == 0:
+            weight = _dequantized(value, array)
+            if weight is None or weight.ndim == 0:
                 continue
-            per_position = _per_position(array, dim.axis, power)
+            per_position = _per_position(weight, dim.axis, power)
+            seen(value.const_value, array, per_position)
         total += np.bincount(atom_of, weights=per_position, minlength=group.n_atoms)
     return total if power == 1 else np.sqrt(total)
 

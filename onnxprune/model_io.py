@@ -23,7 +23,7 @@ from pathlib import Path
 import onnx
 import onnx_ir as ir
 
-from onnxprune import wire
+from onnxprune import data_file, wire
 from onnxprune.errors import ModelLoadError, UnsupportedModelError, UsageError
 from onnxprune.skeleton import SMALL, weightless
 
@@ -399,7 +399,7 @@ def save_model(
             onnx.save(ir.to_proto(model), staged)
             os.chmod(folder / data_name, _umask_mode())
         elif external:
-            ir.save(model, staged, external_data=data_name)
+            data_file.write(model, staged, data_name)
             os.chmod(folder / data_name, _umask_mode())
         elif any(isinstance(v.const_value, ir.ExternalTensor)
                  for g in model.graphs() for v in g.initializers.values()):  # fmt: skip

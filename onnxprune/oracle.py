@@ -23,7 +23,7 @@ from onnxprune.input_sizes import shapes_text
 from onnxprune.model_io import ModelSource, load_model
 from onnxprune.plan import RemovalPlan
 from onnxprune.rewrite import rewrite
-from onnxprune.sessions import FileModel, Staged, is_large, staged
+from onnxprune.sessions import FileModel, Probe, Staged, is_large, staged
 from onnxprune.verify import Verification, compare, masked_model, similarity, verify_plan
 
 Verdicts = tuple[Verification, Verification | None]
@@ -32,9 +32,10 @@ Verdicts = tuple[Verification, Verification | None]
 def verify_pruned(model: ModelSource, base_dir: str | Path | None, original: ir.Model,
                   pruned: ir.Model, plan: RemovalPlan, groups: list[Group], feeds: list,
                   correct: Callable[[RemovalPlan], None], min_cosine: float,
-                  step: Callable[[str, int], None] | None = None,
+                  step: Callable[[str, int], None] | None = None, known: Probe | None = None,
                   ) -> tuple[ir.Model, Staged | None, Verdicts]:  # fmt: skip
     """(the verified model, its staging or None, (oracle verdict, approximate verdict)).
+    ``known``: runs of the working copy already made (the input-size probe's).
 
     Raises:
         VerificationError: the pruned model fails the oracle.
@@ -50,7 +51,7 @@ def verify_pruned(model: ModelSource, base_dir: str | Path | None, original: ir.
             step("stage", 1)
     try:
         verdicts = _verified(_as_loaded(model, base_dir), original, pruned, plan, groups, feeds,
-                             correct, min_cosine)  # fmt: skip
+                             correct, min_cosine, known)  # fmt: skip
     except BaseException:
         if staging is not None:
             staging.remove()
@@ -60,12 +61,12 @@ def verify_pruned(model: ModelSource, base_dir: str | Path | None, original: ir.
 
 def _verified(source: ir.Model | onnx.ModelProto | str, original: ir.Model, pruned: ir.Model,
               plan: RemovalPlan, groups: list[Group], feeds: list,
-              correct: Callable[[RemovalPlan], None],
-              min_cosine: float) -> tuple[Verification, Verification | None]:  # fmt: skip
+              correct: Callable[[RemovalPlan], None], min_cosine: float,
+              known: Probe | None) -> tuple[Verification, Verification | None]:  # fmt: skip
     """The oracle's verdicts; raises VerificationError when the pruned model fails it."""
     try:
         verification, similarity_check = _oracle(source, original, pruned, plan, groups, feeds,
-                                                 correct, min_cosine)  # fmt: skip
+                                                 correct, min_cosine, known)  # fmt: skip
     except UnsupportedModelError as exc:
         raise UnsupportedModelError(f"{exc}; so the pruned model cannot be verified: prune "
                                     "with --no-verify (verify=False) to write it "
@@ -88,10 +89,12 @@ def _verified(source: ir.Model | onnx.ModelProto | str, original: ir.Model, prun
 
 def _oracle(source: ir.Model | onnx.ModelProto | str, original: ir.Model, pruned: ir.Model,
             plan: RemovalPlan, groups: list[Group], feeds: list,
-            correct: Callable[[RemovalPlan], None], min_cosine: float) -> tuple[Verification, Verification | None]:  # fmt: skip
+            correct: Callable[[RemovalPlan], None], min_cosine: float,
+            known: Probe | None = None) -> tuple[Verification, Verification | None]:  # fmt: skip
     """The oracle on ``feeds``: pruned == masked original for the exact groups (approximate
     groups, when pruned, by cosine of the written model to the masked original), and the
-    normalised working copy == the model as the user gave it."""
+    normalised working copy == the model as the user gave it (the working copy's outputs
+    taken from ``known`` where it already ran on a feed)."""
     approximate_ids = {g.id for g in groups if g.approximate}
     similarity_check = None
     if approximate_ids & set(plan.removed):
@@ -105,7 +108,7 @@ def _oracle(source: ir.Model | onnx.ModelProto | str, original: ir.Model, pruned
         similarity_check = similarity(masked_model(original, plan), pruned, feeds, min_cosine)
     else:
         verification = verify_plan(original, pruned, plan, feeds)
-    reference = compare(source, original, feeds)
+    reference = compare(source, original, feeds, known=known)
     if not reference.passed:
         verification.passed = False
         verification.add_note("the normalised working copy differs from the input model "

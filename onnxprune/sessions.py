@@ -27,6 +27,7 @@ feed (the input-size probe); ``with_outputs`` opens a model with extra outputs.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 import shutil
 import tempfile
@@ -41,7 +42,7 @@ import onnx
 import onnx_ir as ir
 import onnxruntime as ort
 
-from onnxprune import model_io, wire
+from onnxprune import data_file, model_io, wire
 from onnxprune.errors import UnsupportedModelError, UsageError, VerificationError
 from onnxprune.skeleton import SMALL, STUB, checkable, split_weights, weightless
 
@@ -142,7 +143,7 @@ def staged(model: ir.Model) -> Staged:
     folder = Path(tempfile.mkdtemp(prefix=TEMP_PREFIX, dir=root))
     try:
         path = folder / "model.onnx"
-        ir.save(model, path, external_data="model.onnx.data")
+        data_file.write(model, path, "model.onnx.data")
         try:  # by path: the data file's references too
             bare = checkable(onnx.load(str(path), load_external_data=False))
             onnx.save(bare, folder / "check.onnx")
@@ -224,7 +225,7 @@ def open_session(
         return _create(ir.to_proto(model).SerializeToString(), options, providers)
     with scratch_folder(nbytes + _SPACE_MARGIN) as scratch:
         path = scratch / "model.onnx"
-        ir.save(model, path, external_data="model.onnx.data")
+        data_file.write(model, path, "model.onnx.data")
         return _create(str(path), options, providers)
 
 
@@ -413,24 +414,53 @@ def _create(source: bytes | str, options: ort.SessionOptions,
         ) from exc
 
 
-def runs_on(model: ir.Model) -> Callable[[dict[str, np.ndarray]], bool]:
-    """Whether ``model`` runs on a feed in onnxruntime (session built on first use). A model
-    onnxruntime cannot load at all (custom ops) cannot be probed: every size counts as
+class Probe:
+    """Whether ``model`` runs on a feed in onnxruntime (session built on first use), keeping
+    the outputs of every feed it ran (``outputs_of``), so that the oracle's check of the
+    working copy against the input model does not run the working copy on those feeds again.
+    A model onnxruntime cannot load at all (custom ops) cannot be probed: every size counts as
     running, and verification, if asked for, reports the load error."""
-    holder: list = []
 
-    def runs(feed: dict[str, np.ndarray]) -> bool:
-        if not holder:
+    def __init__(self, model: ir.Model) -> None:
+        self.model = model
+        self.names: list[str] = []
+        self._session: ort.InferenceSession | None = None
+        self._opened = False
+        self._outputs: dict[tuple, list[np.ndarray]] = {}
+
+    def __call__(self, feed: Mapping[str, np.ndarray]) -> bool:
+        if not self._opened:
+            self._opened = True
             try:
-                holder.append(open_session(model))
+                self._session = open_session(self.model)
+                self.names = [o.name for o in self._session.get_outputs()]
             except UnsupportedModelError:
-                holder.append(None)
-        if holder[0] is None:
+                self._session = None
+        if self._session is None:
             return True
         try:
-            holder[0].run(None, feed)
+            outputs = self._session.run(None, dict(feed))
         except Exception:  # onnxruntime's own exception types: the size does not run
             return False
+        self._outputs[feed_key(feed)] = outputs
         return True
 
-    return runs
+    def outputs_of(self, feed: Mapping[str, np.ndarray]) -> list[np.ndarray] | None:
+        """The outputs of a run on ``feed`` (the same names, shapes and values), or None."""
+        return self._outputs.get(feed_key(feed))
+
+    def close(self) -> None:
+        """Drop the session (a large model's mapped weights) and keep the outputs."""
+        self._session = None
+
+
+def feed_key(feed: Mapping[str, np.ndarray]) -> tuple:
+    """A feed's identity: each input's name, type, shape and a digest of its bytes."""
+    return tuple(sorted((name, np.asarray(v).dtype.str, np.shape(v),
+                         hashlib.blake2b(np.ascontiguousarray(v).tobytes()).digest())
+                        for name, v in feed.items()))  # fmt: skip
+
+
+def runs_on(model: ir.Model) -> Probe:
+    """A ``Probe`` of ``model``."""
+    return Probe(model)

@@ -11,6 +11,7 @@ Weights already in memory are used as they are.
 from __future__ import annotations
 
 import contextlib
+import functools
 import mmap
 from collections.abc import Callable, Iterator, Mapping
 
@@ -49,6 +50,14 @@ def derived(tensor: ir.TensorProtocol, fn: Callable[[np.ndarray], np.ndarray],
     now for a tensor in memory, when read for a mapped one."""
     if not mapped(tensor):
         return ir.Tensor(np.ascontiguousarray(fn(tensor.numpy())), name=name)
+    return ir.LazyTensor(_computing(tensor, fn, name), dtype=tensor.dtype,
+                         shape=ir.Shape(shape), name=name)  # fmt: skip
+
+
+def _computing(tensor: ir.TensorProtocol, fn: Callable[[np.ndarray], np.ndarray],
+               name: str | None) -> Callable[[], ir.Tensor]:  # fmt: skip
+    """A function computing ``fn`` of the mapped tensor's values when called (the pages it
+    read are dropped afterwards)."""
 
     def compute() -> ir.Tensor:
         with reading(tensor) as array:
@@ -56,19 +65,37 @@ def derived(tensor: ir.TensorProtocol, fn: Callable[[np.ndarray], np.ndarray],
             out = out.copy() if np.shares_memory(out, array) else np.ascontiguousarray(out)
         return ir.Tensor(out, name=name)
 
-    return ir.LazyTensor(compute, dtype=tensor.dtype, shape=ir.Shape(shape), name=name)
+    return compute
+
+
+class Sliced(ir.LazyTensor):
+    """A mapped tensor taken at the kept positions ``axes[axis]`` of each listed axis, computed
+    when read; ``source`` and ``axes`` let a writer slice it into a buffer of its own
+    (:mod:`onnxprune.data_file`)."""
+
+    __slots__ = ("axes", "source")
+
+    def __init__(self, source: ir.TensorProtocol, axes: Mapping[int, np.ndarray],
+                 name: str | None) -> None:  # fmt: skip
+        shape = list(source.shape.numpy())
+        for axis, kept in axes.items():
+            shape[axis] = int(kept.size)
+        super().__init__(_computing(source, functools.partial(_take, axes=axes), name),
+                         dtype=source.dtype, shape=ir.Shape(shape), name=name)  # fmt: skip
+        self.source = source
+        self.axes = dict(axes)
+
+
+def _take(array: np.ndarray, axes: Mapping[int, np.ndarray]) -> np.ndarray:
+    for axis, kept in sorted(axes.items()):
+        array = np.take(array, kept, axis=axis)
+    return array
 
 
 def sliced(tensor: ir.TensorProtocol, axes: Mapping[int, np.ndarray],
            name: str | None) -> ir.TensorProtocol:  # fmt: skip
-    """The tensor taken at the kept positions ``axes[axis]`` of each listed axis."""
-    shape = list(tensor.shape.numpy())
-    for axis, kept in axes.items():
-        shape[axis] = int(kept.size)
-
-    def take(array: np.ndarray) -> np.ndarray:
-        for axis, kept in sorted(axes.items()):
-            array = np.take(array, kept, axis=axis)
-        return array
-
-    return derived(tensor, take, tuple(shape), name)
+    """The tensor taken at the kept positions ``axes[axis]`` of each listed axis: computed now
+    for a tensor in memory, a ``Sliced`` for a mapped one."""
+    if not mapped(tensor):
+        return ir.Tensor(np.ascontiguousarray(_take(tensor.numpy(), axes)), name=name)
+    return Sliced(tensor, axes, name)

@@ -21,6 +21,7 @@ import mmap
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import BinaryIO
 
 import numpy as np
 import onnx_ir as ir
@@ -37,6 +38,19 @@ _DTYPES = {1: "<f4", 2: "u1", 3: "i1", 4: "<u2", 5: "<i2", 6: "<i4", 7: "<i8", 9
 #: The same types as onnx-ir data types: the plain numpy ones (onnxruntime takes arrays of
 #: them as OrtValues, too).
 PLAIN_TYPES = frozenset(ir.DataType(k) for k in _DTYPES)
+
+
+#: Bytes per write call: the page cache takes a large buffer written at once at a third of
+#: the speed of the same bytes in pieces of this size (3.3 GB here: 3.5 s in 4 MiB writes,
+#: 1.1 s in 1 MiB, 0.7 s in 256 KiB; medians of five runs).
+WRITE_PIECE = 2**18
+
+
+def write_pieces(file: BinaryIO, data: memoryview | bytes) -> None:
+    """``file.write(data)`` in pieces of at most ``WRITE_PIECE`` bytes."""
+    view = memoryview(data).cast("B")
+    for start in range(0, len(view), WRITE_PIECE):
+        file.write(view[start:start + WRITE_PIECE])
 
 
 class WireError(ValueError):
@@ -262,7 +276,7 @@ def write_model(model: ir.Model, path: str | os.PathLike, min_bytes: int) -> Non
                 raise ValueError(f"initializer '{name}' gives {len(data)} bytes for its "
                                  f"{tensor.nbytes}")  # fmt: skip
             file.write(head)
-            file.write(data)
+            write_pieces(file, data)
             del data
 
 

@@ -131,15 +131,24 @@ def test_oracle_passes_rounding_noise_of_a_sensitive_output_but_not_an_error():
 
 
 @pytest.mark.parametrize("weight_name", ["w2", "b2"])
+@pytest.mark.parametrize("symbolic", [False, True])
 def test_a_working_copy_that_differs_from_the_file_fails_the_reference_check(
-        tmp_path, monkeypatch, weight_name):
+        tmp_path, monkeypatch, weight_name, symbolic):
     """The oracle's reference check runs the file as given (its own graph bytes and the
     weights as read from it, large ones shared with the loaded model) against the
     normalised working copy: a normalisation that changed a weight fails it, whether the
     weight is large (w2, 10,240 values, handed over as an array) or small (b2, in the
-    bytes), though the masked and the pruned model, both made from the changed copy, agree."""
+    bytes), though the masked and the pruned model, both made from the changed copy, agree.
+    With symbolic sizes the working copy's side comes from the input-size probe's runs on the
+    same feeds (not run again), and still fails."""
     import onnxprune.analysis as analysis
+    import onnxprune.verify as verify
     from onnxprune.errors import VerificationError
+
+    known = []
+    answer = verify._Known.run
+    monkeypatch.setattr(verify._Known, "run",
+                        lambda self, names, feed: known.append(1) or answer(self, names, feed))
 
     real = analysis.normalize
 
@@ -154,8 +163,11 @@ def test_a_working_copy_that_differs_from_the_file_fails_the_reference_check(
     inits = {"w1": weight(64, 3, 1, 1, seed=1), "b1": weight(64, seed=2),
              "w2": weight(160, 64, 1, 1, seed=3), "b2": weight(160, seed=4)}  # fmt: skip
     path = tmp_path / "m.onnx"
-    onnx.save(model(nodes, {"x": [1, 3, 2, 2]}, {"y": [1, 160, 2, 2]}, inits), path)
+    sizes = ["N", 3, "H", "W"] if symbolic else [1, 3, 2, 2]
+    onnx.save(model(nodes, {"x": sizes}, {"y": [sizes[0], 160, *sizes[2:]]}, inits), path)
     assert onnxprune.prune(path, ratio=0.5).verification.passed
+    assert len(known) == (2 if symbolic else 0)  # both feeds' runs taken from the probe
     monkeypatch.setattr(analysis, "normalize", changing)
     with pytest.raises(VerificationError, match="working copy differs from the input model"):
         onnxprune.prune(path, ratio=0.5)
+    assert len(known) == (4 if symbolic else 0)
