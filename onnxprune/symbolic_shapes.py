@@ -11,9 +11,13 @@ declared as graph inputs for the run, so their data is neither copied nor read.
 from __future__ import annotations
 
 import contextlib
+import functools
+import importlib.util
 import io
 import logging
 from collections.abc import Iterator
+from pathlib import Path
+from types import ModuleType
 
 import onnx
 import onnx_ir as ir
@@ -77,9 +81,8 @@ def infer_symbolic_shapes(
 ) -> dict[str, Shape] | None:
     """Value name -> shape from onnxruntime's symbolic inference; None when it cannot run.
     ``types``, when given, receives the element types it inferred."""
-    try:
-        from onnxruntime.tools import symbolic_shape_infer
-    except ImportError:  # onnxruntime without its tools, or sympy missing
+    symbolic_shape_infer = _symbolic_shape_infer()
+    if symbolic_shape_infer is None:
         return None
     bare = weightless(proto, _large)
     try:
@@ -92,6 +95,27 @@ def infer_symbolic_shapes(
     if types is not None:
         types.update(_proto_types(inferred))
     return _proto_shapes(inferred)
+
+
+@functools.cache
+def _symbolic_shape_infer() -> ModuleType | None:
+    """onnxruntime's ``tools/symbolic_shape_infer.py`` (numpy, onnx and sympy only), loaded from
+    its file: importing it as ``onnxruntime.tools.symbolic_shape_infer`` first runs that
+    package's ``__init__``, which imports torch wherever torch is installed (1.4 s here).
+    None where onnxruntime ships without it or sympy is missing."""
+    spec = importlib.util.find_spec("onnxruntime")
+    if spec is None or spec.origin is None:
+        return None
+    path = Path(spec.origin).parent / "tools" / "symbolic_shape_infer.py"
+    loaded = importlib.util.spec_from_file_location("onnxprune._ort_symbolic_shape_infer", path)
+    if not path.is_file() or loaded is None or loaded.loader is None:
+        return None
+    module = importlib.util.module_from_spec(loaded)
+    try:
+        loaded.loader.exec_module(module)
+    except ImportError:
+        return None
+    return module
 
 
 def _size_products(module):
