@@ -1,4 +1,4 @@
-"""Writing a model with its weights in one external data file, one tensor at a time.
+"""Writing a model with its weights in one external data file, a tensor per thread at a time.
 
 Rules: the initializers of every graph go into the data file in order, each of more than
 ``ALIGN_OVER`` bytes at an offset that is a multiple of ``ALIGN`` (the rest packed), and the
@@ -8,13 +8,16 @@ its old reference could name the new file). How a tensor's bytes get there depen
 they are:
 
 - a tensor read from an external data file: copied file to file in the kernel
-  (``copy_file_range``, onnx-ir's ``ExternalTensor.tofile``); no byte enters the process;
+  (``copy_file_range``; a bounded read and write where the file systems refuse it); no byte
+  enters the process;
 - a slice of one (``weights.Sliced``): the source read with ``preadv`` into a buffer, taken at
   the kept positions into a second buffer, both reused for every tensor (a memory mapping
   would fault each page in, and a fresh array per tensor each page out: 3x slower here);
 - any other tensor: written from its array.
 
-So at most two tensors' bytes are held at once, and the proto never holds a weight.
+Two threads write, each at offsets laid out beforehand (``pwrite``, in pieces of
+``wire.WRITE_PIECE``): at most two tensors' bytes per thread are held at once, and the proto
+never holds a weight.
 """
 
 from __future__ import annotations

@@ -362,8 +362,8 @@ def save_model(
     protected: set[Path] | None = None,
     movable: Path | None = None,
 ) -> Path:
-    """Write ``model`` to ``path`` atomically, one tensor in memory at a time. Models past the
-    protobuf limit and ``external=True`` get a ``<name>.data`` file beside it; with
+    """Write ``model`` to ``path`` atomically, a few tensors in memory at a time. Models past
+    the protobuf limit and ``external=True`` get a ``<name>.data`` file beside it; with
     ``external=None``, so do models still reading external data.
 
     Rule: everything is written into a private folder made with ``mkdtemp`` in the output

@@ -14,10 +14,11 @@ Rules, by what the model is:
   most the inline limit in memory (the working copy of an external-data model, its masked
   variant for the oracle, a staged pruned model): its weightless proto as bytes, with
   onnxruntime reading (memory-mapping) the data from that folder, so no weight is copied;
-- any other larger model: saved with external data (one tensor in memory at a time) into a
-  private folder (``mkdtemp``) under the temp root (``--tmp-dir``, else ``ONNXPRUNE_TMPDIR``,
-  else the system temp folder) that lives only while onnxruntime opens it (it has mapped the
-  data by then; the mapping outlives the folder), after a check of the free space it needs.
+- any other larger model: saved with external data (``data_file``: a few tensors in memory
+  at a time) into a private folder (``mkdtemp``) under the temp root (``--tmp-dir``, else
+  ``ONNXPRUNE_TMPDIR``, else the system temp folder) that lives only while onnxruntime opens
+  it (it has mapped the data by then; the mapping outlives the folder), after a check of the
+  free space it needs.
 
 Sessions of models past the inline limit do not pre-pack weights (a second copy of every
 MatMul weight); their memory is the mapped data. ``runs_on`` answers whether a model runs on a
@@ -450,8 +451,10 @@ class Probe:
         return self._outputs.get(feed_key(feed))
 
     def close(self) -> None:
-        """Drop the session (a large model's mapped weights) and keep the outputs."""
+        """Drop the session (a large model's mapped weights; reopened if called again) and
+        keep the outputs."""
         self._session = None
+        self._opened = False
 
 
 def feed_key(feed: Mapping[str, np.ndarray]) -> tuple:

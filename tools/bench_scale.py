@@ -8,9 +8,13 @@ in its own process (peak RSS from ``wait4``): ``cp`` of the model folder, onnx-i
 ranked by their output change on 4 random sequences of 64 tokens). Each command starts after
 ``sync`` (the page cache stays warm; the dirty pages of the command before are written back
 first) and the model folder is read once before the first command, so ``cp`` too runs with
-the page cache warm. Ratios are to ``cp``'s time and to the model's size on disk. Writes ``tools/results/bench_scale.{json,md}``.
+the page cache warm. The first five commands run ``--repeats`` times (3) in rounds, each
+reported by its median wall time: a single ``cp`` of 4 GB took 1.3 to 7.6 s here from run to
+run. Ratios are to the median ``cp`` and to the model's size on disk. Writes
+``tools/results/bench_scale.{json,md}``.
 
-Usage: ``python tools/bench_scale.py [shaped] [llama]`` (default: the models already built).
+Usage: ``python tools/bench_scale.py [shaped] [llama] [--repeats N]`` (default: the models
+already built).
 """
 
 from __future__ import annotations
@@ -23,6 +27,8 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+
+import numpy as np
 
 sys.path.insert(0, str(Path(__file__).parent))
 import _results  # noqa: E402 - the tools folder is on the path now
@@ -63,63 +69,71 @@ def folder_size(path: Path) -> int:
     return sum(f.stat().st_size for f in path.parent.iterdir() if f.is_file())
 
 
-def bench(kind: str, work: Path) -> dict:
+def bench(kind: str, work: Path, repeats: int = 3) -> dict:
     model = make_llm.make(kind)
     size = folder_size(model) / 2**30
     out = work / "out"
-    rows = []
+    runs: dict[str, list[tuple[float, float, int]]] = {}
 
     def measure(name: str, command: list[str], *, fresh: bool = True) -> None:
         if fresh:
             shutil.rmtree(out, ignore_errors=True)
             out.mkdir()
         wall, rss, code = run(command)
-        rows.append({"command": name, "wall_s": round(wall, 2), "peak_rss_gib": round(rss, 2),
-                     "exit": code})  # fmt: skip
+        runs.setdefault(name, []).append((wall, rss, code))
         print(f"  {name}: {wall:.1f} s, {rss:.2f} GiB, exit {code}", flush=True)
 
     onnxprune = [PY, "-m", "onnxprune"]
+    prune = [*onnxprune, "prune", str(model), "-o", str(out / "p.onnx")]
     read_once(model.parent)
-    measure("cp (model folder)", ["cp", "-r", str(model.parent), str(out / "copy")])
-    measure("onnx-ir load + save", [PY, "-c", (
-        "import onnx_ir as ir, sys; m = ir.load(sys.argv[1]); "
-        "ir.save(m, sys.argv[2], external_data='m.onnx.data')"), str(model), str(out / "m.onnx")])
-    measure("analyze", [*onnxprune, "analyze", str(model)])
-    measure("prune --ratio 0.25 --no-verify",
-            [*onnxprune, "prune", str(model), "-o", str(out / "p.onnx"), "--ratio", "0.25",
-             "--no-verify"])  # fmt: skip
-    measure("prune --ratio 0.25 (verified)",
-            [*onnxprune, "prune", str(model), "-o", str(out / "p.onnx"), "--ratio", "0.25"])
+    for _ in range(repeats):  # rounds, so that a slow spell of the machine falls on all
+        measure("cp (model folder)", ["cp", "-r", str(model.parent), str(out / "copy")])
+        measure("onnx-ir load + save", [PY, "-c", (
+            "import onnx_ir as ir, sys; m = ir.load(sys.argv[1]); "
+            "ir.save(m, sys.argv[2], external_data='m.onnx.data')"), str(model),
+            str(out / "m.onnx")])  # fmt: skip
+        measure("analyze", [*onnxprune, "analyze", str(model)])
+        measure("prune --ratio 0.25 --no-verify", [*prune, "--ratio", "0.25", "--no-verify"])
+        measure("prune --ratio 0.25 (verified)", [*prune, "--ratio", "0.25"])
     measure("verify (written model)", [*onnxprune, "verify", str(model), str(out / "p.onnx")],
             fresh=False)  # fmt: skip
-    measure("prune --target-macs 0.6 (verified)",
-            [*onnxprune, "prune", str(model), "-o", str(out / "p.onnx"), "--target-macs", "0.6"])
+    measure("prune --target-macs 0.6 (verified)", [*prune, "--target-macs", "0.6"])
     measure("prune --ratio 0.25, calibration 16 x 128 tokens (verified)",
-            [*onnxprune, "prune", str(model), "-o", str(out / "p.onnx"), "--ratio", "0.25",
-             "--random", "16", "--dim", "input_ids=1,128"])  # fmt: skip
+            [*prune, "--ratio", "0.25", "--random", "16", "--dim", "input_ids=1,128"])
     measure("prune --remove-blocks 8, ranked on 4 x 64 tokens (verified)",
-            [*onnxprune, "prune", str(model), "-o", str(out / "p.onnx"), "--remove-blocks", "8",
-             "--random", "4", "--dim", "input_ids=1,64"])  # fmt: skip
+            [*prune, "--remove-blocks", "8", "--random", "4", "--dim", "input_ids=1,64"])
+    rows = []
+    for name, measured in runs.items():
+        walls = sorted(w for w, _, _ in measured)
+        rows.append({"command": name, "wall_s": round(float(np.median(walls)), 2),
+                     "walls_s": [round(w, 2) for w, _, _ in measured],
+                     "peak_rss_gib": round(max(r for _, r, _ in measured), 2),
+                     "exit": max((c for _, _, c in measured), key=abs)})  # fmt: skip
     cp = rows[0]["wall_s"]
     for row in rows:
         row["x_cp_time"] = round(row["wall_s"] / max(cp, 1e-9), 2)
         row["x_model_size"] = round(row["peak_rss_gib"] / size, 2)
-    return {"model": kind, "path": str(model), "size_gib": round(size, 2),
+    return {"model": kind, "path": str(model), "size_gib": round(size, 2), "repeats": repeats,
             "shape": make_llm.SHAPES[kind], "rows": rows}  # fmt: skip
 
 
 def markdown(results: list[dict]) -> str:
+    repeats = max((r.get("repeats", 1) for r in results), default=1)
     lines = ["Each command in its own process on this machine (2 cores, 24 GB), started after "
-             "`sync` with the model in the page cache (read once before the first), one run; peak RSS from wait4 (file-backed pages of memory-mapped weights included). Ratios: to the "
-             "`cp` of the same model folder in the same run, and to the model's size on disk.",
-             ""]  # fmt: skip
+             "`sync` with the model in the page cache (read once before the first); the first "
+             f"five commands {repeats} times in rounds (wall: the median, every run listed; peak "
+             "RSS: the highest), the others once; peak RSS from wait4 (file-backed pages of "
+             "memory-mapped weights included). Ratios: to the median `cp` of the same model "
+             "folder in the same run, and to the model's size on disk.", ""]  # fmt: skip
     for result in results:
         shape = ", ".join(f"{k} {v}" for k, v in result["shape"].items())
         lines += [f"**{result['model']}** ({shape}; {result['size_gib']} GiB)", "",
-                  "| command | wall s | x cp | peak RSS GiB | x model size | exit |",
-                  "|---|---:|---:|---:|---:|---:|"]  # fmt: skip
-        lines += [f"| {r['command']} | {r['wall_s']} | {r['x_cp_time']} | {r['peak_rss_gib']} | "
-                  f"{r['x_model_size']} | {r['exit']} |" for r in result["rows"]]  # fmt: skip
+                  "| command | wall s | runs s | x cp | peak RSS GiB | x model size | exit |",
+                  "|---|---:|---|---:|---:|---:|---:|"]  # fmt: skip
+        lines += [f"| {r['command']} | {r['wall_s']} | "
+                  f"{' / '.join(str(w) for w in r.get('walls_s', [r['wall_s']]))} | "
+                  f"{r['x_cp_time']} | {r['peak_rss_gib']} | {r['x_model_size']} | {r['exit']} |"
+                  for r in result["rows"]]  # fmt: skip
         lines.append("")
     return "\n".join(lines)
 
@@ -129,6 +143,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("models", nargs="*", metavar="MODEL",
                         help=f"any of {', '.join(sorted(make_llm.SHAPES))} (default: the ones "
                         "already built)")  # no choices=: argparse checks an empty list against them
+    parser.add_argument("--repeats", type=int, default=3,
+                        help="runs of cp, load + save, analyze and the two ratio prunes, in "
+                        "rounds (default 3)")
     parser.add_argument("--work", type=Path, default=None,
                         help="folder for the outputs (default: a temporary folder)")
     args = parser.parse_args(argv)
@@ -142,7 +159,7 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(dir=args.work) as work:
         for kind in kinds:
             print(kind, flush=True)
-            results.append(bench(kind, Path(work)))
+            results.append(bench(kind, Path(work), args.repeats))
     _results.write("bench_scale", results, markdown(results))
     return 0
 
