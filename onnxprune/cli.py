@@ -22,7 +22,7 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from onnxprune.errors import OnnxPruneError, UsageError, VerificationError
-from onnxprune.model_io import check_destination, check_not_input, files_read, load_model
+from onnxprune.model_io import check_destination, check_not_input, files_of, load_model
 
 PLAN_KEY = "onnxprune.plan"
 
@@ -139,7 +139,7 @@ def _prune(args, out: Console, err: Console) -> int:
         raise UsageError(f"output path '{args.output}' is the input model; choose another -o")
     if args.ratio is not None and not 0 <= args.ratio < 1:
         raise UsageError(f"--ratio must be in [0, 1), got {args.ratio}")
-    protected = files_read(load_model(args.model), Path(args.model))
+    protected = files_of(args.model)
     for path in [Path(args.output), *([args.plan_out] if args.plan_out else [])]:
         check_destination(path)
         check_not_input(path, protected)

@@ -338,6 +338,21 @@ def files_read(model: ir.Model, source: Path | None = None) -> set[Path]:
     return paths
 
 
+def files_of(path: str | os.PathLike) -> set[Path]:
+    """``files_read`` of the model file at ``path`` without loading it: the file and the
+    external-data files its main-graph initializers name (``wire.external_data_locations``).
+
+    Raises:
+        ModelLoadError: as ``load_model`` does, for a file that is not a readable model.
+    """
+    path = Path(path)
+    try:
+        locations = wire.external_data_locations(path)
+    except (wire.WireError, OSError):
+        return files_read(load_model(path), path)  # raises its clear error
+    return {path.resolve()} | {(path.parent / location).resolve() for location in locations}
+
+
 def check_not_input(out: Path, protected: set[Path]) -> None:
     """Raise UsageError when writing ``out`` or its ``.data`` file would replace a file in
     ``protected`` (the input model and the external data it reads)."""
