@@ -157,8 +157,9 @@ def _layout(model: ir.Model) -> list[tuple[ir.Value, ir.TensorProtocol, int]]:
     for graph in model.graphs():
         for value in graph.initializers.values():
             tensor = value.const_value
-            if tensor is None or (tensor.nbytes <= INLINE and not mapped(tensor)):
-                continue
+            if tensor is None or tensor.dtype == ir.DataType.STRING or (
+                    tensor.nbytes <= INLINE and not mapped(tensor)):  # fmt: skip
+                continue  # strings have no raw bytes: they stay in the proto
             if tensor.nbytes > ALIGN_OVER and end % ALIGN:
                 end += ALIGN - end % ALIGN
             out.append((value, tensor, end))

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Mapping
-from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
@@ -32,7 +31,7 @@ from onnxprune.groups import Group
 from onnxprune.quantization import QUANTIZED_INPUTS, WEIGHT_INPUT
 from onnxprune.shape_values import constant_array
 from onnxprune.statistics import ChannelStats, Key
-from onnxprune.weights import reading, release
+from onnxprune.weights import reading, release, weight_map
 
 Stats = Mapping[Key, ChannelStats]
 Criterion = Callable[[Analysis, Group, Stats | None], np.ndarray]
@@ -43,12 +42,9 @@ DATA_CRITERIA: set[str] = set()
 COMPARABLE: set[str] = set()
 #: Criteria that read the Gram matrices of their consumers' inputs (as the refit does).
 GRAM_CRITERIA: set[str] = set()
-#: Criteria scored two groups at a time in models of more than ``THREAD_OVER`` bytes of
-#: weights: weight norms, whose time is numpy reading the weights (the 1.1B Llama's 4.4 GB:
-#: 1.1 -> 0.35 s on two cores; resnet18 8 -> 6 ms; mnasnet0_5's 8 MB, 2 -> 4 ms, stays serial).
+#: Criteria scored several groups at a time in large models (``weights.weight_map``): weight
+#: norms, whose time is numpy reading the weights.
 THREADED = {"l1", "l2"}
-SCORE_THREADS = 2
-THREAD_OVER = 32 * 2**20
 
 
 def criterion(name: str, *, needs_data: bool = False) -> Callable[[Criterion], Criterion]:
@@ -288,9 +284,8 @@ def score_groups(
     def score(group: Group) -> np.ndarray:
         return CRITERIA["l2" if group.id in fallback else name](analysis, group, stats)
 
-    if name in THREADED and _weight_bytes(analysis) > THREAD_OVER:  # numpy releases the GIL
-        with ThreadPoolExecutor(SCORE_THREADS) as pool:
-            raws = list(pool.map(score, scored))
+    if name in THREADED:  # numpy over the weights: the GIL is released while it reads
+        raws = weight_map(score, scored, analysis.model)
     else:
         raws = [score(g) for g in scored]
     scores: dict[int, np.ndarray] = {}
@@ -299,11 +294,6 @@ def score_groups(
         comparable = name in COMPARABLE and group.id not in fallback
         scores[group.id] = raw / mean if mean > 0 and not comparable else raw
     return scores
-
-
-def _weight_bytes(analysis: Analysis) -> int:
-    return sum(v.const_value.nbytes for v in analysis.model.graph.initializers.values()
-               if v.const_value is not None)  # fmt: skip
 
 
 def rank(analysis: Analysis, groups: list[Group], name: str,

@@ -53,7 +53,7 @@ from onnxprune.input_sizes import shapes_text
 from onnxprune.plan import RemovalPlan
 from onnxprune.quantization import QUANTIZED_INPUTS, QUANTIZED_TYPES
 from onnxprune.sessions import Probe, open_session, with_outputs
-from onnxprune.weights import derived, reading
+from onnxprune.weights import derived, reading, weight_map
 
 Feed = Mapping[str, np.ndarray]
 
@@ -515,22 +515,24 @@ def check_weights(result: Verification, original: ir.Model, pruned: ir.Model,
     values where the plan has them) taken at the kept positions of each shrunk axis, exactly.
     Inputs a dead channel leaves unread cannot show a misplaced weight column at the outputs;
     this shows it."""
-    bad = []
     originals = _initializers(original)
+    pairs = []
     for name, value in _initializers(pruned).items():
         before = originals.get(name)
         if before is None or value.const_value is None or before.const_value is None:
             continue
-        if not (before.const_value.dtype.is_floating_point()
+        if (before.const_value.dtype.is_floating_point()
                 or before.const_value.dtype in QUANTIZED_TYPES):  # fmt: skip
-            continue
+            pairs.append((name, before.const_value, value.const_value))
+
+    def matches(pair: tuple[str, ir.TensorProtocol, ir.TensorProtocol]) -> bool:
+        name, before, after = pair
         full = plan.weight_updates.get(name)
-        with reading(before.const_value) as source, reading(value.const_value) as actual:
-            expected = plan.sliced(name, source if full is None else full)
-            same = _identical(expected, actual)
-            del expected
-        if not same:
-            bad.append(name)
+        with reading(before) as source, reading(after) as actual:
+            return _identical(plan.sliced(name, source if full is None else full), actual)
+
+    bad = [pair[0] for pair, same in zip(pairs, weight_map(matches, pairs, original),
+                                         strict=True) if not same]  # fmt: skip
     if bad:
         result.passed = False
         result.failed += [f"weight '{n}'" for n in bad]

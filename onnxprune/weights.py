@@ -13,10 +13,38 @@ from __future__ import annotations
 import contextlib
 import functools
 import mmap
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from typing import TypeVar
 
 import numpy as np
 import onnx_ir as ir
+
+#: Work over the weights of models holding more than this many bytes of them runs on
+#: ``THREADS`` threads (numpy releases the GIL while it reads and sums): the 1.1B Llama's weight
+#: norms 1.1 -> 0.35 s on two cores, resnet18's 8 -> 6 ms; on mnasnet0_5's 8 MB threads cost
+#: more than they save (2 -> 4 ms).
+PARALLEL_OVER = 32 * 2**20
+THREADS = 2
+
+_T = TypeVar("_T")
+_R = TypeVar("_R")
+
+
+def model_weight_bytes(model: ir.Model) -> int:
+    """Bytes of the main graph's initializers (from their shapes; nothing is read)."""
+    return sum(v.const_value.nbytes for v in model.graph.initializers.values()
+               if v.const_value is not None)  # fmt: skip
+
+
+def weight_map(fn: Callable[[_T], _R], items: Iterable[_T], model: ir.Model) -> list[_R]:
+    """``[fn(x) for x in items]``, on ``THREADS`` threads where ``model`` holds more than
+    ``PARALLEL_OVER`` bytes of weights (``fn`` reads weights and must be thread-safe)."""
+    items = list(items)
+    if model_weight_bytes(model) <= PARALLEL_OVER or len(items) < 2:
+        return [fn(x) for x in items]
+    with ThreadPoolExecutor(THREADS) as pool:
+        return list(pool.map(fn, items))
 
 
 def mapped(tensor: ir.TensorProtocol | None) -> bool:

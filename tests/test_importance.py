@@ -8,7 +8,7 @@ from onnx import helper
 
 import onnxprune
 from graphs import conv, model, weight
-from onnxprune import importance
+from onnxprune import importance, weights
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float16, np.float64])
@@ -41,14 +41,13 @@ def test_weight_norms_scored_two_groups_at_a_time_equal_the_serial_scores(monkey
     groups = [g for g in analysis.groups if g.prunable]
     assert len(groups) == 2
     pools = []
-    real = importance.ThreadPoolExecutor
-    monkeypatch.setattr(importance, "ThreadPoolExecutor",
-                        lambda n: pools.append(n) or real(n))  # fmt: skip
+    real = weights.ThreadPoolExecutor
+    monkeypatch.setattr(weights, "ThreadPoolExecutor", lambda n: pools.append(n) or real(n))
     serial = importance.score_groups(analysis.analysis, groups, criterion)
     assert pools == []  # a model this small is scored serially
-    monkeypatch.setattr(importance, "THREAD_OVER", 0)
+    monkeypatch.setattr(weights, "PARALLEL_OVER", 0)
     threaded = importance.score_groups(analysis.analysis, groups, criterion)
-    assert pools == [importance.SCORE_THREADS]
+    assert pools == [weights.THREADS]
     assert serial.keys() == threaded.keys()
     for gid in serial:
         assert np.array_equal(serial[gid], threaded[gid])

@@ -79,6 +79,24 @@ def test_scrambled_query_fails_at_the_default_sizes_though_one_token_would_pass(
     assert not verdict.passed and "weight 'wq'" in verdict.failed  # the weight check sees it
 
 
+def test_the_weight_check_on_two_threads_sees_a_scrambled_weight(monkeypatch):
+    """Large models check their weights two at a time (``weights.weight_map``); forced here on
+    a small one, the scrambled query weight is still the one reported, and only it."""
+    import onnxprune.weights as weights
+
+    result = onnxprune.prune(attention(), ratio=0.5)
+    broken = _with_initializer(result.model, "wq", _swap_columns)
+    one_token = [{"x": np.random.default_rng(0).standard_normal((1, 1, 8)).astype(np.float32)}]
+    pools = []
+    real = weights.ThreadPoolExecutor
+    monkeypatch.setattr(weights, "ThreadPoolExecutor", lambda n: pools.append(n) or real(n))
+    monkeypatch.setattr(weights, "PARALLEL_OVER", 0)
+    verdict = verify_plan(result.original, broken, result.plan, one_token)
+    assert pools == [weights.THREADS]
+    assert not verdict.passed and [f for f in verdict.failed if f.startswith("weight")] == [
+        "weight 'wq'"]  # fmt: skip
+
+
 def test_swapped_output_columns_fail_under_a_finfo_min_attention_mask():
     proto = attention(mask=True)
     rng = np.random.default_rng(0)
