@@ -38,7 +38,10 @@ def nonfinite_weights(model: ir.Model, where: str) -> list[str]:
     out = []
     for name, value in model.graph.initializers.items():
         tensor = value.const_value
-        if tensor is None or not tensor.dtype.is_floating_point() or tensor in _FINITE:
+        if tensor is None or not tensor.dtype.is_floating_point():
+            continue
+        if tensor in _FINITE:  # a mark serves this report only (an array can change after)
+            _FINITE.discard(tensor)
             continue
         with reading(tensor) as array:
             bad = _nonfinite_count(array)

@@ -1,11 +1,14 @@
-"""Reading weights one tensor at a time, so a model of any size fits in memory.
+"""Reading weights a tensor at a time, so a model of any size fits in memory.
 
 Rules: a weight held in external data is memory-mapped by onnx-ir; whoever reads it whole
 (scores, checks, slicing) reads it inside ``reading``, and the pages it touched are dropped
-afterwards, so at most one tensor's pages stay resident. A slice or other function of a memory-mapped weight
-is a ``LazyTensor``: computed from the mapping when it is read (when a session is built or the
-model is written) and not kept, so a rewritten model costs no memory until it is used.
-Weights already in memory are used as they are.
+afterwards, so at most one tensor's pages per reader stay resident. A function of a
+memory-mapped weight is a ``LazyTensor`` (a slice: a ``Sliced``, which keeps its source and
+kept positions for :mod:`onnxprune.data_file`): computed from the mapping when it is read
+(when a session is built or the model is written) and not kept, so a rewritten model costs no
+memory until it is used. Weights already in memory are used as they are. Work that reads
+every weight of a model over ``PARALLEL_OVER`` bytes runs on ``THREADS`` readers
+(``weight_map``).
 """
 
 from __future__ import annotations
@@ -22,9 +25,10 @@ import onnx_ir as ir
 
 #: Work over the weights of models holding more than this many bytes of them runs on
 #: ``THREADS`` threads (numpy releases the GIL while it reads and sums): the 1.1B Llama's weight
-#: norms 1.1 -> 0.35 s on two cores, resnet18's 8 -> 6 ms; on mnasnet0_5's 8 MB threads cost
-#: more than they save (2 -> 4 ms).
-PARALLEL_OVER = 32 * 2**20
+#: norms 1.1 -> 0.35 s on two cores, vgg11_bn's prune 633 -> 590 ms (fresh processes, three
+#: each). Below it threads gain a few milliseconds at best and cost some (mnasnet0_5's 8 MB
+#: norms 2 -> 4 ms; resnet18's first prune in a process no faster, with outliers).
+PARALLEL_OVER = 256 * 2**20
 THREADS = 2
 
 _T = TypeVar("_T")
