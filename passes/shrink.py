@@ -103,13 +103,14 @@ class ShrinkPass(InPlacePass):
         self.graph = model.graph
         self.values = all_values(model.graph)
         self.writer = _Writer(self.values)
+        self.kept = self.plan.by_tensor()  # tensor -> {axis: kept positions}, built once
         for node in analysed_nodes(model.graph):
             domain = "" if node.domain in ("", "ai.onnx") else node.domain
             rewrite = REWRITERS.get((domain, node.op_type))
             if rewrite is not None:
                 rewrite(node, self)
         self.writer.apply()
-        for tensor, axes in self.plan.by_tensor().items():
+        for tensor, axes in self.kept.items():
             value = self.values.get(tensor)
             if value is None:
                 continue
@@ -232,7 +233,7 @@ def _split(node: ir.Node, shrink: ShrinkPass) -> None:
 def _slice(node: ir.Node, shrink: ShrinkPass) -> None:
     """Bounds on a shrunk axis count kept positions: start' = #kept < start."""
     x = node.inputs[0]
-    kept_axes = shrink.plan.by_tensor().get(x.name, {})
+    kept_axes = shrink.kept.get(x.name, {})
     if not kept_axes:
         return
     rank = len(x.shape)
