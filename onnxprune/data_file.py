@@ -40,6 +40,8 @@ ALIGN_OVER = 2**20
 ALIGN = 4096
 #: Tensors of at most this many bytes stay in the proto.
 INLINE = 1024
+#: Threads writing tensors (a tensor's read and slice overlap another's write).
+WRITERS = 2
 
 
 class _Buffers(threading.local):
@@ -112,7 +114,7 @@ def _sliced(tensor: Sliced, fd: int, offset: int, buffers: _Buffers, what: str) 
     """Write a slice of an external tensor through the reused buffers; False where the
     source is not such a tensor (the caller writes the slice from its array)."""
     source = tensor.source
-    if not isinstance(source, ir.ExternalTensor):
+    if not isinstance(source, ir.ExternalTensor) or not tensor.axes:
         return False
     array = _typed(buffers.get(0, source.nbytes), source)
     out = _typed(buffers.get(1, tensor.nbytes), tensor)
@@ -134,6 +136,7 @@ def _sliced(tensor: Sliced, fd: int, offset: int, buffers: _Buffers, what: str) 
 
 def _write_at(tensor: ir.TensorProtocol, fd: int, offset: int, buffers: _Buffers,
               what: str) -> None:  # fmt: skip
+    """Write ``tensor``'s bytes at ``offset`` of ``fd`` (module docstring: by where they are)."""
     if isinstance(tensor, Sliced) and _sliced(tensor, fd, offset, buffers, what):
         return
     if isinstance(tensor, ir.ExternalTensor):
@@ -169,9 +172,9 @@ def _layout(model: ir.Model) -> list[tuple[ir.Value, ir.TensorProtocol, int]]:
 
 @contextlib.contextmanager
 def _pointing(model: ir.Model, data: Path) -> Iterator[None]:
-    """Write the initializers' bytes into ``data`` (two threads: one reads and slices a tensor
-    while the other writes) and, until exit, let each initializer of more than ``INLINE``
-    bytes refer to them there."""
+    """Write the initializers' bytes into ``data`` (``WRITERS`` threads, each reading, slicing
+    and writing whole tensors at the offsets laid out first) and, until exit, let each
+    initializer written there refer to its bytes."""
     layout = _layout(model)
     buffers = _Buffers()
     fd = os.open(data, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o666)
@@ -179,7 +182,7 @@ def _pointing(model: ir.Model, data: Path) -> Iterator[None]:
         if layout:
             last = layout[-1]
             os.ftruncate(fd, last[2] + last[1].nbytes)
-        with ThreadPoolExecutor(2) as pool:
+        with ThreadPoolExecutor(WRITERS) as pool:
             list(pool.map(lambda item: _write_at(item[1], fd, item[2], buffers,
                                                  f"initializer '{item[0].name}'"), layout))  # fmt: skip
     finally:
