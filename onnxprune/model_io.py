@@ -26,6 +26,7 @@ import onnx_ir as ir
 from onnxprune import data_file, wire
 from onnxprune.errors import ModelLoadError, UnsupportedModelError, UsageError
 from onnxprune.skeleton import SMALL, weightless
+from onnxprune.weights import model_nbytes
 
 ModelSource = str | os.PathLike | onnx.ModelProto | ir.Model
 
@@ -295,16 +296,6 @@ def _followed_link(value: ir.Value, tensor: ir.ExternalTensor, link: Path, folde
         target.name, tensor.offset, tensor.length, tensor.dtype, shape=tensor.shape,
         name=tensor.name, base_dir=target.parent)  # fmt: skip
     return target
-
-
-def model_nbytes(model: ir.Model) -> int:
-    """Bytes of tensor data in the model's initializers (read from shapes, not from data)."""
-    total = 0
-    for value in model.graph.initializers.values():
-        tensor = value.const_value
-        if tensor is not None:
-            total += tensor.nbytes
-    return total
 
 
 def uses_external_data(model: ir.Model) -> bool:

@@ -35,8 +35,9 @@ _T = TypeVar("_T")
 _R = TypeVar("_R")
 
 
-def model_weight_bytes(model: ir.Model) -> int:
-    """Bytes of the main graph's initializers (from their shapes; nothing is read)."""
+def model_nbytes(model: ir.Model) -> int:
+    """Bytes of tensor data in the main graph's initializers (from their shapes; nothing is
+    read)."""
     return sum(v.const_value.nbytes for v in model.graph.initializers.values()
                if v.const_value is not None)  # fmt: skip
 
@@ -45,7 +46,7 @@ def weight_map(fn: Callable[[_T], _R], items: Iterable[_T], model: ir.Model) -> 
     """``[fn(x) for x in items]``, on ``THREADS`` threads where ``model`` holds more than
     ``PARALLEL_OVER`` bytes of weights (``fn`` reads weights and must be thread-safe)."""
     items = list(items)
-    if model_weight_bytes(model) <= PARALLEL_OVER or len(items) < 2:
+    if model_nbytes(model) <= PARALLEL_OVER or len(items) < 2:
         return [fn(x) for x in items]
     with ThreadPoolExecutor(THREADS) as pool:
         return list(pool.map(fn, items))
