@@ -20,6 +20,7 @@ from onnx_ir.passes.common import LiftConstantsToInitializersPass, NameFixPass
 from onnxprune import rules
 from onnxprune.channel_graph import ChannelGraph, Dim, Reason
 from onnxprune.graph_values import all_values, analysed_graphs, analysed_nodes, branches
+from onnxprune.model_io import LOADED_PROTO
 from onnxprune.passes.fold_constants import FoldShapeConstantsPass
 from onnxprune.passes.untie import UntieRecord, UntieSharedConstantsPass
 from onnxprune.rules.context import RuleContext, _RankUnknown
@@ -69,9 +70,10 @@ def normalize(model: ir.Model) -> UntieRecord:
     for node in model.graph:  # optimizers write contrib ops without importing their domain
         if node.domain not in ("", "ai.onnx"):
             model.opset_imports.setdefault(node.domain, 1)
-    NameFixPass()(model)
-    LiftConstantsToInitializersPass(lift_all_constants=True, size_limit=0)(model)
-    infer_shapes(model)
+    loaded = model.meta.pop(LOADED_PROTO, None)
+    renamed = NameFixPass()(model).modified
+    lifted = LiftConstantsToInitializersPass(lift_all_constants=True, size_limit=0)(model).modified
+    infer_shapes(model, None if renamed or lifted else loaded)
     if _positive_concat_axes(model):
         infer_shapes(model)
     record = UntieRecord()

@@ -59,7 +59,7 @@ from onnxprune.input_sizes import (
     feeds_for_verification,
     random_inputs,
 )
-from onnxprune.metrics import ModelCost, model_cost, node_macs, parameter_counts
+from onnxprune.metrics import ModelCost, model_cost, node_macs, parameter_counts, rewritten_cost
 from onnxprune.model_io import (
     FILE_WEIGHTS,
     ModelSource,
@@ -480,7 +480,7 @@ def prune(
     if criterion in DATA_CRITERIA and not has_data:
         raise UsageError(f"criterion '{criterion}' needs calibration data "
                          "(calibration= or calibration_random=)")  # fmt: skip
-    original = analysis.analysis.model.clone()
+    original = analysis.analysis.model  # read from here on, never changed (rewrite clones it)
     warnings: list[str] = []
     # feeds and input sizes, decided once: verification, costs and random calibration use them
     with clock("input sizes"):
@@ -643,10 +643,9 @@ def prune(
     correct(removal)
     # rewrite
     with clock("rewrite"):
-        pruned = rewrite(original, removal, check=False)
-        checked = skeleton(pruned)  # one skeleton for the checker and the count
-        check_rewritten(checked)
-    cost_after = model_cost(checked, sizes.dims)
+        pruned = rewrite(original, removal, check=False, keep_shapes=True)
+        cost_after = rewritten_cost(pruned, sizes.dims)
+        check_rewritten(skeleton(pruned))
     # verify
     verdicts: tuple = (None, None)
     staging = None
@@ -886,7 +885,7 @@ def _depth_only(original: ir.Model, groups: list[Group],
     measure = kept_measure(original, dims, cost, kind, providers)
     depth, notes = fewest_blocks(
         lambda d: measure(rewrite(original, RemovalPlan.build(groups, {}, dropped_at(d)),
-                                  check=False)), count, target)  # fmt: skip
+                                  check=False, keep_shapes=True)), count, target)  # fmt: skip
     return RemovalPlan.build(groups, {}, dropped_at(depth)), 0.0, notes
 
 

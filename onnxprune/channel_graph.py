@@ -103,15 +103,17 @@ class ChannelGraph:
     def __init__(self) -> None:
         self.graph = nx.Graph()
         self.blocks: list[FactorBlock] = []
+        self._infos: dict[Dim, DimInfo] = {}  # also each node's "info": looked up without views
 
     def info(self, dim: Dim) -> DimInfo:
-        return self.graph.nodes[dim]["info"]
+        return self._infos[dim]
 
     def add_dim(self, dim: Dim, size: int | str | None) -> DimInfo:
-        if dim not in self.graph:
-            self.graph.add_node(dim, info=DimInfo(size))
-        info = self.info(dim)
-        if info.size is None and size is not None:
+        info = self._infos.get(dim)
+        if info is None:
+            info = self._infos[dim] = DimInfo(size)
+            self.graph.add_node(dim, info=info)
+        elif info.size is None and size is not None:
             info.size = size
         return info
 

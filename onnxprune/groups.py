@@ -20,8 +20,7 @@ from dataclasses import dataclass, field
 
 import networkx as nx
 import numpy as np
-from scipy.sparse import coo_matrix
-from scipy.sparse.csgraph import connected_components
+import numpy.ma  # noqa: F401 - np.unique imports it on first use (6 ms): imported with the package
 
 from onnxprune.analysis import Analysis
 from onnxprune.channel_graph import ChannelGraph, Consumer, Dim, FactorBlock, Reason
@@ -267,17 +266,35 @@ def _build_group(
             cols.append(b_pos + offset[dst])
     r = np.concatenate(rows) if rows else np.zeros(0, np.int64)
     c = np.concatenate(cols) if cols else np.zeros(0, np.int64)
-    adjacency = coo_matrix((np.ones(r.size, np.int8), (r, c)), shape=(total, total))
-    _, labels = connected_components(adjacency, directed=False)
-    # Canonical order: atoms numbered by first appearance, produced members first.
-    _, first, inverse = np.unique(labels, return_index=True, return_inverse=True)
-    rank = np.argsort(np.argsort(first))
-    canonical = rank[inverse]
-    group.n_atoms = int(first.size)
+    # Canonical order: atoms numbered by first appearance, produced members first (a
+    # component's label is its first position, so ascending labels are that order).
+    labels, canonical = np.unique(_smallest_connected(r, c, total), return_inverse=True)
+    group.n_atoms = int(labels.size)
     group.atom_of = {
         d: canonical[offset[d] : offset[d] + sizes[d]] for d in order if not d.is_virtual
     }
     return group
+
+
+def _smallest_connected(r: np.ndarray, c: np.ndarray, total: int) -> np.ndarray:
+    """For each of ``total`` positions, the smallest position joined to it by the pairs
+    ``(r[t], c[t])``. Each position points at a smaller or equal one of its component (at
+    first itself); the roots of a pair's two ends are pointed at the smaller of them, then
+    every position at its root; until every pair's ends share a root, which is then its
+    component's smallest position."""
+    labels = np.arange(total)
+    while r.size:
+        root_r, root_c = labels[r], labels[c]
+        apart = root_r != root_c
+        if not apart.any():
+            break
+        root_r, root_c = root_r[apart], root_c[apart]
+        low = np.minimum(root_r, root_c)
+        np.minimum.at(labels, root_r, low)
+        np.minimum.at(labels, root_c, low)
+        while not np.array_equal(jumped := labels[labels], labels):
+            labels = jumped
+    return labels
 
 
 def _identity_width(graph: ChannelGraph, comp: set[Dim], sizes: dict[Dim, int],

@@ -319,6 +319,19 @@ def model_cost(model: Countable, dims: Dims | None = None) -> ModelCost:
                      macs_by_op, unknown)
 
 
+def rewritten_cost(model: ir.Model, dims: Dims | None = None) -> ModelCost:
+    """``model_cost`` of a model ``rewrite`` left its intermediate shapes on (``keep_shapes``),
+    whose intermediate shapes are then cleared as ``rewrite`` clears them. Those shapes are
+    the original's, with the kept size on every axis the plan prunes (``ShrinkPass``): the
+    channel groups hold every axis whose size a removal changes. Counted from them where they
+    decide the counts, else on the skeleton with shapes inferred again."""
+    from onnxprune.passes.cleanup import drop_intermediate_shapes
+
+    cost = _ir_cost(model)
+    drop_intermediate_shapes(model, keep_custom=False)
+    return cost if cost is not None else model_cost(model, dims)
+
+
 def _static(value: ir.Value | None) -> list[int] | None:
     shape = None if value is None else value.shape
     if shape is None or not all(isinstance(d, int) for d in shape):

@@ -32,6 +32,10 @@ ModelSource = str | os.PathLike | onnx.ModelProto | ir.Model
 
 #: ``ir.Model.meta`` key of the weights a loaded file's initializers were read into, by name.
 FILE_WEIGHTS = "onnxprune.file_weights"
+#: ``ir.Model.meta`` key of the proto a file was loaded from (without its large weights' data),
+#: while the model is still that proto's graph (``analysis.normalize`` takes it: shape
+#: inference then runs on it instead of a skeleton serialized again).
+LOADED_PROTO = "onnxprune.loaded_proto"
 
 # Models whose serialized protobuf would exceed this are written with external data.
 PROTOBUF_LIMIT = 2**31 - 1 - 64 * 2**20
@@ -53,7 +57,9 @@ def load_model(source: ModelSource, base_dir: str | os.PathLike | None = None) -
     A ``ModelProto`` that still refers to external data reads it from ``base_dir`` (the folder
     the model file was in), under the same rules as a path."""
     if isinstance(source, ir.Model):
-        return _dynamic_negative_dims(source.clone())
+        model = source.clone()
+        _dynamic_negative_dims(model)
+        return model
     if isinstance(source, onnx.ModelProto):
         check_structure(source, "the model")
         external = any(t.data_location == onnx.TensorProto.EXTERNAL
@@ -74,7 +80,8 @@ def load_model(source: ModelSource, base_dir: str | os.PathLike | None = None) -
                         tensor.location, tensor.offset, tensor.length, tensor.dtype,
                         shape=tensor.shape, name=tensor.name, base_dir=folder)  # fmt: skip
             _check_external_data_readable(model, folder / "model.onnx")
-        return _dynamic_negative_dims(model)
+        _dynamic_negative_dims(model)
+        return model
     path = Path(source)
     if not path.exists():
         raise ModelLoadError(f"model file '{path}' does not exist; check the path")
@@ -96,9 +103,10 @@ def load_model(source: ModelSource, base_dir: str | os.PathLike | None = None) -
     check_structure(proto, f"'{path}'")
     _take_arrays(model, proto, arrays, path)  # first: a data-less proto tensor reads as zeros
     _own_tensor_data(model)
-    del proto
     _check_external_data_readable(model, path)
-    return _dynamic_negative_dims(model)
+    if not _dynamic_negative_dims(model):
+        model.meta[LOADED_PROTO] = proto
+    return model
 
 
 def _parsed(path: Path) -> tuple[onnx.ModelProto, dict[int, object]]:
@@ -239,14 +247,18 @@ def _check_declared_outputs(proto: onnx.ModelProto, where: str) -> None:
                                  f"the graph computes {got}; fix the export's output shape")
 
 
-def _dynamic_negative_dims(model: ir.Model) -> ir.Model:
+def _dynamic_negative_dims(model: ir.Model) -> bool:
+    """A negative static size (some exporters write -1 for dynamic) becomes an unknown dim;
+    True if any did."""
     values = [*model.graph.inputs, *model.graph.outputs]
     values += [v for node in model.graph.all_nodes() for v in node.outputs]
+    changed = False
     for value in values:
         shape = value.shape
         if shape is not None and any(isinstance(d, int) and d < 0 for d in shape):
             value.shape = ir.Shape([None if isinstance(d, int) and d < 0 else d for d in shape])
-    return model
+            changed = True
+    return changed
 
 
 def _check_external_data_readable(model: ir.Model, path: Path) -> None:

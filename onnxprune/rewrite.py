@@ -6,7 +6,8 @@ on them; ``CompensatePass`` folds the plan's fills into the consumers' biases (a
 consumers' full-size weights, refit values where the plan has them); ``RemoveBlocksPass``
 drops the plan's residual branches (their sums pass the shortcut); ``CleanupPass`` removes
 what no longer feeds an output, clears intermediate shapes and runs ``onnx.checker`` (skipped with
-``check=False`` for the candidates a target search only measures).
+``check=False`` for the candidates a target search only measures). With ``keep_shapes`` (and
+no check) the intermediate shapes stay, for ``metrics.rewritten_cost`` to count from.
 """
 
 from __future__ import annotations
@@ -22,7 +23,8 @@ from onnxprune.passes.shrink import ShrinkPass
 from onnxprune.plan import RemovalPlan
 
 
-def rewrite(original: ir.Model, plan: RemovalPlan, *, check: bool = True) -> ir.Model:
+def rewrite(original: ir.Model, plan: RemovalPlan, *, check: bool = True,
+            keep_shapes: bool = False) -> ir.Model:  # fmt: skip
     """A pruned copy of ``original`` (left unchanged) for ``plan``."""
     model = original.clone()
     apply_weight_updates(model, plan.weight_updates)
@@ -36,5 +38,5 @@ def rewrite(original: ir.Model, plan: RemovalPlan, *, check: bool = True) -> ir.
         CompensatePass(plan, weights)(model)
     if plan.blocks:
         RemoveBlocksPass(list(plan.blocks.values()))(model)
-    CleanupPass(check=check)(model)
+    CleanupPass(check=check and not keep_shapes, keep_shapes=keep_shapes)(model)
     return model

@@ -11,15 +11,24 @@ which pairs values graph by graph (a name may repeat in another graph).
 
 from __future__ import annotations
 
+import math
+
 import onnx
 import onnx_ir as ir
 from onnx_ir.passes.common import ShapeInferencePass
 
-from onnxprune.skeleton import skeleton
+from onnxprune.skeleton import SMALL, skeleton, weightless
 
 
-def infer_shapes(model: ir.Model) -> bool:
-    """Infer shapes and types of ``model``'s values in place; True if any changed."""
+def _large(tensor: onnx.TensorProto) -> bool:
+    """Left out of a skeleton: more than ``SMALL`` elements, or data in another file."""
+    return math.prod(tensor.dims) > SMALL or tensor.data_location == onnx.TensorProto.EXTERNAL
+
+
+def infer_shapes(model: ir.Model, loaded: onnx.ModelProto | None = None) -> bool:
+    """Infer shapes and types of ``model``'s values in place; True if any changed.
+    ``loaded``: the proto ``model`` was read from and still is (``model_io.LOADED_PROTO``),
+    whose large or data-less initializers become the typed inputs instead of a skeleton's."""
     graph = model.graph
     if next(iter(graph.subgraphs()), None) is not None:
         return ShapeInferencePass()(model).modified
@@ -35,13 +44,14 @@ def infer_shapes(model: ir.Model) -> bool:
     values.update((v.name, v) for v in graph.inputs)
     values.update((v.name, v) for node in graph for v in node.outputs if v is not None)
     try:
+        proto = skeleton(model, as_inputs=True) if loaded is None else weightless(loaded, _large)
         inferred = onnx.shape_inference.infer_shapes(
-            skeleton(model, as_inputs=True), check_type=True, strict_mode=True, data_prop=True)
+            proto, check_type=True, strict_mode=True, data_prop=True)
     except Exception:  # noqa: BLE001 - onnx raises several types; rejected means unchanged
         return modified
     for info in (*inferred.graph.input, *inferred.graph.value_info, *inferred.graph.output):
         value = values.get(info.name)
-        if value is None:
+        if value is None or _agrees(info.type, value):
             continue
         shape = ir.serde.deserialize_type_proto_for_shape(info.type)
         if shape is not None and value.shape != shape:
@@ -52,3 +62,19 @@ def infer_shapes(model: ir.Model) -> bool:
             value.dtype = dtype
             modified = True
     return modified
+
+
+def _agrees(inferred: onnx.TypeProto, value: ir.Value) -> bool:
+    """True where an inferred tensor type says what ``value`` already has (read without
+    deserialising: most values of a loaded model agree)."""
+    if not inferred.HasField("tensor_type") or value.shape is None or value.dtype is None:
+        return False
+    tensor = inferred.tensor_type
+    if tensor.elem_type and tensor.elem_type != value.dtype.value:
+        return False
+    if not tensor.HasField("shape"):
+        return True
+    dims = tensor.shape.dim
+    return len(dims) == len(value.shape) and all(
+        (d.dim_value if d.HasField("dim_value") else d.dim_param or None)
+        == (v if isinstance(v, int) else v.value) for d, v in zip(dims, value.shape, strict=True))  # fmt: skip

@@ -17,7 +17,8 @@ import onnx_ir as ir
 from onnxprune.allocation import search_ratio
 from onnxprune.input_sizes import random_inputs
 from onnxprune.latency import measure_latency
-from onnxprune.metrics import ModelCost, model_cost
+from onnxprune.metrics import ModelCost, rewritten_cost
+from onnxprune.passes.cleanup import drop_intermediate_shapes
 from onnxprune.plan import RemovalPlan
 from onnxprune.rewrite import rewrite
 
@@ -27,15 +28,21 @@ SEARCH_STEPS = 13
 
 def kept_measure(original: ir.Model, dims: dict, cost: ModelCost, kind: str,
              providers: Sequence[str] | None) -> Callable[[ir.Model], float]:  # fmt: skip
-    """Kept fraction of ``kind`` (macs, params, latency) of a candidate model."""
+    """Kept fraction of ``kind`` (macs, params, latency) of a candidate model, rewritten with
+    ``keep_shapes`` (its intermediate shapes are cleared by the measure)."""
     if kind == "macs":
-        return lambda m: model_cost(m, dims).macs / max(cost.macs, 1)
+        return lambda m: rewritten_cost(m, dims).macs / max(cost.macs, 1)
     if kind == "params":
-        return lambda m: model_cost(m, dims).params / max(cost.params, 1)
+        return lambda m: rewritten_cost(m, dims).params / max(cost.params, 1)
     feed = random_inputs(original, dims)
     (base,) = measure_latency([original], feed, repeats=20, blocks=2, providers=providers)
-    return lambda m: measure_latency([m], feed, repeats=20, blocks=2,
-                                     providers=providers)[0].median_ms / max(base.median_ms, 1e-9)
+
+    def latency(m: ir.Model) -> float:
+        drop_intermediate_shapes(m, keep_custom=False)
+        return measure_latency([m], feed, repeats=20, blocks=2,
+                               providers=providers)[0].median_ms / max(base.median_ms, 1e-9)
+
+    return latency
 
 
 def search_share(original: ir.Model, plan_for: Callable[[float], RemovalPlan], kind: str,
@@ -51,7 +58,8 @@ def search_share(original: ir.Model, plan_for: Callable[[float], RemovalPlan], k
     def kept_fraction(share: float) -> float:
         if step is not None:
             step(len(reached) + 1, SEARCH_STEPS)
-        reached[share] = measure(rewrite(original, plan_for(share), check=False))
+        reached[share] = measure(rewrite(original, plan_for(share), check=False,
+                                         keep_shapes=True))
         return reached[share]
 
     share = search_ratio(kept_fraction, target)

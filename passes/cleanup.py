@@ -34,16 +34,18 @@ def drop_intermediate_shapes(model: ir.Model, *, keep_custom: bool = True) -> No
 
 
 class CleanupPass(InPlacePass):
-    """Dead-code elimination, intermediate shapes cleared and ``onnx.checker`` (full check,
-    which infers shapes on the skeleton)."""
+    """Dead-code elimination, intermediate shapes cleared (unless ``keep_shapes``) and
+    ``onnx.checker`` (full check, which infers shapes on the skeleton)."""
 
-    def __init__(self, check: bool = True) -> None:
+    def __init__(self, check: bool = True, keep_shapes: bool = False) -> None:
         super().__init__()
         self.check = check
+        self.keep_shapes = keep_shapes
 
     def call(self, model: ir.Model) -> PassResult:
         RemoveUnusedNodesPass()(model)
-        drop_intermediate_shapes(model, keep_custom=False)
+        if not self.keep_shapes:
+            drop_intermediate_shapes(model, keep_custom=False)
         if self.check:
             check_rewritten(skeleton(model))
         return PassResult(model, True)

@@ -9,8 +9,9 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from graphs import model, weight
-from onnxprune.api import analyze
-from onnxprune.metrics import _ir_cost, model_cost, node_macs
+from onnxprune.api import analyze, prune
+from onnxprune.metrics import _ir_cost, model_cost, node_macs, rewritten_cost
+from onnxprune.rewrite import rewrite
 from onnxprune.skeleton import skeleton
 
 
@@ -55,6 +56,22 @@ def test_a_static_working_model_counts_from_its_shapes_what_its_skeleton_counts(
     assert from_shapes is not None
     assert from_shapes == model_cost(skeleton(working)) and from_shapes.macs > 0
     assert node_macs(working) == node_macs(skeleton(working))
+
+
+@pytest.mark.zoo
+@pytest.mark.parametrize("name", ["mnasnet0_5", "googlenet", "densenet121"])
+def test_a_rewritten_model_counts_from_its_kept_shapes_what_inference_counts(name):
+    """A rewrite that keeps its shapes (the original's, with the kept sizes on the pruned
+    axes) is counted from them: the same as its skeleton with every shape inferred again;
+    its intermediate shapes are cleared afterwards as ``rewrite`` clears them."""
+    import zoo
+
+    result = prune(zoo.export(name, "torchscript"), ratio=0.5, verify=False)
+    kept = rewrite(result.original, result.plan, check=False, keep_shapes=True)
+    inferred = model_cost(skeleton(rewrite(result.original, result.plan, check=False)))
+    assert _ir_cost(kept) is not None and inferred.macs < result.cost_before.macs
+    assert rewritten_cost(kept) == inferred == result.cost_after
+    assert kept.graph.node(0).outputs[0].shape is None
 
 
 def test_a_symbolic_input_is_counted_at_the_bound_dims_not_from_its_shapes():
