@@ -20,7 +20,7 @@ from onnx_ir.passes.common import LiftConstantsToInitializersPass, NameFixPass
 from onnxprune import rules
 from onnxprune.channel_graph import ChannelGraph, Dim, Reason
 from onnxprune.graph_values import all_values, analysed_graphs, analysed_nodes, branches
-from onnxprune.model_io import LOADED_PROTO
+from onnxprune.model_io import LOADED_INFERENCE
 from onnxprune.passes.fold_constants import FoldShapeConstantsPass
 from onnxprune.passes.untie import UntieRecord, UntieSharedConstantsPass
 from onnxprune.rules.context import RuleContext, _RankUnknown
@@ -67,10 +67,11 @@ class Analysis:
 
 def normalize(model: ir.Model) -> UntieRecord:
     """Prepare a working copy in place: names, lifted constants, untied constants, shapes."""
+    loaded = model.meta.pop(LOADED_INFERENCE, None)  # of the file's graph, as it still is
     for node in model.graph:  # optimizers write contrib ops without importing their domain
-        if node.domain not in ("", "ai.onnx"):
-            model.opset_imports.setdefault(node.domain, 1)
-    loaded = model.meta.pop(LOADED_PROTO, None)
+        if node.domain not in ("", "ai.onnx") and node.domain not in model.opset_imports:
+            model.opset_imports[node.domain] = 1
+            loaded = None
     renamed = NameFixPass()(model).modified
     lifted = LiftConstantsToInitializersPass(lift_all_constants=True, size_limit=0)(model).modified
     infer_shapes(model, None if renamed or lifted else loaded)
@@ -147,6 +148,8 @@ def _apply_rule(analysis: Analysis, node: ir.Node) -> None:
 
 def _merge(analysis: Analysis, node: ir.Node, ctx: RuleContext, op_name: str) -> None:
     graph = analysis.graph
+    declared = {(d.tensor, d.axis) for d in ctx.declared if not d.part}
+    sized = {(d.tensor, d.axis) for d in ctx.sizes if not d.part}
     for value in (*node.inputs, *node.outputs):
         if value is None:
             continue
@@ -154,9 +157,11 @@ def _merge(analysis: Analysis, node: ir.Node, ctx: RuleContext, op_name: str) ->
         if rank is None:
             continue
         for axis in range(rank):
-            dim = ctx.dim(value, axis)
-            if dim not in ctx.declared:
-                ctx.block_dim(dim, f"the {op_name} rule does not map axis {axis} of '{value.name}'")
+            if (value.name, axis) not in declared:
+                ctx.block_dim(ctx.dim(value, axis),
+                              f"the {op_name} rule does not map axis {axis} of '{value.name}'")
+            elif (value.name, axis) not in sized:  # declared through a Dim made by hand
+                ctx.dim(value, axis)
     for dim, size in ctx.sizes.items():
         graph.add_dim(dim, size)
     for a, b, a_pos, b_pos in ctx.relations:

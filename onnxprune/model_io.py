@@ -25,6 +25,7 @@ import onnx_ir as ir
 
 from onnxprune import data_file, wire
 from onnxprune.errors import ModelLoadError, UnsupportedModelError, UsageError
+from onnxprune.shape_inference import infer_proto
 from onnxprune.skeleton import SMALL, weightless
 from onnxprune.weights import model_nbytes
 
@@ -32,10 +33,10 @@ ModelSource = str | os.PathLike | onnx.ModelProto | ir.Model
 
 #: ``ir.Model.meta`` key of the weights a loaded file's initializers were read into, by name.
 FILE_WEIGHTS = "onnxprune.file_weights"
-#: ``ir.Model.meta`` key of the proto a file was loaded from (without its large weights' data),
-#: while the model is still that proto's graph (``analysis.normalize`` takes it: shape
-#: inference then runs on it instead of a skeleton serialized again).
-LOADED_PROTO = "onnxprune.loaded_proto"
+#: ``ir.Model.meta`` key of ONNX shape inference (strict) of the proto a file was loaded from,
+#: while the model is still that proto's graph: ``analysis.normalize`` reads its shapes back
+#: instead of serializing a skeleton and inferring again.
+LOADED_INFERENCE = "onnxprune.loaded_inference"
 
 # Models whose serialized protobuf would exceed this are written with external data.
 PROTOBUF_LIMIT = 2**31 - 1 - 64 * 2**20
@@ -100,12 +101,15 @@ def load_model(source: ModelSource, base_dir: str | os.PathLike | None = None) -
         ) from exc
     if len(model.graph) == 0 and not model.graph.outputs:
         raise ModelLoadError(f"'{path}' holds no graph; it is not an ONNX model export")
-    check_structure(proto, f"'{path}'")
+    check_structure(proto, f"'{path}'", outputs=False)
+    inferred = infer_proto(proto)  # strict: where it succeeds, the declared outputs agree
+    if inferred is None:
+        _check_declared_outputs(proto, f"'{path}'")
     _take_arrays(model, proto, arrays, path)  # first: a data-less proto tensor reads as zeros
     _own_tensor_data(model)
     _check_external_data_readable(model, path)
-    if not _dynamic_negative_dims(model):
-        model.meta[LOADED_PROTO] = proto
+    if not _dynamic_negative_dims(model) and inferred is not None:
+        model.meta[LOADED_INFERENCE] = inferred
     return model
 
 
@@ -179,10 +183,11 @@ def _own_tensor_data(model: ir.Model) -> None:
                                                           doc_string=attr.doc_string)  # fmt: skip
 
 
-def check_structure(proto: onnx.ModelProto, where: str) -> None:
+def check_structure(proto: onnx.ModelProto, where: str, *, outputs: bool = True) -> None:
     """What onnx-ir would silently repair and onnxruntime reads differently: every tensor
     defined once (initializers, graph inputs other than initializers, node outputs), an
-    opset for the default domain, and one this onnx knows.
+    opset for the default domain, and one this onnx knows; with ``outputs``, the declared
+    output sizes (``_check_declared_outputs``).
 
     Raises:
         ModelLoadError: a tensor defined twice, or no default-domain opset.
@@ -204,7 +209,8 @@ def check_structure(proto: onnx.ModelProto, where: str) -> None:
     if not default and any(n.domain in ("", "ai.onnx") for n in graph.node):
         raise ModelLoadError(f"{where} declares no opset for the default ONNX domain; re-export "
                              "it (or add opset_import)")  # fmt: skip
-    _check_declared_outputs(proto, where)
+    if outputs:
+        _check_declared_outputs(proto, where)
     newest = onnx.defs.onnx_opset_version()
     if default and default[0] > newest:
         raise UnsupportedModelError(f"{where} uses ONNX opset {default[0]}, newer than this onnx "

@@ -25,10 +25,21 @@ def _large(tensor: onnx.TensorProto) -> bool:
     return math.prod(tensor.dims) > SMALL or tensor.data_location == onnx.TensorProto.EXTERNAL
 
 
-def infer_shapes(model: ir.Model, loaded: onnx.ModelProto | None = None) -> bool:
+def infer_proto(proto: onnx.ModelProto) -> onnx.ModelProto | None:
+    """ONNX shape inference as ``infer_shapes`` runs it (types checked, strict, data
+    propagation) on ``proto`` with its large or data-less initializers as typed inputs; None
+    where the inference rejects the model."""
+    try:
+        return onnx.shape_inference.infer_shapes(
+            weightless(proto, _large), check_type=True, strict_mode=True, data_prop=True)
+    except Exception:  # noqa: BLE001 - onnx raises several types; rejected means no result
+        return None
+
+
+def infer_shapes(model: ir.Model, inferred: onnx.ModelProto | None = None) -> bool:
     """Infer shapes and types of ``model``'s values in place; True if any changed.
-    ``loaded``: the proto ``model`` was read from and still is (``model_io.LOADED_PROTO``),
-    whose large or data-less initializers become the typed inputs instead of a skeleton's."""
+    ``inferred``: ``infer_proto`` of the proto ``model`` was read from and still is
+    (``model_io.LOADED_INFERENCE``), read back instead of inferring on a skeleton."""
     graph = model.graph
     if next(iter(graph.subgraphs()), None) is not None:
         return ShapeInferencePass()(model).modified
@@ -43,12 +54,13 @@ def infer_shapes(model: ir.Model, loaded: onnx.ModelProto | None = None) -> bool
             modified = True
     values.update((v.name, v) for v in graph.inputs)
     values.update((v.name, v) for node in graph for v in node.outputs if v is not None)
-    try:
-        proto = skeleton(model, as_inputs=True) if loaded is None else weightless(loaded, _large)
-        inferred = onnx.shape_inference.infer_shapes(
-            proto, check_type=True, strict_mode=True, data_prop=True)
-    except Exception:  # noqa: BLE001 - onnx raises several types; rejected means unchanged
-        return modified
+    if inferred is None:
+        try:
+            inferred = onnx.shape_inference.infer_shapes(
+                skeleton(model, as_inputs=True), check_type=True, strict_mode=True,
+                data_prop=True)  # fmt: skip
+        except Exception:  # noqa: BLE001 - onnx raises several types; rejected: unchanged
+            return modified
     for info in (*inferred.graph.input, *inferred.graph.value_info, *inferred.graph.output):
         value = values.get(info.name)
         if value is None or _agrees(info.type, value):
