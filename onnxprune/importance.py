@@ -119,6 +119,9 @@ def _dequantized(value, array: np.ndarray) -> np.ndarray | None:
 _RUN = 4096
 #: Elements read per block (no temporary over this size).
 _BLOCK = 1 << 22
+#: Positions x inner elements up to which an inner axis is summed down the columns of the
+#: weight seen as (outer, axis x inner) (``_by_columns``: one float64 sum per column).
+_COLUMNS = 1 << 20
 
 
 def _per_position(array: np.ndarray, axis: int, power: int) -> np.ndarray:
@@ -132,6 +135,9 @@ def _per_position(array: np.ndarray, axis: int, power: int) -> np.ndarray:
     view = array.reshape(math.prod(array.shape[:axis]), n, math.prod(array.shape[axis + 1:]))
     before, after = view.shape[0], view.shape[2]
     dtype = np.float32 if array.dtype == np.float32 else np.float64
+    if before > 1 and n * after <= _COLUMNS:
+        return _by_columns(view.reshape(before, n * after), power, dtype).reshape(
+            n, after).sum(axis=1)
     cols = max(1, min(after, _RUN))
     rows = max(1, min(before, _RUN // cols))
     span = max(1, _BLOCK // (rows * cols))
@@ -144,6 +150,25 @@ def _per_position(array: np.ndarray, axis: int, power: int) -> np.ndarray:
                     out[k:k + span] += np.abs(block).sum(axis=(0, 2), dtype=dtype)
                 else:
                     out[k:k + span] += np.einsum("pnq,pnq->n", block, block, dtype=dtype)
+    return out
+
+
+def _by_columns(matrix: np.ndarray, power: int, dtype: type) -> np.ndarray:
+    """Sum of |w| or w² down each column of ``matrix`` (rows x columns, rows summed in runs
+    of at most ``_RUN`` in ``dtype``, the runs in float64), in blocks of at most ``_BLOCK``
+    elements: along a contiguous row the sums vectorise, where summing a short innermost
+    axis per channel does not (axis 1 of resnet18's convolutions: 4.8 -> 1.8 ms)."""
+    rows_total, width = matrix.shape
+    rows = max(1, min(rows_total, _RUN, _BLOCK // width))
+    span = max(1, _BLOCK // rows)
+    out = np.zeros(width)
+    for i in range(0, rows_total, rows):
+        for j in range(0, width, span):
+            block = matrix[i:i + rows, j:j + span]
+            if power == 1:
+                out[j:j + span] += np.abs(block).sum(axis=0, dtype=dtype)
+            else:
+                out[j:j + span] += np.einsum("pj,pj->j", block, block, dtype=dtype)
     return out
 
 
