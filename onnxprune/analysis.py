@@ -50,6 +50,8 @@ class Analysis:
     untied: dict[str, list[str]] = field(default_factory=dict)
     unknown_ops: Counter = field(default_factory=Counter)
     tensor_blocks: dict[str, list[Reason]] = field(default_factory=dict)
+    #: one Dim per (tensor, axis), shared by the rule contexts
+    interned: dict[tuple[str, int], Dim] = field(default_factory=dict, repr=False)
 
     def value(self, name: str) -> ir.Value | None:
         return self.values.get(name)
@@ -128,7 +130,7 @@ def analyze(
 
 
 def _apply_rule(analysis: Analysis, node: ir.Node) -> None:
-    ctx = RuleContext(node, analysis.opset)
+    ctx = RuleContext(node, analysis.opset, analysis.interned)
     rule = rules.lookup(node.domain, node.op_type, analysis.opset)
     op_name = node.op_type if node.domain in ("", "ai.onnx") else f"{node.domain}.{node.op_type}"
     try:
@@ -138,10 +140,10 @@ def _apply_rule(analysis: Analysis, node: ir.Node) -> None:
         else:
             rule(node, ctx)
     except _RankUnknown as exc:
-        ctx = RuleContext(node, analysis.opset)
+        ctx = RuleContext(node, analysis.opset, analysis.interned)
         ctx.block(str(exc))
     except Exception as exc:  # a rule that cannot prove its mapping must not crash analysis
-        ctx = RuleContext(node, analysis.opset)
+        ctx = RuleContext(node, analysis.opset, analysis.interned)
         ctx.block(f"rule could not map this node ({type(exc).__name__}: {exc})")
     _merge(analysis, node, ctx, op_name)
 

@@ -151,6 +151,12 @@ def _choose_factors(
     return chosen, kept_whole
 
 
+def _dim_key(dim: Dim) -> tuple:
+    """A dim's sort key: the order of its fields, compared as a tuple (no Python-level
+    dataclass comparison per pair)."""
+    return dim.tensor, dim.axis, dim.part
+
+
 def _block_relation(block: FactorBlock, k: int) -> tuple[np.ndarray, np.ndarray]:
     total = int(np.prod(block.sizes))
     inner = int(np.prod(block.sizes[k + 1 :]))
@@ -179,7 +185,7 @@ def form_groups(analysis: Analysis, *, inner: bool = False) -> list[Group]:
 
     groups: list[Group] = []
     for comp in _joined(components, comp_of, [(m, f) for m, f, _, _ in extra]):
-        produced = sorted(d for d in comp if graph.info(d).produced)
+        produced = sorted((d for d in comp if graph.info(d).produced), key=_dim_key)
         if not produced:
             continue
         group = _build_group(analysis, comp, produced, extra_by_dim, fixed_reasons)
@@ -225,7 +231,7 @@ def _build_group(
     approximate: list[Reason] = []
     consumers: list[tuple[Dim, Consumer]] = []
     sizes: dict[Dim, int] = {}
-    for d in sorted(comp):
+    for d in sorted(comp, key=_dim_key):
         info = graph.info(d)
         blocked.extend(info.blocked)
         blocked.extend(fixed_reasons.get(d, []))
@@ -241,7 +247,8 @@ def _build_group(
     if len(sizes) < len(comp):
         group.atom_of = {d: np.zeros(s, np.int64) for d, s in sizes.items() if not d.is_virtual}
         return group
-    order = sorted(comp, key=lambda d: (d not in produced, d))
+    first = set(produced)
+    order = sorted(comp, key=lambda d: (d not in first, _dim_key(d)))
     identity = _identity_width(graph, comp, sizes, extra_by_dim)
     if identity is not None:  # every member is the same n channels, position for position
         group.n_atoms = identity

@@ -21,9 +21,13 @@ Size = int | str | None
 class RuleContext:
     """Records one node's declarations; the analysis merges them into the channel graph."""
 
-    def __init__(self, node: ir.Node, opset: int) -> None:
+    def __init__(self, node: ir.Node, opset: int,
+                 interned: dict[tuple[str, int], Dim] | None = None) -> None:  # fmt: skip
+        """``interned``: the analysis's one Dim per (tensor, axis), shared by every node's
+        context (a dim is made once, not by its producer and again by each reader)."""
         self.node = node
         self.opset = opset
+        self._interned = {} if interned is None else interned
         self.name = node.name or ""
         self.sizes: dict[Dim, Size] = {}
         self.declared: set[Dim] = set()
@@ -82,8 +86,11 @@ class RuleContext:
             raise _RankUnknown(value.name)
         if not -rank <= axis < rank:
             raise IndexError(f"axis {axis} out of range for rank {rank} of '{value.name}'")
-        dim = Dim(value.name, axis % rank)
-        self.sizes.setdefault(dim, self.shape(value)[axis % rank])
+        axis %= rank
+        dim = self._interned.get((value.name, axis))
+        if dim is None:
+            dim = self._interned[value.name, axis] = Dim(value.name, axis)
+        self.sizes.setdefault(dim, self.shape(value)[axis])
         return dim
 
     def dims(self, value: ir.Value | None) -> list[Dim]:
