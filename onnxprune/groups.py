@@ -158,9 +158,13 @@ def _dim_key(dim: Dim) -> tuple:
 
 
 def _block_relation(block: FactorBlock, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Position p of the merged dim is position (p // inner) % size_k of factor k; one array
+    for both sides where every other factor is 1 (p is p: a depthwise Conv's channels)."""
     total = int(np.prod(block.sizes))
-    inner = int(np.prod(block.sizes[k + 1 :]))
     positions = np.arange(total)
+    if block.sizes[k] == total:
+        return positions, positions
+    inner = int(np.prod(block.sizes[k + 1 :]))
     return positions, (positions // inner) % block.sizes[k]
 
 
@@ -306,19 +310,22 @@ def _smallest_connected(r: np.ndarray, c: np.ndarray, total: int) -> np.ndarray:
 
 def _identity_width(graph: ChannelGraph, comp: set[Dim], sizes: dict[Dim, int],
                     extra_by_dim: dict[Dim, list]) -> int | None:  # fmt: skip
-    """n when every member of ``comp`` has n positions and every relation between them maps
-    position p to position p for all p (``RuleContext.same``: one array, 0..n-1, on both
-    sides), so the canonical channels are 0..n-1 in every member; None otherwise (the
-    component's positions are then joined by connected components)."""
+    """n when every member of ``comp`` has n positions and every relation between them (the
+    rules' and the chosen factors') maps position p to position p for all p
+    (``RuleContext.same``, a factor beside 1s: one array, 0..n-1, on both sides), so the
+    canonical channels are 0..n-1 in every member; None otherwise (the component's positions
+    are then joined by connected components)."""
     widths = set(sizes.values())
-    if len(widths) != 1 or any(d in extra_by_dim for d in comp):
+    if len(widths) != 1:
         return None
     n = widths.pop()
-    for a, b in graph.graph.edges(comp):
-        for _, a_pos, b_pos in graph.graph.edges[a, b]["relations"]:
-            if a_pos is not b_pos or a_pos.size != n or (n and not (
-                    a_pos[0] == 0 and a_pos[-1] == n - 1 and (np.diff(a_pos) == 1).all())):  # fmt: skip
-                return None
+    edges = graph.graph.edges
+    relations = [rel for a, b in edges(comp) for rel in edges[a, b]["relations"]]
+    relations += [rel[1:] for d in comp for rel in extra_by_dim.get(d, [])]
+    for _, a_pos, b_pos in relations:
+        if a_pos is not b_pos or a_pos.size != n or (n and not (
+                a_pos[0] == 0 and a_pos[-1] == n - 1 and (np.diff(a_pos) == 1).all())):  # fmt: skip
+            return None
     return n
 
 
