@@ -164,24 +164,30 @@ def _merge(analysis: Analysis, node: ir.Node, ctx: RuleContext, op_name: str) ->
                               f"the {op_name} rule does not map axis {axis} of '{value.name}'")
             elif (value.name, axis) not in sized:  # declared through a Dim made by hand
                 ctx.dim(value, axis)
-    for dim, size in ctx.sizes.items():
-        graph.add_dim(dim, size)
+    sizes = ctx.sizes
+    graph.add_dims(sizes.items())
+    graph.add_dims((d, sizes.get(d)) for a, b, _, _ in ctx.relations for d in (a, b))
     for a, b, a_pos, b_pos in ctx.relations:
-        graph.add_dim(a, ctx.sizes.get(a))
-        graph.add_dim(b, ctx.sizes.get(b))
         graph.relate(a, b, a_pos, b_pos)
-    where = node.name
+    reasons: dict[str, Reason] = {}  # one per sentence: a Conv blocks six axes alike
+
+    def reason(text: str) -> Reason:
+        found = reasons.get(text)
+        if found is None:
+            found = reasons[text] = Reason(node.name, op_name, text)
+        return found
+
     for dim in ctx.produced:
         graph.info(dim).produced = True
     for dim, consumer in ctx.consumers:
         graph.info(dim).consumers.append(consumer)
     for dim, text in ctx.blocked:
-        graph.add_dim(dim, ctx.sizes.get(dim)).blocked.append(Reason(where, op_name, text))
+        graph.add_dim(dim, sizes.get(dim)).blocked.append(reason(text))
     for dim, text in ctx.approximate_dims:
-        graph.info(dim).approximate.append(Reason(where, op_name, text))
+        graph.info(dim).approximate.append(reason(text))
     graph.blocks.extend(ctx.blocks)
     for tensor, text in ctx.tensor_blocks:
-        analysis.tensor_blocks.setdefault(tensor, []).append(Reason(where, op_name, text))
+        analysis.tensor_blocks.setdefault(tensor, []).append(reason(text))
 
 
 def _block_value(analysis: Analysis, value: ir.Value, reason: Reason) -> None:

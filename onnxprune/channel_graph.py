@@ -15,6 +15,7 @@ approximate reasons.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 import networkx as nx
@@ -116,6 +117,17 @@ class ChannelGraph:
         elif info.size is None and size is not None:
             info.size = size
         return info
+
+    def add_dims(self, sizes: Iterable[tuple[Dim, int | str | None]]) -> None:
+        """``add_dim`` of every (dim, size)."""
+        infos, graph = self._infos, self.graph
+        for dim, size in sizes:
+            info = infos.get(dim)
+            if info is None:
+                info = infos[dim] = DimInfo(size)
+                graph.add_node(dim, info=info)
+            elif info.size is None and size is not None:
+                info.size = size
 
     def relate(self, a: Dim, b: Dim, a_pos: np.ndarray, b_pos: np.ndarray) -> None:
         """Declare position ``a_pos[t]`` of ``a`` the same channel as ``b_pos[t]`` of ``b``."""
