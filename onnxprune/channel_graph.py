@@ -110,16 +110,13 @@ class ChannelGraph:
         return self._infos[dim]
 
     def add_dim(self, dim: Dim, size: int | str | None) -> DimInfo:
-        info = self._infos.get(dim)
-        if info is None:
-            info = self._infos[dim] = DimInfo(size)
-            self.graph.add_node(dim, info=info)
-        elif info.size is None and size is not None:
-            info.size = size
-        return info
+        """The dim's info, the dim added with ``size`` if new; a known size is kept, an
+        unknown one takes ``size``."""
+        self.add_dims(((dim, size),))
+        return self._infos[dim]
 
     def add_dims(self, sizes: Iterable[tuple[Dim, int | str | None]]) -> None:
-        """``add_dim`` of every (dim, size)."""
+        """``add_dim`` of every (dim, size), in one loop."""
         infos, graph = self._infos, self.graph
         for dim, size in sizes:
             info = infos.get(dim)

@@ -30,6 +30,7 @@ import onnx
 import onnx_ir as ir
 from onnx import TensorProto
 
+from onnxprune.passes.cleanup import drop_intermediate_shapes
 from onnxprune.quantization import QUANTIZED_TYPES, WEIGHT_INPUT
 from onnxprune.skeleton import graphs, skeleton
 from onnxprune.symbolic_shapes import infer_symbolic_shapes
@@ -325,8 +326,6 @@ def rewritten_cost(model: ir.Model, dims: Dims | None = None) -> ModelCost:
     the original's, with the kept size on every axis the plan prunes (``ShrinkPass``): the
     channel groups hold every axis whose size a removal changes. Counted from them where they
     decide the counts, else on the skeleton with shapes inferred again."""
-    from onnxprune.passes.cleanup import drop_intermediate_shapes
-
     cost = _ir_cost(model)
     drop_intermediate_shapes(model, keep_custom=False)
     return cost if cost is not None else model_cost(model, dims)

@@ -26,7 +26,7 @@ import onnx_ir as ir
 from onnxprune import data_file, wire
 from onnxprune.errors import ModelLoadError, UnsupportedModelError, UsageError
 from onnxprune.shape_inference import infer_proto
-from onnxprune.skeleton import SMALL, weightless
+from onnxprune.skeleton import SMALL, left_out, weightless
 from onnxprune.weights import model_nbytes
 
 ModelSource = str | os.PathLike | onnx.ModelProto | ir.Model
@@ -227,8 +227,7 @@ def _check_declared_outputs(proto: onnx.ModelProto, where: str) -> None:
                 for o in proto.graph.output if o.type.tensor_type.HasField("shape")}  # fmt: skip
     if not any(any(v is not None for v in dims) for dims in declared.values()):
         return
-    skeleton = weightless(proto, lambda t: math.prod(t.dims) > 4096
-                          or t.data_location == onnx.TensorProto.EXTERNAL)  # fmt: skip
+    skeleton = weightless(proto, left_out)
     if skeleton is proto:
         skeleton = onnx.ModelProto()
         skeleton.CopyFrom(proto)  # small: every initializer holds at most 4096 elements

@@ -26,6 +26,9 @@ from onnxprune.plan import RemovalPlan
 def rewrite(original: ir.Model, plan: RemovalPlan, *, check: bool = True,
             keep_shapes: bool = False) -> ir.Model:  # fmt: skip
     """A pruned copy of ``original`` (left unchanged) for ``plan``."""
+    if check and keep_shapes:
+        raise ValueError("keep_shapes is for unchecked candidates: the checker infers shapes "
+                         "on a skeleton without them")  # fmt: skip
     model = original.clone()
     apply_weight_updates(model, plan.weight_updates)
     ShrinkPass(plan)(model)
@@ -38,5 +41,5 @@ def rewrite(original: ir.Model, plan: RemovalPlan, *, check: bool = True,
         CompensatePass(plan, weights)(model)
     if plan.blocks:
         RemoveBlocksPass(list(plan.blocks.values()))(model)
-    CleanupPass(check=check and not keep_shapes, keep_shapes=keep_shapes)(model)
+    CleanupPass(check=check, keep_shapes=keep_shapes)(model)
     return model

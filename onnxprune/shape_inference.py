@@ -11,18 +11,11 @@ which pairs values graph by graph (a name may repeat in another graph).
 
 from __future__ import annotations
 
-import math
-
 import onnx
 import onnx_ir as ir
 from onnx_ir.passes.common import ShapeInferencePass
 
-from onnxprune.skeleton import SMALL, skeleton, weightless
-
-
-def _large(tensor: onnx.TensorProto) -> bool:
-    """Left out of a skeleton: more than ``SMALL`` elements, or data in another file."""
-    return math.prod(tensor.dims) > SMALL or tensor.data_location == onnx.TensorProto.EXTERNAL
+from onnxprune.skeleton import left_out, skeleton, weightless
 
 
 def infer_proto(proto: onnx.ModelProto) -> onnx.ModelProto | None:
@@ -31,7 +24,7 @@ def infer_proto(proto: onnx.ModelProto) -> onnx.ModelProto | None:
     where the inference rejects the model."""
     try:
         return onnx.shape_inference.infer_shapes(
-            weightless(proto, _large), check_type=True, strict_mode=True, data_prop=True)
+            weightless(proto, left_out), check_type=True, strict_mode=True, data_prop=True)
     except Exception:  # noqa: BLE001 - onnx raises several types; rejected means no result
         return None
 

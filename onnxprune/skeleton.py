@@ -12,6 +12,7 @@ proto of a 4 GB model is a few hundred kilobytes. Shape inference, cost counting
 from __future__ import annotations
 
 import contextlib
+import math
 from collections.abc import Callable, Iterator
 
 import onnx
@@ -65,6 +66,12 @@ def stubs_as_inputs(proto: onnx.ModelProto) -> onnx.ModelProto:
     """A skeleton's data-less initializers (location ``STUB``) as typed graph inputs
     (``weightless``): what ``onnx.checker`` and shape inference take."""
     return weightless(proto, _is_stub)
+
+
+def left_out(tensor: onnx.TensorProto) -> bool:
+    """Whether a skeleton leaves ``tensor`` (a proto's) out: more than ``SMALL`` elements, or
+    data in another file."""
+    return math.prod(tensor.dims) > SMALL or tensor.data_location == onnx.TensorProto.EXTERNAL
 
 
 def _is_stub(tensor: onnx.TensorProto) -> bool:
