@@ -32,7 +32,7 @@ from pathlib import Path
 import numpy as np
 import onnx_ir as ir
 
-from onnxprune.weights import Sliced, mapped
+from onnxprune.weights import Sliced, mapped, take_kept
 from onnxprune.wire import WRITE_PIECE
 
 #: Tensors of more than this many bytes start at a multiple of ``ALIGN`` in the data file.
@@ -125,10 +125,8 @@ def _sliced(tensor: Sliced, fd: int, offset: int, buffers: _Buffers, what: str) 
         _pread(source_fd, memoryview(array.reshape(-1).view(np.uint8)), source.offset or 0, what)
     finally:
         os.close(source_fd)
-    axes = sorted(tensor.axes.items())
-    for axis, kept in axes[:-1]:
-        array = np.take(array, kept, axis=axis)
-    axis, kept = axes[-1]
+    *first, (axis, kept) = sorted(tensor.axes.items())
+    array = take_kept(array, dict(first))
     np.take(array, kept, axis=axis, out=out, mode="clip")  # "raise" copies via a temporary
     _pwrite(fd, out.reshape(-1).view(np.uint8), offset)
     return True

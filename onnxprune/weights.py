@@ -113,13 +113,14 @@ class Sliced(ir.LazyTensor):
         shape = list(source.shape.numpy())
         for axis, kept in axes.items():
             shape[axis] = int(kept.size)
-        super().__init__(_computing(source, functools.partial(_take, axes=axes), name),
+        super().__init__(_computing(source, functools.partial(take_kept, axes=axes), name),
                          dtype=source.dtype, shape=ir.Shape(shape), name=name)  # fmt: skip
         self.source = source
         self.axes = dict(axes)
 
 
-def _take(array: np.ndarray, axes: Mapping[int, np.ndarray]) -> np.ndarray:
+def take_kept(array: np.ndarray, axes: Mapping[int, np.ndarray]) -> np.ndarray:
+    """``array`` taken at the kept positions ``axes[axis]`` of each listed axis, in axis order."""
     for axis, kept in sorted(axes.items()):
         array = np.take(array, kept, axis=axis)
     return array
@@ -130,5 +131,5 @@ def sliced(tensor: ir.TensorProtocol, axes: Mapping[int, np.ndarray],
     """The tensor taken at the kept positions ``axes[axis]`` of each listed axis: computed now
     for a tensor in memory, a ``Sliced`` for a mapped one."""
     if not mapped(tensor):
-        return ir.Tensor(np.ascontiguousarray(_take(tensor.numpy(), axes)), name=name)
+        return ir.Tensor(np.ascontiguousarray(take_kept(tensor.numpy(), axes)), name=name)
     return Sliced(tensor, axes, name)
