@@ -40,10 +40,13 @@ def test_profiled_costs_name_every_node_that_runs():
 
 def test_latency_allocation_meets_a_macs_target_and_its_plan_replays():
     proto = mlp(64)
-    result = onnxprune.prune(proto, target_macs=0.5, allocation="latency", inputs=feeds(proto))
+    # round_to=1: with the kernel block (16 on AVX-512) and a profile that happens to make one
+    # group far costlier, the only widths under half the MACs keep 28% of them
+    result = onnxprune.prune(proto, target_macs=0.5, allocation="latency", round_to=1,
+                             inputs=feeds(proto))  # fmt: skip
     assert_exact(result)
     kept = result.cost_after.macs / result.cost_before.macs
-    assert 0.4 <= kept <= 0.5
+    assert 0.45 <= kept <= 0.5
     assert all(len(v) < 64 for v in result.plan.removed.values())
     again = onnxprune.prune(proto, plan=result.plan.to_dict(), inputs=feeds(proto))
     assert {k: v.tolist() for k, v in again.plan.removed.items()} == {
