@@ -77,18 +77,28 @@ def normalize(model: ir.Model) -> UntieRecord:
     renamed = NameFixPass()(model).modified
     lifted = LiftConstantsToInitializersPass(lift_all_constants=True, size_limit=0)(model).modified
     infer_shapes(model, None if renamed or lifted else loaded)
-    if _positive_concat_axes(model):
-        infer_shapes(model)
     record = UntieRecord()
-    folded = FoldShapeConstantsPass()(model).modified
-    UntieSharedConstantsPass(record)(model)  # copies keep their values' shapes
-    if folded:  # what a folded value feeds may get a static shape now
+    # Concat axes made positive and static sizes folded, then one inference for both (what a
+    # folded value feeds may get a static shape); sizes that only the positive axes make
+    # static are folded after it
+    stale = _positive_concat_axes(model)
+    if _fold(model, record) or stale:
         infer_shapes(model)
+        if stale and _fold(model, record):
+            infer_shapes(model)
     refine_reshape_shapes(model)
     complete_shapes(model)
     if contrib_gemm_shapes(model):
         infer_shapes(model)  # what reads the QGemm output gets its shapes too
     return record
+
+
+def _fold(model: ir.Model, record: UntieRecord) -> bool:
+    """Fold static sizes into constants and untie shared ones (copies keep their values'
+    shapes); True if anything was folded."""
+    folded = FoldShapeConstantsPass()(model).modified
+    UntieSharedConstantsPass(record)(model)
+    return folded
 
 
 def _positive_concat_axes(model: ir.Model) -> bool:

@@ -59,7 +59,7 @@ from onnxprune.input_sizes import (
     feeds_for_verification,
     random_inputs,
 )
-from onnxprune.metrics import ModelCost, model_cost, node_macs, parameter_counts, rewritten_cost
+from onnxprune.metrics import ModelCost, checked_cost, model_cost, node_macs, parameter_counts
 from onnxprune.model_io import (
     FILE_WEIGHTS,
     ModelSource,
@@ -644,8 +644,8 @@ def prune(
     # rewrite
     with clock("rewrite"):
         pruned = rewrite(original, removal, check=False, keep_shapes=True)
-        cost_after = rewritten_cost(pruned, sizes.dims)
-        check_rewritten(skeleton(pruned))
+        cost_after, checked = checked_cost(pruned, sizes.dims)
+        check_rewritten(checked)
     # verify
     verdicts: tuple = (None, None)
     staging = None

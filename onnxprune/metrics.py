@@ -326,9 +326,24 @@ def rewritten_cost(model: ir.Model, dims: Dims | None = None) -> ModelCost:
     the original's, with the kept size on every axis the plan prunes (``ShrinkPass``): the
     channel groups hold every axis whose size a removal changes. Counted from them where they
     decide the counts, else on the skeleton with shapes inferred again."""
+    cost = _shrunk_cost(model)
+    return cost if cost is not None else model_cost(model, dims)
+
+
+def checked_cost(model: ir.Model, dims: Dims | None = None) -> tuple[ModelCost, onnx.ModelProto]:
+    """``rewritten_cost`` and the skeleton of ``model`` as it leaves it, made once for the
+    count (where the shapes do not decide it) and for ``onnx.checker``."""
+    cost = _shrunk_cost(model)
+    proto = skeleton(model)
+    return (cost if cost is not None else model_cost(proto, dims)), proto
+
+
+def _shrunk_cost(model: ir.Model) -> ModelCost | None:
+    """The count from the shapes ``rewrite`` kept, where they decide it; the intermediate
+    shapes are cleared either way."""
     cost = _ir_cost(model)
     drop_intermediate_shapes(model, keep_custom=False)
-    return cost if cost is not None else model_cost(model, dims)
+    return cost
 
 
 def _static(value: ir.Value | None) -> list[int] | None:
