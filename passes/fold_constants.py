@@ -14,6 +14,7 @@ from __future__ import annotations
 import numpy as np
 import onnx
 import onnx_ir as ir
+from onnx.reference import ReferenceEvaluator
 from onnx_ir.passes import InPlacePass, PassResult
 
 from onnxprune.shape_values import SHAPE_ARITHMETIC, Literal, SizeOf, shape_entries
@@ -69,8 +70,6 @@ def _evaluate(node: ir.Node, opset: int) -> list[np.ndarray] | None:
         initializer=inputs,
     )
     model = onnx.helper.make_model(graph, opset_imports=[onnx.helper.make_opsetid("", opset)])
-    from onnx.reference import ReferenceEvaluator  # 20 ms to import; most models never need it
-
     try:
         return list(ReferenceEvaluator(model).run(None, {}))
     except Exception:  # an op the reference runtime cannot evaluate stays unfolded
