@@ -19,7 +19,7 @@ import onnx_ir as ir
 
 from onnxprune.errors import VerificationError
 from onnxprune.plan import RemovalPlan
-from onnxprune.weights import reading, weight_map
+from onnxprune.weights import reading
 
 #: Tensors shown finite by a sum over all their elements (``seen``).
 _FINITE: weakref.WeakSet[ir.TensorProtocol] = weakref.WeakSet()
@@ -34,9 +34,8 @@ def seen(tensor: ir.TensorProtocol, array: np.ndarray, sums: np.ndarray) -> None
 
 def nonfinite_weights(model: ir.Model, where: str) -> list[str]:
     """A warning per float initializer of ``model`` holding NaN or inf (tensors held in
-    external data are read one at a time per reader, ``weights.weight_map``; those ``seen``
-    finite are not read)."""
-    unread = []
+    external data are read one at a time; those ``seen`` finite are not read)."""
+    out = []
     for name, value in model.graph.initializers.items():
         tensor = value.const_value
         if tensor is None or not tensor.dtype.is_floating_point():
@@ -44,15 +43,13 @@ def nonfinite_weights(model: ir.Model, where: str) -> list[str]:
         if tensor in _FINITE:  # a mark serves this report only (an array can change after)
             _FINITE.discard(tensor)
             continue
-        unread.append((name, tensor))
-    counts = weight_map(_counted, [t for _, t in unread], model)
-    return [f"{where} has non-finite values in initializer '{name}' ({bad} of {tensor.size})"
-            for (name, tensor), bad in zip(unread, counts, strict=True) if bad]  # fmt: skip
-
-
-def _counted(tensor: ir.TensorProtocol) -> int:
-    with reading(tensor) as array:
-        return _nonfinite_count(array)
+        with reading(tensor) as array:
+            bad = _nonfinite_count(array)
+            size = array.size
+        if bad:
+            out.append(f"{where} has non-finite values in initializer '{name}' "
+                       f"({bad} of {size})")  # fmt: skip
+    return out
 
 
 def _nonfinite_count(array: np.ndarray) -> int:
