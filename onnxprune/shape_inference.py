@@ -48,11 +48,8 @@ def infer_shapes(model: ir.Model, inferred: onnx.ModelProto | None = None) -> bo
     values.update((v.name, v) for v in graph.inputs)
     values.update((v.name, v) for node in graph for v in node.outputs if v is not None)
     if inferred is None:
-        try:
-            inferred = onnx.shape_inference.infer_shapes(
-                skeleton(model, as_inputs=True), check_type=True, strict_mode=True,
-                data_prop=True)  # fmt: skip
-        except Exception:  # noqa: BLE001 - onnx raises several types; rejected: unchanged
+        inferred = infer_proto(skeleton(model))  # its stubs are what infer_proto leaves out
+        if inferred is None:  # rejected: unchanged
             return modified
     for info in (*inferred.graph.input, *inferred.graph.value_info, *inferred.graph.output):
         value = values.get(info.name)
